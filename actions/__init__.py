@@ -1,0 +1,81 @@
+"""Built-in actions: every Willo operation (YAML in ``manifests/actions``) and the
+composite actions whose work is more than one request."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from connector import hookimpl
+from connector.errors import AmbiguousRequestError, InputError, NetworkError, ServerError
+
+
+@hookimpl
+def manifest_paths() -> list[str | Path]:
+    root = resources.files("willo_manifests")
+    return [Path(str(root.joinpath("resources.yaml"))), Path(str(root.joinpath("actions")))]
+
+
+@hookimpl
+def action_handlers() -> dict[str, Any]:
+    return {
+        "willo.move_participant_stage": move_participant_stage,
+        "willo.find_or_invite_participant": find_or_invite_participant,
+    }
+
+
+def board_stage(stages: list[str], wanted: str) -> str | None:
+    """The board's spelling of ``wanted``, matched case-insensitively, or None."""
+    folded = wanted.strip().casefold()
+    return next((s for s in stages if s.casefold() == folded), None)
+
+
+def move_participant_stage(inputs: dict[str, Any], client: Any) -> dict[str, Any]:
+    """Move a participant to the stage of their interview's board named ``stage``."""
+    participant = client.call("willo.get_participant", {"participant": inputs["participant"]})
+    interview = client.call("willo.get_interview", {"interview": participant["interview"]})
+    stages = list(interview.get("stages") or [])
+    stage = board_stage(stages, inputs["stage"])
+    if stage is None:
+        raise InputError(
+            f"willo.move_participant_stage: /stage: {inputs['stage']!r} is not a stage of "
+            f"interview {interview.get('title', interview['key'])!r} "
+            f"(stages: {', '.join(stages) or 'none'})"
+        )
+    if participant.get("stage") == stage:
+        return dict(participant)
+    return dict(client.call("willo.update_participant",
+                            {"participant": participant["key"], "stage": stage}))
+
+
+def _find(client: Any, interview: str, email: str) -> dict[str, Any] | None:
+    page = client.call(
+        "willo.list_participants", {"interview": interview, "email": email, "all": True}
+    )
+    folded = email.casefold()
+    for item in page.get("results", []):
+        if item.get("interview", interview) == interview and item["email"].casefold() == folded:
+            return dict(item)
+    return None
+
+
+def find_or_invite_participant(inputs: dict[str, Any], client: Any) -> dict[str, Any]:
+    """Invite unless that email already is a participant of that interview.
+
+    The lookup is authoritative, so after an ambiguous failure (connection lost,
+    5xx) the invitation is looked up again before it is ever resent.
+    """
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        found = _find(client, inputs["interview"], inputs["email"])
+        if found is not None:
+            return {"participant": found, "created": attempt > 1}
+        try:
+            created = client.call("willo.invite_participant", inputs)
+        except (AmbiguousRequestError, ServerError, NetworkError):
+            if attempt == attempts:
+                raise
+            continue
+        return {"participant": created, "created": True}
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,100 @@
+"""vcrpy cassettes: replaying recorded Willo traffic offline, and recording it.
+
+Requests match on method, the path below ``/api/integrations/v2``, the query and the
+JSON body, not on the host: a cassette recorded against the sandbox (on whatever
+port) or against Willo replays with any base URL. ``Authorization`` and every other
+credential header are filtered out when recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from connector.errors import ConnectorError
+
+FILTERED_HEADERS = [("authorization", "REDACTED"), ("x-api-key", "REDACTED"),
+                    ("cookie", None), ("set-cookie", None)]
+API_MARK = "/api/integrations/v2"
+
+
+class CassetteError(ConnectorError):
+    """A cassette is missing, unreadable, or lacks a request the run made."""
+
+
+def _path(r: Any) -> str:
+    path = urlsplit(r.uri).path
+    i = path.find(API_MARK)
+    return path[i + len(API_MARK):] if i >= 0 else path
+
+
+def _body(r: Any) -> Any:
+    raw = r.body
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError):
+        return raw
+
+
+def match_api_path(r1: Any, r2: Any) -> None:
+    if _path(r1) != _path(r2):
+        raise AssertionError(f"{_path(r1)} != {_path(r2)}")
+
+
+def match_query(r1: Any, r2: Any) -> None:
+    q1 = sorted(parse_qsl(urlsplit(r1.uri).query))
+    q2 = sorted(parse_qsl(urlsplit(r2.uri).query))
+    if q1 != q2:
+        raise AssertionError(f"{q1} != {q2}")
+
+
+def match_json_body(r1: Any, r2: Any) -> None:
+    if _body(r1) != _body(r2):
+        raise AssertionError("bodies differ")
+
+
+def make_vcr(record_mode: str = "none") -> Any:
+    import vcr
+
+    v = vcr.VCR(
+        record_mode=record_mode,
+        filter_headers=FILTERED_HEADERS,
+        match_on=["method", "api_path", "query", "json_body"],
+        decode_compressed_response=True,
+        allow_playback_repeats=False,
+    )
+    v.register_matcher("api_path", match_api_path)
+    v.register_matcher("query", match_query)
+    v.register_matcher("json_body", match_json_body)
+    return v
+
+
+@contextlib.contextmanager
+def replay(path: str | Path) -> Iterator[Any]:
+    """Answer every HTTP request from the cassette at ``path``; send nothing."""
+    from vcr.errors import CannotOverwriteExistingCassetteException
+
+    p = Path(path)
+    if not p.is_file():
+        raise CassetteError(f"{p}: no such cassette")
+    try:
+        with make_vcr("none").use_cassette(str(p)) as cassette:
+            yield cassette
+    except CannotOverwriteExistingCassetteException as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "a request"
+        raise CassetteError(f"{p}: the run made a request the cassette does not hold ({first})") \
+            from None
+
+
+@contextlib.contextmanager
+def record(path: str | Path, mode: str = "all") -> Iterator[Any]:
+    """Record (or with ``mode="once"``, record if missing) every request into ``path``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with make_vcr(mode).use_cassette(str(path)) as cassette:
+        yield cassette

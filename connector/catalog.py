@@ -1,0 +1,255 @@
+"""The catalog: every manifest the plugins ship, validated, with its handler.
+
+Loading validates each manifest against ``manifests/schemas/manifest.schema.json``,
+checks that ``sample`` satisfies ``output`` and that request expressions name real
+inputs, and reports every problem as ``file:line: /pointer: message``. A valid
+catalog is cached on disk (keyed by the files' sizes and mtimes and the plugins'
+versions) so that listing commands start without importing jsonschema.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connector import __version__
+from connector.errors import ManifestError, UnknownIdError
+from connector.plugins import PluginHost, get_host
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 3
+
+
+@dataclass
+class Manifest:
+    """One loaded action or trigger manifest."""
+
+    data: dict[str, Any]
+    path: str
+    plugin: str
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.data["kind"])
+
+    @property
+    def title(self) -> str:
+        return str(self.data["title"])
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        return dict(self.data["input"])
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        return dict(self.data["output"])
+
+    @property
+    def request(self) -> dict[str, Any] | None:
+        req = self.data.get("request")
+        return dict(req) if req is not None else None
+
+    @property
+    def handler(self) -> str | None:
+        h = self.data.get("handler")
+        return str(h) if h is not None else None
+
+    @property
+    def idempotent(self) -> bool:
+        if "idempotent" in self.data:
+            return bool(self.data["idempotent"])
+        req = self.request
+        return req is not None and req["method"] in ("GET", "PUT", "DELETE")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "description": self.data["description"],
+            "plugin": self.plugin,
+        }
+
+
+@dataclass
+class Catalog:
+    """Manifests by id, plus the problems found while loading them."""
+
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    conflicts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def get(self, manifest_id: str, kind: str | None = None) -> Manifest:
+        found = self.manifests.get(manifest_id)
+        if found is not None and (kind is None or found.kind == kind):
+            return found
+        if manifest_id in self.conflicts:
+            claims = " and ".join(f"plugin {p} ({f})" for p, f in self.conflicts[manifest_id])
+            raise UnknownIdError(f"{manifest_id} is claimed by both {claims}; it is not loaded")
+        what = kind or "action or trigger"
+        pool = [m.id for m in self.manifests.values() if kind is None or m.kind == kind]
+        close = difflib.get_close_matches(manifest_id, pool, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownIdError(f"unknown {what} {manifest_id!r}{hint}")
+
+    def of_kind(self, kind: str) -> list[Manifest]:
+        return sorted((m for m in self.manifests.values() if m.kind == kind), key=lambda m: m.id)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _yaml_files(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            files.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml")))
+        else:
+            files.append(p)
+    return files
+
+
+def _plugin_files(host: PluginHost) -> list[tuple[str, Path]]:
+    found: list[tuple[str, Path]] = []
+    for plugin, paths in host.call_each("manifest_paths"):
+        for f in _yaml_files(paths):
+            found.append((plugin, f))
+    return found
+
+
+def _fingerprint(host: PluginHost, files: list[tuple[str, Path]]) -> str:
+    h = hashlib.sha256(f"{CACHE_FORMAT}:{__version__}".encode())
+    for name, info in sorted(host.plugins.items()):
+        h.update(f"{name}={info.version};".encode())
+    for plugin, f in files:
+        try:
+            st = f.stat()
+            h.update(f"{plugin}|{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{plugin}|{f}|missing\n".encode())
+    return h.hexdigest()[:24]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "willo-connector"
+
+
+def _read_cache(key: str) -> Catalog | None:
+    if os.environ.get("WILLO_CONNECTOR_NO_CACHE"):
+        return None
+    try:
+        raw = json.loads((cache_dir() / f"catalog-{key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cat = Catalog(problems=list(raw["problems"]))
+    for item in raw["manifests"]:
+        cat.manifests[item["data"]["id"]] = Manifest(item["data"], item["path"], item["plugin"])
+    cat.conflicts = {k: [tuple(x) for x in v] for k, v in raw["conflicts"].items()}  # type: ignore[misc]
+    return cat
+
+
+def _write_cache(key: str, cat: Catalog) -> None:
+    if os.environ.get("WILLO_CONNECTOR_NO_CACHE"):
+        return
+    d = cache_dir()
+    payload = {
+        "manifests": [
+            {"data": m.data, "path": m.path, "plugin": m.plugin} for m in cat.manifests.values()
+        ],
+        "problems": cat.problems,
+        "conflicts": cat.conflicts,
+    }
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".catalog-{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
+        tmp.replace(d / f"catalog-{key}.json")
+        for old in d.glob("catalog-*.json"):
+            if old.name != f"catalog-{key}.json":
+                old.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only home must not break the tool
+        log.debug("catalog cache not written: %s", exc)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _add(cat: Catalog, m: Manifest) -> None:
+    if m.id in cat.conflicts:
+        cat.conflicts[m.id].append((m.plugin, m.path))
+        return
+    other = cat.manifests.get(m.id)
+    if other is None:
+        cat.manifests[m.id] = m
+        return
+    del cat.manifests[m.id]
+    cat.conflicts[m.id] = [(other.plugin, other.path), (m.plugin, m.path)]
+
+
+def build(host: PluginHost, files: list[tuple[str, Path]]) -> Catalog:
+    """Load and validate every file; problems are collected, never raised."""
+    from connector import manifests as loader  # jsonschema and Jinja2 load only here
+
+    cat = Catalog()
+    docs, resources = loader.read_files(files, cat.problems)
+    for plugin, doc in docs:
+        m = loader.validate(doc, plugin, resources, cat.problems)
+        if m is not None:
+            _add(cat, m)
+    for mid, claims in cat.conflicts.items():
+        named = " and ".join(f"plugin {p} ({f})" for p, f in claims)
+        cat.problems.append(f"{claims[-1][1]}:1: /id: {mid} is claimed by both {named}")
+    from connector.plugins import handler_map
+
+    handlers = handler_map(host)
+    for m in list(cat.manifests.values()):
+        if m.handler and m.handler not in handlers:
+            cat.problems.append(f"{m.path}:1: /handler: no plugin registers handler {m.handler}")
+            del cat.manifests[m.id]
+    return cat
+
+
+_CATALOGS: dict[int, Catalog] = {}
+
+
+def get_catalog(host: PluginHost | None = None) -> Catalog:
+    """The catalog of ``host`` (default: the process's), loaded once."""
+    host = host or get_host()
+    cached = _CATALOGS.get(id(host))
+    if cached is not None:
+        return cached
+    files = _plugin_files(host)
+    key = _fingerprint(host, files)
+    cat = _read_cache(key)
+    if cat is None:
+        cat = build(host, files)
+        _write_cache(key, cat)
+    for problem in cat.problems:
+        log.warning("%s", problem)
+    if host.strict and cat.problems:
+        raise ManifestError(cat.problems)
+    _CATALOGS[id(host)] = cat
+    return cat
+
+
+def forget() -> None:
+    _CATALOGS.clear()
+
+
+def deep_copy(value: Any) -> Any:
+    return copy.deepcopy(value)

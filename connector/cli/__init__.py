@@ -1,0 +1,106 @@
+"""The ``willo-connector`` command line.
+
+Commands live in one module per group and are imported only when used, so that
+``--help`` and ``--version`` start fast. Expected failures (:class:`ConnectorError`)
+become one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+import click
+
+from connector import __version__
+
+#: command name -> (module, attribute, one-line help shown by --help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "plugins": ("connector.cli.catalog_cmds", "plugins", "Loaded plugins, versions and load errors."),
+    "actions": ("connector.cli.catalog_cmds", "actions", "List the actions in the catalog."),
+    "triggers": ("connector.cli.catalog_cmds", "triggers", "List the triggers in the catalog."),
+    "show": ("connector.cli.catalog_cmds", "show", "Show one action or trigger manifest."),
+    "catalog": ("connector.cli.catalog_cmds", "catalog", "Export every action and trigger with schemas."),
+    "options": ("connector.cli.catalog_cmds", "options", "List live choices for an input field."),
+    "validate": ("connector.cli.catalog_cmds", "validate", "Validate manifests and workflows."),
+    "call": ("connector.cli.call_cmd", "call", "Call one action."),
+    "run": ("connector.cli.run_cmd", "run", "Run a workflow."),
+    "runs": ("connector.cli.run_cmd", "runs", "List journaled workflow runs."),
+    "resume": ("connector.cli.run_cmd", "resume", "Resume an interrupted run."),
+    "poll": ("connector.cli.trigger_cmds", "poll", "Poll a polling trigger."),
+    "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
+    "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
+    "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._available(name)]
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module = COMMANDS[name][0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS or not self._available(cmd_name):
+            return None
+        module, attr, _ = COMMANDS[cmd_name]
+        cmd: click.Command = getattr(importlib.import_module(module), attr)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from connector.errors import ConnectorError
+
+        try:
+            return super().invoke(ctx)
+        except ConnectorError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``error: message`` (each line of it) to stderr and exit."""
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}" if not line.startswith(("error:", " ")) else line, err=True)
+    sys.exit(code)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    logging.getLogger("urllib3").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="willo-connector")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for HTTP).")
+def main(verbose: int) -> None:
+    """Drive the Willo Integration API V2 from YAML actions, triggers and workflows.
+
+    Settings come from the environment: WILLO_API_KEY, WILLO_BASE_URL,
+    WILLO_AUTH_SCHEME (e.g. Bearer), WILLO_RATE_LIMIT (per second/per minute, default
+    10/100), WILLO_SCHEMA_MODE (warn, strict or off), WILLO_STATE_DIR.
+    """
+    setup_logging(verbose)

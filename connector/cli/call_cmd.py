@@ -1,0 +1,51 @@
+"""``willo-connector call``: one action, live or as a dry run."""
+
+from __future__ import annotations
+
+import click
+
+from connector.cli.common import emit_json, json_option, parse_inputs, parse_json_object
+
+
+@click.command()
+@click.argument("action_id")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="K=V",
+              help="One input; K=@file.json / @file.csv loads a file. Repeatable.")
+@click.option("--input-json", metavar="JSON", help="All inputs as one JSON object.")
+@click.option("--dry-run", is_flag=True, help="Send nothing: show the request and the sample output.")
+@click.option("--sandbox", "use_sandbox", is_flag=True,
+              help="Start the local simulator (demo data) and call it instead of Willo.")
+@json_option
+def call(action_id: str, inputs: tuple[str, ...], input_json: str | None, dry_run: bool,
+         use_sandbox: bool, as_json: bool) -> None:
+    """Call the action ACTION_ID with the given inputs and print its output."""
+    from connector.cli.context import connector_for
+
+    with connector_for(dry_run=dry_run, sandbox=use_sandbox) as conn:
+        manifest = conn.catalog.get(action_id, "action")
+        values = parse_json_object(input_json, "--input-json") if input_json else {}
+        values.update(parse_inputs(inputs, manifest.input_schema.get("properties")))
+        result = conn.call(action_id, values)
+    if as_json:
+        emit_json({"action": result.action, "dry_run": True, "requests": result.requests,
+                   "output": result.output} if dry_run else result.output)
+        return
+    if dry_run:
+        show_requests(result.requests)
+        click.echo("sample output (nothing was sent):")
+    emit_json(result.output)
+
+
+def show_requests(requests: list[dict]) -> None:  # type: ignore[type-arg]
+    import json
+
+    for req in requests:
+        if "handler" in req:
+            click.echo(f"would call handler {req['handler']} with {json.dumps(req['inputs'])}")
+            continue
+        query = "&".join(f"{k}={v}" for k, v in req["params"].items())
+        click.echo(f"{req['method']} {req['url']}{'?' + query if query else ''}")
+        for name, value in req["headers"].items():
+            click.echo(f"  {name}: {value}")
+        if req.get("json") is not None:
+            click.echo("  " + json.dumps(req["json"], indent=2).replace("\n", "\n  "))

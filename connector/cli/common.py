@@ -1,0 +1,112 @@
+"""Helpers shared by the CLI's command modules: JSON output, inputs, the connector."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connector.errors import InputError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _load_file_value(spec: str, name: str) -> Any:
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(f"--input {name}=@{spec}: no such file")
+    if path.suffix.lower() == ".csv":
+        return load_csv(path)
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InputError(f"{path}: invalid JSON: {exc}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        from connector.yamlio import YamlError, load_file
+
+        try:
+            return load_file(path).data
+        except YamlError as exc:
+            raise InputError(str(exc)) from None
+    return path.read_text(encoding="utf-8")
+
+
+def load_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV with a header line; a row with the wrong number of cells is named."""
+    rows: list[dict[str, str]] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header:
+                raise InputError(f"{path}: empty CSV (expected a header row)")
+            header = [h.strip() for h in header]
+            if any(not h for h in header) or len(set(header)) != len(header):
+                raise InputError(f"{path}:1: header has empty or repeated column names")
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise InputError(
+                        f"{path}:{reader.line_num}: row has {len(row)} cells, "
+                        f"the header has {len(header)}"
+                    )
+                rows.append({h: c.strip() for h, c in zip(header, row, strict=True)})
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read CSV: {exc}") from None
+    return rows
+
+
+def coerce(raw: str, schema: Mapping[str, Any] | None) -> Any:
+    """A command-line string as the type its schema wants (JSON for non-strings)."""
+    types = (schema or {}).get("type")
+    names = types if isinstance(types, list) else [types] if types else []
+    if names and set(names) <= {"string", "null"}:
+        return raw
+    if "$ref" in (schema or {}) or not names or names != ["string"]:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def parse_inputs(
+    pairs: Iterable[str], properties: Mapping[str, Any] | None = None, flag: str = "--input"
+) -> dict[str, Any]:
+    """``k=v`` pairs; ``k=@file.csv`` / ``@file.json`` / ``@file.yaml`` load a file."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InputError(f"{flag} {pair!r}: expected NAME=VALUE")
+        if raw.startswith("@"):
+            out[name] = _load_file_value(raw[1:], name)
+        else:
+            out[name] = coerce(raw, (properties or {}).get(name))
+    return out
+
+
+def parse_json_object(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{flag}: invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag}: expected a JSON object")
+    return value
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,417 @@
+"""The Willo HTTP client: settings, safety, pacing, retries, pagination, typed errors.
+
+Knows nothing of Willo's paths (those live in manifests); it knows how to talk to
+an API like Willo's: a base URL, a key in ``Authorization``, JSON bodies, DRF-style
+pages and error bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.util.retry import Retry
+
+from connector import __version__
+from connector.errors import (
+    AmbiguousRequestError,
+    ConfigError,
+    NetworkError,
+    WilloError,
+    error_for_status,
+)
+from connector.pacing import Pacer, parse_rate, shared_pacer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.willotalent.com/api/integrations/v2"
+DEFAULT_RATE = "10/100"
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+REDACTED = "***"
+
+#: Hook called with the request dict (method, url, params, json, headers) before sending.
+PrepareHook = Callable[[Mapping[str, Any], dict[str, Any]], None]
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> None:
+    """HTTPS only, loopback aside."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and is_loopback(parts.hostname):
+        return
+    if parts.scheme == "http":
+        raise ConfigError(
+            f"refusing plain http:// to {parts.hostname}: Willo is HTTPS only "
+            "(http is allowed for loopback hosts such as the sandbox)"
+        )
+    raise ConfigError(f"not an http(s) URL: {url!r}")
+
+
+@dataclass
+class Settings:
+    """Client settings, from arguments or the environment (``WILLO_*``)."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = field(default=None, repr=False)
+    auth_scheme: str = ""
+    rate: str = DEFAULT_RATE
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_retries: int = 4
+    backoff: float = 0.5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        timeout = env.get("WILLO_TIMEOUT", "")
+        s = cls(
+            base_url=env.get("WILLO_BASE_URL") or DEFAULT_BASE_URL,
+            api_key=env.get("WILLO_API_KEY") or None,
+            auth_scheme=env.get("WILLO_AUTH_SCHEME", "").strip(),
+            rate=env.get("WILLO_RATE_LIMIT") or DEFAULT_RATE,
+        )
+        if timeout:
+            try:
+                s.read_timeout = float(timeout)
+            except ValueError:
+                raise ConfigError(f"WILLO_TIMEOUT={timeout!r} is not a number of seconds") from None
+        if env.get("WILLO_MAX_RETRIES"):
+            try:
+                s.max_retries = int(env["WILLO_MAX_RETRIES"])
+            except ValueError:
+                raise ConfigError("WILLO_MAX_RETRIES is not a whole number") from None
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(s, k, v)
+        s.base_url = s.base_url.rstrip("/")
+        return s
+
+    def authorization(self) -> str:
+        if not self.api_key:
+            raise ConfigError(
+                "set WILLO_API_KEY to your Willo API key (Willo: Settings > Integrations), "
+                "or use --sandbox to try the connector without an account"
+            )
+        return f"{self.auth_scheme} {self.api_key}" if self.auth_scheme else self.api_key
+
+
+class _Refuse(HTTPAdapter):
+    """Transport of a dry run: any attempt to send is a bug, and fails loudly."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"dry run: refusing to send {request.method} {request.url}")
+
+
+class WilloClient:
+    """Sends requests to Willo. Thread-safe; share one per process."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        prepare: PrepareHook | None = None,
+        pacer: Pacer | None = None,
+        session: requests.Session | None = None,
+        dry_run: bool = False,
+    ):
+        self.settings = settings or Settings.from_env()
+        check_url(self.settings.base_url)
+        self._prepare = prepare
+        per_s, per_m = parse_rate(self.settings.rate)
+        self.pacer = pacer or shared_pacer(per_s, per_m)
+        self.dry_run = dry_run
+        self.session = session or requests.Session()
+        adapter: HTTPAdapter = _Refuse() if dry_run else HTTPAdapter(
+            pool_connections=4, pool_maxsize=32, max_retries=0
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = f"willo-connector/{__version__}"
+        self.session.headers["Accept"] = "application/json"
+        self.requests_sent = 0
+
+    # ------------------------------------------------------------------ building
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            self._same_origin(path)
+            return path
+        return self.settings.base_url + "/" + path.lstrip("/")
+
+    def _same_origin(self, url: str) -> None:
+        base, other = urlsplit(self.settings.base_url), urlsplit(url)
+        if (base.scheme, base.netloc) != (other.scheme, other.netloc):
+            raise WilloError(
+                f"refusing to follow {other.scheme}://{other.netloc}: not the configured "
+                "Willo host, and the API key would be sent there"
+            )
+
+    def build(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        manifest: Mapping[str, Any] | None = None,
+        authorize: bool = True,
+    ) -> dict[str, Any]:
+        """The request as a dict (after ``prepare_request`` hooks), not yet sent."""
+        headers = {"Authorization": self.settings.authorization()} if authorize else {}
+        if json is not None:
+            headers["Content-Type"] = "application/json"
+        req: dict[str, Any] = {
+            "method": method.upper(),
+            "url": self.url(path),
+            "params": {k: _param(v) for k, v in (params or {}).items() if v is not None},
+            "json": json,
+            "headers": headers,
+        }
+        if self._prepare is not None:
+            self._prepare(manifest or {}, req)
+        check_url(req["url"])
+        return req
+
+    def preview(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """What :meth:`request` would send, with the key redacted (for dry runs)."""
+        authorize = bool(self.settings.api_key)
+        req = self.build(method, path, authorize=authorize, **kwargs)
+        req["headers"] = redact_headers(req["headers"])
+        if not authorize:
+            req["headers"]["Authorization"] = "<WILLO_API_KEY, not set>"
+        return req
+
+    # ------------------------------------------------------------------ sending
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
+        manifest: Mapping[str, Any] | None = None,
+        binary: bool = False,
+    ) -> Any:
+        """Send one request (paced, retried) and return its decoded JSON body."""
+        req = self.build(method, path, params=params, json=json, manifest=manifest)
+        if idempotent is None:
+            idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+        resp = self._send(req, idempotent)
+        return self._decode(req, resp, binary)
+
+    def _retry(self, idempotent: bool) -> Retry:
+        n = self.settings.max_retries
+        return Retry(
+            total=n,
+            connect=n,
+            read=n if idempotent else 0,
+            status=n,
+            other=0,
+            redirect=0,
+            allowed_methods=None,
+            status_forcelist=RETRY_STATUSES if idempotent else (429,),
+            backoff_factor=self.settings.backoff,
+            backoff_jitter=self.settings.backoff / 2,
+            backoff_max=60,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+
+    def _send(self, req: dict[str, Any], idempotent: bool) -> requests.Response:
+        retry = self._retry(idempotent)
+        prepared = self.session.prepare_request(
+            requests.Request(req["method"], req["url"], params=req["params"],
+                             json=req["json"], headers=req["headers"])
+        )
+        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        method, url = req["method"], _plain(req["url"])
+        while True:
+            self.pacer.acquire()
+            self.requests_sent += 1
+            try:
+                resp = self.session.send(prepared, timeout=timeout, allow_redirects=False)
+            except requests.RequestException as exc:
+                cause = _transport_cause(exc)
+                if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
+                    raise AmbiguousRequestError(
+                        f"connection lost after sending ({_reason(cause)}); not resent because "
+                        "the request may have landed and is not idempotent",
+                        method=method, url=url,
+                    ) from None
+                try:
+                    retry = retry.increment(method, url, error=cause)
+                except MaxRetryError:
+                    raise NetworkError(
+                        f"cannot reach Willo: {_reason(cause)}", method=method, url=url
+                    ) from None
+                except Exception:  # Retry re-raises errors it will not retry
+                    raise NetworkError(f"{_reason(cause)}", method=method, url=url) from None
+                log.info("retrying %s %s after %s", method, url, _reason(cause))
+                retry.sleep()
+                continue
+            code = resp.status_code
+            if code in (retry.status_forcelist or ()) and retry.is_retry(
+                method, code, "Retry-After" in resp.headers
+            ):
+                try:
+                    retry = retry.increment(method, url, response=resp.raw)
+                except MaxRetryError:
+                    return resp
+                log.info("retrying %s %s after HTTP %s", method, url, code)
+                retry.sleep(resp.raw)
+                continue
+            return resp
+
+    def _decode(self, req: dict[str, Any], resp: requests.Response, binary: bool) -> Any:
+        method, url = req["method"], _plain(req["url"])
+        if resp.status_code >= 400:
+            raise self._error(resp, method, url)
+        if binary:
+            body = resp.content
+            return {
+                "content_type": resp.headers.get("Content-Type", ""),
+                "size": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+            }
+        if resp.status_code == 204 or not resp.content:
+            return {}
+        try:
+            return resp.json()
+        except ValueError:
+            raise WilloError(
+                f"expected JSON, got {resp.headers.get('Content-Type', 'no content type')}",
+                status=resp.status_code, method=method, url=url,
+            ) from None
+
+    def _error(self, resp: requests.Response, method: str, url: str) -> WilloError:
+        message, fields = parse_error_body(resp)
+        retry_after = resp.headers.get("Retry-After")
+        cls = error_for_status(resp.status_code)
+        return cls(
+            self.scrub(message),
+            status=resp.status_code,
+            method=method,
+            url=url,
+            field_errors={k: self.scrub(str(v)) for k, v in fields.items()},
+            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
+
+    def scrub(self, text: str) -> str:
+        key = self.settings.api_key
+        return text.replace(key, REDACTED) if key else text
+
+    def paginate(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        items: str = "results",
+        next_field: str = "next",
+        manifest: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """Every item of a paged list, following ``next`` links on the same host."""
+        found: list[Any] = []
+        page = self.request(method, path, params=params, manifest=manifest)
+        while True:
+            found.extend(page.get(items) or [])
+            nxt = page.get(next_field)
+            if not nxt or (limit is not None and len(found) >= limit):
+                return found
+            page = self.request(method, urljoin(self.url(path), nxt), manifest=manifest)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _plain(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _transport_cause(exc: requests.RequestException) -> Exception:
+    cause: Any = exc.args[0] if exc.args else exc
+    if isinstance(cause, MaxRetryError) and cause.reason is not None:
+        cause = cause.reason
+    if isinstance(exc, requests.ConnectTimeout) and not isinstance(cause, ConnectTimeoutError):
+        return ConnectTimeoutError(str(cause))
+    if isinstance(exc, requests.ReadTimeout) and not isinstance(cause, ReadTimeoutError):
+        return ReadTimeoutError(None, "", str(cause))  # type: ignore[arg-type]
+    if isinstance(cause, (NewConnectionError, ConnectTimeoutError, ProtocolError,
+                          ReadTimeoutError)):
+        return cause
+    return ProtocolError(str(cause))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, NewConnectionError):
+        return "connection refused or host not found"
+    if isinstance(exc, ConnectTimeoutError):
+        return "connect timed out"
+    if isinstance(exc, ReadTimeoutError):
+        return "read timed out"
+    return "connection closed without a response"
+
+
+def parse_error_body(resp: requests.Response) -> tuple[str, dict[str, Any]]:
+    """Willo's (DRF-style) error body: ``{"detail": ...}`` or ``{"field": [msgs]}``."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.reason or f"HTTP {resp.status_code}", {}
+    if not isinstance(body, dict):
+        return resp.reason or f"HTTP {resp.status_code}", {}
+    detail = body.get("detail") or body.get("message") or body.get("error")
+    fields = {
+        k: v for k, v in body.items()
+        if k not in ("detail", "message", "error", "code", "status") and isinstance(v, (list, str))
+    }
+    if "non_field_errors" in fields:
+        extra = fields.pop("non_field_errors")
+        detail = detail or (" ".join(extra) if isinstance(extra, list) else extra)
+    if not detail:
+        detail = "invalid request" if fields else (resp.reason or f"HTTP {resp.status_code}")
+    return str(detail), fields
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k: (REDACTED if k.lower() in ("authorization", "x-api-key", "cookie") else v)
+        for k, v in headers.items()
+    }

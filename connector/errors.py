@@ -1,0 +1,129 @@
+"""Typed errors. Each one prints as one line the CLI can show as it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConnectorError(Exception):
+    """Base of every expected failure; ``str()`` is a one-line message."""
+
+    exit_code = 1
+
+
+class ConfigError(ConnectorError):
+    """A missing or unsafe setting (no API key, an http:// base URL)."""
+
+
+class ManifestError(ConnectorError):
+    """One or more manifests or workflows failed validation."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class UnknownIdError(ConnectorError):
+    """An action or trigger id that is not in the catalog."""
+
+
+class InputError(ConnectorError):
+    """Inputs that do not satisfy an input schema."""
+
+
+class OutputError(ConnectorError):
+    """A response that does not satisfy the action's output schema (strict mode)."""
+
+
+class WilloError(ConnectorError):
+    """An error answer from Willo (or a failure to reach it)."""
+
+    status: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str = "",
+        url: str = "",
+        field_errors: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ):
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.method = method
+        self.url = url
+        self.field_errors = field_errors or {}
+        self.retry_after = retry_after
+        super().__init__(self._line())
+
+    def _line(self) -> str:
+        where = f"{self.method} {self.url}: " if self.method else ""
+        code = f"{self.status} " if self.status else ""
+        text = f"{where}{code}{self.message}"
+        if self.field_errors:
+            fields = "; ".join(
+                f"{name}: {_join(msgs)}" for name, msgs in sorted(self.field_errors.items())
+            )
+            text += f" ({fields})"
+        return text
+
+
+def _join(msgs: Any) -> str:
+    if isinstance(msgs, list):
+        return " ".join(str(m) for m in msgs)
+    return str(msgs)
+
+
+class BadRequest(WilloError):
+    status = 400
+
+
+class Unauthorized(WilloError):
+    status = 401
+
+
+class Forbidden(WilloError):
+    status = 403
+
+
+class NotFound(WilloError):
+    status = 404
+
+
+class MethodNotAllowed(WilloError):
+    status = 405
+
+
+class RateLimited(WilloError):
+    status = 429
+
+
+class ServerError(WilloError):
+    status = 500
+
+
+class NetworkError(WilloError):
+    """Willo could not be reached (DNS, refused, timed out)."""
+
+
+class AmbiguousRequestError(WilloError):
+    """A non-idempotent request failed after it may have landed; it was not resent."""
+
+
+BY_STATUS: dict[int, type[WilloError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    429: RateLimited,
+}
+
+
+def error_for_status(status: int) -> type[WilloError]:
+    if status >= 500:
+        return ServerError
+    return BY_STATUS.get(status, WilloError)

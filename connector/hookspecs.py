@@ -1,0 +1,83 @@
+"""The hooks a willo-connector plugin may implement.
+
+Every hook is optional. Built-in actions and triggers implement these same hooks.
+Results of each hook are collected from every plugin (pluggy's default), so a
+hook returns only what its own plugin contributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from connector import PROJECT_NAME
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+#: ``handler(inputs, client) -> output``; see :func:`action_handlers`.
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@hookspec
+def manifest_paths() -> list[str | Path]:
+    """Return the YAML manifest files, or folders of them, that this plugin ships.
+
+    Called once when the catalog is built. Folders are searched recursively for
+    ``*.yaml`` and ``*.yml``; files whose top level has ``resources:`` define shared
+    schemas that manifests reference as ``{$ref: "resource:NAME"}``.
+
+    :return: paths (absolute, or made absolute by the plugin) to manifests.
+    """
+
+
+@hookspec
+def action_handlers() -> dict[str, Handler]:
+    """Return ``{manifest_id: handler}`` for actions that are not one HTTP request.
+
+    A handler is called as ``handler(inputs, client)`` where ``inputs`` is the input
+    dict already validated against the manifest's ``input`` schema and ``client`` is
+    the host's client: ``client.request(method, path, ...)`` returns decoded JSON and
+    raises :mod:`connector.errors`; ``client.call(action_id, inputs)`` runs another
+    action of the catalog. The handler returns the output dict, which the host
+    validates against the manifest's ``output`` schema. A dry run never calls it.
+
+    :return: a mapping of manifest id to callable.
+    """
+
+
+@hookspec
+def prepare_request(manifest: Mapping[str, Any], request: dict[str, Any]) -> None:
+    """Inspect or change an outgoing request just before it is sent.
+
+    Called for every HTTP request an action makes (declarative or from a handler),
+    and for every request a dry run shows. ``request`` has ``method``, ``url``,
+    ``params``, ``json`` and ``headers``; change it in place. ``manifest`` is the
+    action's manifest, or an empty mapping for a request outside an action.
+
+    :return: nothing; the change is made to ``request``.
+    """
+
+
+@hookspec
+def template_filters() -> dict[str, Callable[..., Any]]:
+    """Return extra Jinja2 filters, ``{name: function}``, for workflow expressions.
+
+    Called once when the expression environment is built. A filter runs inside the
+    sandbox and receives only data values.
+
+    :return: a mapping of filter name to callable.
+    """
+
+
+@hookspec
+def event_received(trigger: str, event: Mapping[str, Any]) -> None:
+    """Observe every event a trigger emits, polling or webhook, before dispatch.
+
+    ``trigger`` is the trigger's manifest id and ``event`` the validated event.
+    Exceptions raised here are logged and do not stop the dispatch.
+
+    :return: nothing.
+    """

@@ -1,0 +1,37 @@
+"""Dynamic options: the live choices of an input field, for form builders.
+
+An input property may carry ``x-options: {action, value, label, with}``: the list
+action that supplies its choices and which item fields are the value and the label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connector.errors import InputError
+from connector.runtime import Connector
+
+
+def option_spec(conn: Connector, action_id: str, field: str) -> dict[str, Any]:
+    manifest = conn.catalog.get(action_id)
+    props = manifest.input_schema.get("properties", {})
+    if field not in props:
+        raise InputError(f"{action_id}: no input /{field} (inputs: {', '.join(props) or 'none'})")
+    spec = props[field].get("x-options")
+    if not spec:
+        raise InputError(f"{action_id}: input /{field} has no dynamic options")
+    return dict(spec)
+
+
+def list_options(
+    conn: Connector, action_id: str, field: str, extra: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """``[{value, label}]`` from the field's list action, every page."""
+    spec = option_spec(conn, action_id, field)
+    inputs = {**(spec.get("with") or {}), **(extra or {}), "all": True}
+    result = conn.call(spec["action"], inputs).output
+    return [
+        {"value": item.get(spec["value"]), "label": str(item.get(spec.get("label", spec["value"])))}
+        for item in result.get("results", [])
+    ]

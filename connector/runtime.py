@@ -1,0 +1,174 @@
+"""Running actions: validate inputs, send the manifest's request (or call its
+handler), check the output against the manifest's schema."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector import drift, expressions, schemas
+from connector.catalog import Catalog, Manifest, get_catalog
+from connector.client import Settings, WilloClient
+from connector.errors import ConfigError, InputError, OutputError
+from connector.plugins import PluginHost, get_host, handler_map
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Call:
+    """The outcome of one action call: its output and what was (or would be) sent."""
+
+    action: str
+    output: Any
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def input_problems(manifest: Manifest, inputs: Mapping[str, Any]) -> list[str]:
+    return [f"{ptr or '/'}: {msg}" for ptr, msg in schemas.errors(dict(inputs), manifest.input_schema)]
+
+
+def check_inputs(manifest: Manifest, inputs: Mapping[str, Any]) -> None:
+    problems = input_problems(manifest, inputs)
+    if problems:
+        raise InputError(f"{manifest.id}: input " + "; ".join(problems))
+
+
+class ActionContext:
+    """What a handler receives as ``client``: raw requests and other actions."""
+
+    def __init__(self, connector: Connector, manifest: Manifest):
+        self._connector = connector
+        self.manifest = manifest
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("manifest", self.manifest.data)
+        kwargs.setdefault("idempotent", self.manifest.idempotent)
+        return self._connector.client.request(method, path, **kwargs)
+
+    def call(self, action_id: str, inputs: Mapping[str, Any]) -> Any:
+        return self._connector.call(action_id, inputs).output
+
+    @property
+    def settings(self) -> Settings:
+        return self._connector.client.settings
+
+
+class Connector:
+    """The host's facade: catalog + client + handlers. One per process is typical."""
+
+    def __init__(
+        self,
+        host: PluginHost | None = None,
+        *,
+        settings: Settings | None = None,
+        client: WilloClient | None = None,
+        dry_run: bool = False,
+        schema_mode: str | None = None,
+    ):
+        self.host = host or get_host()
+        self.catalog: Catalog = get_catalog(self.host)
+        self.dry_run = dry_run
+        self._settings = settings
+        self._client = client
+        self._handlers: dict[str, tuple[str, Callable[..., Any]]] | None = None
+        self.schema_mode = schema_mode or os.environ.get("WILLO_SCHEMA_MODE", "warn")
+        if self.schema_mode not in ("warn", "strict", "off"):
+            raise ConfigError(f"WILLO_SCHEMA_MODE={self.schema_mode!r}: use warn, strict or off")
+        filters: dict[str, Any] = {}
+        for _plugin, extra in self.host.call_each("template_filters"):
+            filters.update(extra)
+        if filters:
+            expressions.add_filters(filters)
+
+    @property
+    def client(self) -> WilloClient:
+        if self._client is None:
+            self._client = WilloClient(
+                self._settings or Settings.from_env(),
+                prepare=self._prepare,
+                dry_run=self.dry_run,
+            )
+        return self._client
+
+    def _prepare(self, manifest: Mapping[str, Any], request: dict[str, Any]) -> None:
+        self.host.call_quietly("prepare_request", manifest=manifest, request=request)
+
+    def handler(self, manifest: Manifest) -> Callable[..., Any]:
+        if self._handlers is None:
+            self._handlers = handler_map(self.host)
+        return self._handlers[manifest.handler or manifest.id][1]
+
+    # ------------------------------------------------------------------ calling
+
+    def call(self, action_id: str, inputs: Mapping[str, Any]) -> Call:
+        manifest = self.catalog.get(action_id, "action")
+        inputs = dict(inputs)
+        check_inputs(manifest, inputs)
+        if self.dry_run:
+            return self.preview(manifest, inputs)
+        if manifest.handler:
+            output = self.handler(manifest)(inputs, ActionContext(self, manifest))
+        else:
+            output = self._declarative(manifest, inputs)
+        self.check_output(manifest, output)
+        return Call(manifest.id, output)
+
+    def request_parts(self, manifest: Manifest, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        req = manifest.request
+        assert req is not None
+        scope = {"input": inputs}
+        parts: dict[str, Any] = {
+            "method": req["method"],
+            "path": expressions.render_path(req["path"], scope),
+            "params": expressions.render(req.get("query") or {}, scope, omit_undefined=True),
+            "json": None,
+        }
+        if "json" in req:
+            parts["json"] = expressions.render(req["json"], scope, omit_undefined=True)
+        return parts
+
+    def _declarative(self, manifest: Manifest, inputs: Mapping[str, Any]) -> Any:
+        parts = self.request_parts(manifest, inputs)
+        req = manifest.request or {}
+        pagination = req.get("pagination")
+        client = self.client
+        if pagination and inputs.get("all"):
+            items = client.paginate(
+                parts["method"], parts["path"], params=parts["params"],
+                items=pagination["items"], next_field=pagination["next"], manifest=manifest.data,
+            )
+            return {"count": len(items), "next": None, "previous": None, pagination["items"]: items}
+        return client.request(
+            parts["method"], parts["path"], params=parts["params"], json=parts["json"],
+            idempotent=manifest.idempotent, manifest=manifest.data,
+            binary=req.get("response") == "binary",
+        )
+
+    def preview(self, manifest: Manifest, inputs: Mapping[str, Any]) -> Call:
+        """A dry run of one action: the request it would send and its sample output."""
+        sent: list[dict[str, Any]] = []
+        if manifest.request is not None:
+            parts = self.request_parts(manifest, inputs)
+            sent.append(self.client.preview(
+                parts["method"], parts["path"], params=parts["params"], json=parts["json"],
+                manifest=manifest.data,
+            ))
+        else:
+            sent.append({"handler": manifest.handler, "inputs": dict(inputs)})
+        return Call(manifest.id, manifest.data["sample"], sent, dry_run=True)
+
+    def check_output(self, manifest: Manifest, output: Any) -> None:
+        if self.schema_mode == "off":
+            return
+        report = drift.compare(manifest.output_schema, output)
+        if not report:
+            return
+        if self.schema_mode == "strict":
+            raise OutputError(f"{manifest.id}: output does not match its schema: "
+                              + "; ".join(report))
+        drift.warn_once(manifest.id, report)

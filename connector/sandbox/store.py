@@ -1,0 +1,75 @@
+"""The sandbox's in-memory state: users and their keys, resources, boards."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+DEFAULT_STAGES = ["Invited", "Completed", "Reviewed", "Shortlisted", "Rejected", "Hired"]
+RESOURCES = (
+    "departments", "interviews", "participants", "message_templates", "users", "webhooks",
+    "categories", "interview_templates", "children",
+)
+
+
+def new_key() -> str:
+    return secrets.token_hex(16)
+
+
+class Clock:
+    """Strictly increasing timestamps, so that ordering by time is stable."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> str:
+        with self._lock:
+            t = max(time.time(), self._last + 1e-6)
+            self._last = t
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Store:
+    """All state of one sandbox. Guarded by ``lock`` (the server is threaded)."""
+
+    tables: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {name: {} for name in RESOURCES}
+    )
+    api_keys: dict[str, str] = field(default_factory=dict)  # api key -> user key
+    secrets: dict[str, str] = field(default_factory=dict)  # webhook key -> secret
+    responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    idv: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    clock: Clock = field(default_factory=Clock)
+    organisation: str = field(default_factory=new_key)
+
+    def table(self, name: str) -> dict[str, dict[str, Any]]:
+        return self.tables[name]
+
+    def insert(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
+        record = {"key": record.get("key") or new_key(), **record}
+        record.setdefault("created_at", self.clock.now())
+        self.tables[name][record["key"]] = record
+        return record
+
+    def add_user(
+        self, email: str, role: str, first: str, last: str, api_key: str | None = None,
+        status: str = "active",
+    ) -> tuple[dict[str, Any], str]:
+        user = self.insert("users", {
+            "email": email, "first_name": first, "last_name": last,
+            "full_name": f"{first} {last}".strip(), "role": role, "status": status,
+        })
+        key = api_key or "sk_sandbox_" + secrets.token_hex(16)
+        self.api_keys[key] = user["key"]
+        return user, key
+
+    def user_for(self, api_key: str) -> dict[str, Any] | None:
+        user_key = self.api_keys.get(api_key)
+        return self.tables["users"].get(user_key) if user_key else None

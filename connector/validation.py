@@ -1,0 +1,92 @@
+"""``willo-connector validate``: manifests, resource files and workflows, all problems at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from connector.yamlio import Document, YamlError, load_file
+
+
+def _files(paths: tuple[str, ...] | list[str]) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml")))
+        else:
+            out.append(p)
+    return out
+
+
+def kind_of(doc: Document) -> str:
+    data = doc.data
+    if isinstance(data, dict):
+        if "workflow" in data:
+            return "workflow"
+        if "resources" in data and "manifest" not in data:
+            return "resources"
+    return "manifest"
+
+
+def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """One result per file: ``{path, kind, ok, problems}``."""
+    from connector import manifests, schemas
+    from connector.catalog import get_catalog
+
+    catalog = get_catalog()
+    results: list[dict[str, Any]] = []
+    docs: list[tuple[Document, str]] = []
+    for path in _files(paths):
+        try:
+            doc = load_file(path)
+        except YamlError as exc:
+            results.append({"path": str(path), "kind": "yaml", "ok": False, "problems": [str(exc)]})
+            continue
+        docs.append((doc, kind_of(doc)))
+    # resources: the built-in ones plus any given here
+    builtin = _builtin_resources()
+    given = [(doc.path, doc) for doc, kind in docs if kind == "resources"]
+    problems_by_path: dict[str, list[str]] = {}
+    _, extra = manifests.read_files([("validate", Path(p)) for p, _ in given],
+                                    problems_by_path.setdefault("_", []))
+    resources = {**builtin, **extra}
+    for doc, kind in docs:
+        problems: list[str] = []
+        if kind == "resources":
+            for name, schema in (doc.data.get("resources") or {}).items():
+                for ptr, msg in schemas.check_schema(schema):
+                    problems.append(f"{doc.where('/resources/' + name + ptr)}: "
+                                    f"/resources/{name}{ptr}: not a valid JSON Schema: {msg}")
+        elif kind == "workflow":
+            from connector.workflows import check_document
+
+            problems.extend(check_document(doc, catalog))
+        else:
+            m = manifests.validate(doc, "validate", resources, problems)
+            if m is not None:
+                other = catalog.manifests.get(m.id)
+                if other is not None and Path(other.path).resolve() != Path(doc.path).resolve():
+                    problems.append(f"{doc.where('/id')}: /id: {m.id} is already defined by "
+                                    f"plugin {other.plugin} ({other.path})")
+                if m.handler and m.handler not in _handler_ids():
+                    problems.append(f"{doc.where('/handler')}: /handler: no installed plugin "
+                                    f"registers handler {m.handler}")
+        results.append({"path": doc.path, "kind": kind, "ok": not problems, "problems": problems})
+    return results
+
+
+def _builtin_resources() -> dict[str, Any]:
+    from importlib import resources as res
+
+    from connector import manifests
+
+    path = Path(str(res.files("willo_manifests").joinpath("resources.yaml")))
+    _, found = manifests.read_files([("willo_actions", path)], [])
+    return found
+
+
+def _handler_ids() -> set[str]:
+    from connector.plugins import get_host, handler_map
+
+    return set(handler_map(get_host()))
