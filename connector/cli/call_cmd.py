@@ -41,7 +41,7 @@ def show_requests(requests: list[dict]) -> None:  # type: ignore[type-arg]
 
     for req in requests:
         if "handler" in req:
-            click.echo(f"would call handler {req['handler']} with {json.dumps(req['inputs'])}")
+            click.echo(f"  would call handler {req['handler']} with {json.dumps(req['inputs'])}")
             continue
         query = "&".join(f"{k}={v}" for k, v in req["params"].items())
         click.echo(f"{req['method']} {req['url']}{'?' + query if query else ''}")

@@ -1,0 +1,190 @@
+"""``run``, ``runs`` and ``resume``: workflows, their journal, and resuming."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connector.cli.common import emit_json, json_option, parse_inputs
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False), envvar="WILLO_STATE_DIR",
+    help="Folder of the state store (default: $XDG_STATE_HOME/willo-connector).")
+
+
+def _load_mapping(path: str, what: str) -> Any:
+    from connector.errors import InputError
+    from connector.yamlio import YamlError, load_file
+
+    try:
+        return load_file(path).data
+    except YamlError as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def _collect_inputs(inputs: tuple[str, ...], input_file: str | None, schema: Any) -> dict[str, Any]:
+    from connector.errors import InputError
+
+    values: dict[str, Any] = {}
+    if input_file:
+        data = _load_mapping(input_file, "--input-file")
+        if not isinstance(data, dict):
+            raise InputError(f"{input_file}: --input-file must hold a mapping of inputs")
+        values.update(data)
+    values.update(parse_inputs(inputs, (schema or {}).get("properties")))
+    return values
+
+
+def _report(result: Any, as_json: bool) -> None:
+    from connector.cli.call_cmd import show_requests
+    from connector.engine import summarize
+
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        head = f"run {result.run_id}" if result.run_id else "dry run"
+        click.echo(f"{head}: {result.workflow}")
+        for step in result.steps:
+            if result.dry_run and step.requests:
+                click.echo(f"  step {step.id} ({step.action}) would send:")
+                show_requests(step.requests)
+            detail = step.error if step.error else summarize(step.output)
+            click.echo(f"  {step.status:<9} {step.id:<16} {step.action:<36} {detail}")
+        click.echo(result.status if not result.dry_run else f"{result.status} (dry run: nothing sent)")
+    if result.status != "succeeded":
+        if not as_json:
+            click.echo(f"error: {result.error}", err=True)
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "inputs", multiple=True, metavar="K=V",
+              help="One workflow input; K=@file.csv loads rows, K=@file.json a value. Repeatable.")
+@click.option("--input-file", type=click.Path(exists=True, dir_okay=False),
+              help="A JSON or YAML mapping of inputs.")
+@click.option("--event", type=click.Path(exists=True, dir_okay=False),
+              help="A JSON or YAML trigger event, for a test run.")
+@click.option("--dry-run", is_flag=True, help="Send nothing; print each request; use samples as outputs.")
+@click.option("--cassette", type=click.Path(dir_okay=False),
+              help="Answer every request from this vcrpy cassette.")
+@click.option("--sandbox", "use_sandbox", is_flag=True,
+              help="Run against the local simulator with demo data (no Willo account needed).")
+@state_dir_option
+@json_option
+def run(workflow: str, inputs: tuple[str, ...], input_file: str | None, event: str | None,
+        dry_run: bool, cassette: str | None, use_sandbox: bool, state_dir: str | None,
+        as_json: bool) -> None:
+    """Validate and run WORKFLOW (a workflow YAML file)."""
+    from connector.cli.context import connector_for
+    from connector.engine import Runner, check_event
+    from connector.state import StateStore
+    from connector.workflows import load
+
+    with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
+        wf = load(workflow, conn.catalog)
+        values = _collect_inputs(inputs, input_file, wf.data.get("inputs"))
+        trigger = None
+        if event:
+            trigger = _load_mapping(event, "--event")
+            check_event(wf, conn, trigger, event)
+        if use_sandbox and not as_json:
+            click.echo(f"sandbox: {conn.client.settings.base_url}", err=True)
+        store = None if dry_run else StateStore(state_dir)
+        result = Runner(conn, wf, store=store, progress=not as_json).start(values, trigger)
+    _report(result, as_json)
+
+
+def _status(row: Any) -> str:
+    import json
+
+    status = str(row["status"])
+    if status == "running":
+        pid = (json.loads(row["settings"] or "{}")).get("pid")
+        if pid and not _alive(int(pid)):
+            return "interrupted"
+    return status
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@click.command()
+@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@state_dir_option
+@json_option
+def runs(limit: int, state_dir: str | None, as_json: bool) -> None:
+    """List journaled runs, newest first."""
+    import datetime
+
+    from connector.state import StateStore
+
+    store = StateStore(state_dir)
+    rows = store.runs(limit)
+    items = []
+    for row in rows:
+        units = store.units(row["id"])
+        done = sum(1 for u in units.values() if u["status"] == "succeeded")
+        items.append({
+            "id": row["id"], "workflow": row["name"], "file": row["workflow"],
+            "status": _status(row), "error": row["error"], "attempts": row["attempts"],
+            "units_succeeded": done, "units": len(units),
+            "started_at": datetime.datetime.fromtimestamp(row["started_at"], datetime.UTC)
+            .isoformat(timespec="seconds"),
+        })
+    if as_json:
+        emit_json(items)
+        return
+    if not items:
+        click.echo("no runs yet")
+    for it in items:
+        click.echo(f"{it['id']}  {it['status']:<11} {it['workflow']:<24} "
+                   f"{it['units_succeeded']}/{it['units']} units  {it['started_at']}"
+                   + (f"  {it['error']}" if it["error"] else ""))
+
+
+@click.command()
+@click.argument("run_id")
+@state_dir_option
+@json_option
+def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
+    """Continue RUN_ID without resending any step or item that completed."""
+    import json
+
+    from connector.cli.context import connector_for
+    from connector.engine import Runner
+    from connector.errors import ConnectorError
+    from connector.state import StateStore
+    from connector.workflows import load
+
+    store = StateStore(state_dir)
+    rows = store.find_run(run_id)
+    if not rows:
+        raise ConnectorError(f"no run {run_id!r} in {store.path} (see willo-connector runs)")
+    if len(rows) > 1:
+        raise ConnectorError(f"{run_id!r} matches {len(rows)} runs; give more of the id")
+    row = rows[0]
+    status = _status(row)
+    if status == "succeeded":
+        raise ConnectorError(f"run {row['id']} already succeeded; nothing to resume")
+    if status == "running":
+        raise ConnectorError(f"run {row['id']} is still running (pid alive); not resumed")
+    with connector_for() as conn:
+        wf = load(Path(row["workflow"]), conn.catalog, text=row["source"])
+        runner = Runner(conn, wf, store=store, progress=not as_json)
+        settings = json.loads(row["settings"] or "{}")
+        settings["pid"] = os.getpid()
+        with store.tx() as db:
+            db.execute("UPDATE runs SET settings = ? WHERE id = ?", (json.dumps(settings), row["id"]))
+        result = runner.resume(row["id"], json.loads(row["inputs"]), json.loads(row["trigger"]))
+    _report(result, as_json)

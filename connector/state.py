@@ -1,0 +1,206 @@
+"""The state store: one SQLite file (WAL) holding run journals and trigger ledgers.
+
+``WILLO_STATE_DIR`` (or ``--state-dir``) chooses the folder; the default is the
+user's XDG state directory, ``$XDG_STATE_HOME/willo-connector``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from connector.errors import ConfigError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    name TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    trigger TEXT,
+    settings TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    event_id INTEGER,
+    started_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS units (
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    inputs TEXT,
+    output TEXT,
+    error TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (run_id, step, item)
+);
+CREATE TABLE IF NOT EXISTS triggers (
+    name TEXT PRIMARY KEY,
+    trigger TEXT NOT NULL,
+    options TEXT NOT NULL,
+    cursor TEXT,
+    initialized INTEGER NOT NULL DEFAULT 0,
+    polls INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    name TEXT NOT NULL,
+    item TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (name, item)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    dedupe TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    received_at REAL NOT NULL,
+    UNIQUE (source, dedupe)
+);
+CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    webhook TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    url TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+def default_dir() -> Path:
+    explicit = os.environ.get("WILLO_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "willo-connector"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class StateStore:
+    """Thread-safe access to the SQLite state file (a connection per thread)."""
+
+    def __init__(self, directory: str | Path | None = None):
+        self.dir = Path(directory) if directory else default_dir()
+        self.path = self.dir / "state.sqlite3"
+        self._local = threading.local()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._conn().executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"state store {self.path}: {exc} (set WILLO_STATE_DIR or "
+                              "--state-dir to a writable folder)") from None
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        return list(self._conn().execute(sql, args))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ------------------------------------------------------------------ runs
+
+    def new_run(self, workflow: str, name: str, source: str, inputs: Any, trigger: Any,
+                settings: dict[str, Any], event_id: int | None = None) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO runs (id, workflow, name, source, status, inputs, trigger, settings,"
+                " event_id, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                (run_id, workflow, name, source, dumps(inputs), dumps(trigger), dumps(settings),
+                 event_id, time.time()),
+            )
+        return run_id
+
+    def run(self, run_id: str) -> sqlite3.Row | None:
+        rows = self.query("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    def find_run(self, prefix: str) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM runs WHERE id LIKE ? ORDER BY started_at", (prefix + "%",))
+
+    def runs(self, limit: int = 50) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
+
+    def set_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        finished = time.time() if status != "running" else None
+        with self.tx() as db:
+            db.execute("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                       (status, error, finished, run_id))
+
+    def restart_run(self, run_id: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL,"
+                       " attempts = attempts + 1 WHERE id = ?", (run_id,))
+
+    # ------------------------------------------------------------------ units of work
+
+    def units(self, run_id: str) -> dict[tuple[str, int], sqlite3.Row]:
+        rows = self.query("SELECT * FROM units WHERE run_id = ?", (run_id,))
+        return {(r["step"], r["item"]): r for r in rows}
+
+    def mark_unit(self, run_id: str, step: str, item: int, action: str, status: str,
+                  inputs: Any = None, output: Any = None, error: str | None = None) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status,"
+                " inputs = COALESCE(excluded.inputs, units.inputs), output = excluded.output,"
+                " error = excluded.error, updated_at = excluded.updated_at",
+                (run_id, step, item, action, status,
+                 None if inputs is None else dumps(inputs),
+                 None if output is None else dumps(output), error, time.time()),
+            )
