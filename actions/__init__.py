@@ -45,14 +45,11 @@ def move_participant_stage(inputs: dict[str, Any], client: Any) -> dict[str, Any
         )
     if participant.get("stage") == stage:
         return dict(participant)
-    return dict(client.call("willo.update_participant",
-                            {"participant": participant["key"], "stage": stage}))
+    return dict(client.call("willo.update_participant", {"participant": participant["key"], "stage": stage}))
 
 
 def _find(client: Any, interview: str, email: str) -> dict[str, Any] | None:
-    page = client.call(
-        "willo.list_participants", {"interview": interview, "email": email, "all": True}
-    )
+    page = client.call("willo.list_participants", {"interview": interview, "email": email, "all": True})
     folded = email.casefold()
     for item in page.get("results", []):
         if item.get("interview", interview) == interview and item["email"].casefold() == folded:

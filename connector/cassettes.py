@@ -17,8 +17,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from connector.errors import ConnectorError
 
-FILTERED_HEADERS = [("authorization", "REDACTED"), ("x-api-key", "REDACTED"),
-                    ("cookie", None), ("set-cookie", None)]
+FILTERED_HEADERS = [
+    ("authorization", "REDACTED"),
+    ("x-api-key", "REDACTED"),
+    ("cookie", None),
+    ("set-cookie", None),
+]
 API_MARK = "/api/integrations/v2"
 
 
@@ -29,7 +33,7 @@ class CassetteError(ConnectorError):
 def _path(r: Any) -> str:
     path = urlsplit(r.uri).path
     i = path.find(API_MARK)
-    return path[i + len(API_MARK):] if i >= 0 else path
+    return path[i + len(API_MARK) :] if i >= 0 else path
 
 
 def _body(r: Any) -> Any:
@@ -88,8 +92,7 @@ def replay(path: str | Path) -> Iterator[Any]:
             yield cassette
     except CannotOverwriteExistingCassetteException as exc:
         first = str(exc).splitlines()[0] if str(exc) else "a request"
-        raise CassetteError(f"{p}: the run made a request the cassette does not hold ({first})") \
-            from None
+        raise CassetteError(f"{p}: the run made a request the cassette does not hold ({first})") from None
 
 
 @contextlib.contextmanager

@@ -168,9 +168,7 @@ def _write_cache(key: str, cat: Catalog) -> None:
         return
     d = cache_dir()
     payload = {
-        "manifests": [
-            {"data": m.data, "path": m.path, "plugin": m.plugin} for m in cat.manifests.values()
-        ],
+        "manifests": [{"data": m.data, "path": m.path, "plugin": m.plugin} for m in cat.manifests.values()],
         "problems": cat.problems,
         "conflicts": cat.conflicts,
     }

@@ -148,8 +148,8 @@ class WilloClient:
         self.pacer = pacer or shared_pacer(per_s, per_m)
         self.dry_run = dry_run
         self.session = session or requests.Session()
-        adapter: HTTPAdapter = _Refuse() if dry_run else HTTPAdapter(
-            pool_connections=4, pool_maxsize=32, max_retries=0
+        adapter: HTTPAdapter = (
+            _Refuse() if dry_run else HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -249,8 +249,9 @@ class WilloClient:
     def _send(self, req: dict[str, Any], idempotent: bool) -> requests.Response:
         retry = self._retry(idempotent)
         prepared = self.session.prepare_request(
-            requests.Request(req["method"], req["url"], params=req["params"],
-                             json=req["json"], headers=req["headers"])
+            requests.Request(
+                req["method"], req["url"], params=req["params"], json=req["json"], headers=req["headers"]
+            )
         )
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         method, url = req["method"], _plain(req["url"])
@@ -265,7 +266,8 @@ class WilloClient:
                     raise AmbiguousRequestError(
                         f"connection lost after sending ({_reason(cause)}); not resent because "
                         "the request may have landed and is not idempotent",
-                        method=method, url=url,
+                        method=method,
+                        url=url,
                     ) from None
                 try:
                     retry = retry.increment(method, url, error=cause)
@@ -309,7 +311,9 @@ class WilloClient:
         except ValueError:
             raise WilloError(
                 f"expected JSON, got {resp.headers.get('Content-Type', 'no content type')}",
-                status=resp.status_code, method=method, url=url,
+                status=resp.status_code,
+                method=method,
+                url=url,
             ) from None
 
     def _error(self, resp: requests.Response, method: str, url: str) -> WilloError:
@@ -373,8 +377,7 @@ def _transport_cause(exc: requests.RequestException) -> Exception:
         return ConnectTimeoutError(str(cause))
     if isinstance(exc, requests.ReadTimeout) and not isinstance(cause, ReadTimeoutError):
         return ReadTimeoutError(None, "", str(cause))  # type: ignore[arg-type]
-    if isinstance(cause, (NewConnectionError, ConnectTimeoutError, ProtocolError,
-                          ReadTimeoutError)):
+    if isinstance(cause, (NewConnectionError, ConnectTimeoutError, ProtocolError, ReadTimeoutError)):
         return cause
     return ProtocolError(str(cause))
 
@@ -399,7 +402,8 @@ def parse_error_body(resp: requests.Response) -> tuple[str, dict[str, Any]]:
         return resp.reason or f"HTTP {resp.status_code}", {}
     detail = body.get("detail") or body.get("message") or body.get("error")
     fields = {
-        k: v for k, v in body.items()
+        k: v
+        for k, v in body.items()
         if k not in ("detail", "message", "error", "code", "status") and isinstance(v, (list, str))
     }
     if "non_field_errors" in fields:

@@ -57,8 +57,12 @@ class StepResult:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "action": self.action, "status": self.status,
-                             "output": self.output}
+        d: dict[str, Any] = {
+            "id": self.id,
+            "action": self.action,
+            "status": self.status,
+            "output": self.output,
+        }
         if self.error:
             d["error"] = self.error
         if self.items is not None:
@@ -78,16 +82,22 @@ class RunResult:
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "workflow": self.workflow, "status": self.status,
-                "dry_run": self.dry_run, "error": self.error,
-                "steps": [s.as_dict() for s in self.steps]}
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "error": self.error,
+            "steps": [s.as_dict() for s in self.steps],
+        }
 
 
 class Executor:
     """Runs units of work; today on in-process threads, bounded by ``concurrency``."""
 
-    def run(self, units: list[Unit], fn: Callable[[Unit], Any], concurrency: int
-            ) -> Iterator[tuple[Unit, Any, BaseException | None]]:
+    def run(
+        self, units: list[Unit], fn: Callable[[Unit], Any], concurrency: int
+    ) -> Iterator[tuple[Unit, Any, BaseException | None]]:
         if concurrency <= 1 or len(units) <= 1:
             for unit in units:
                 try:
@@ -153,9 +163,15 @@ def check_event(workflow: Workflow, connector: Connector, event: Any, label: str
 class Runner:
     """Runs one workflow with one connector; journals unless it is a dry run."""
 
-    def __init__(self, connector: Connector, workflow: Workflow, *,
-                 store: StateStore | None = None, progress: bool = True,
-                 executor: Executor | None = None):
+    def __init__(
+        self,
+        connector: Connector,
+        workflow: Workflow,
+        *,
+        store: StateStore | None = None,
+        progress: bool = True,
+        executor: Executor | None = None,
+    ):
         self.conn = connector
         self.wf = workflow
         self.store = None if connector.dry_run else store
@@ -164,14 +180,14 @@ class Runner:
 
     # ------------------------------------------------------------------ entry points
 
-    def start(self, inputs: Mapping[str, Any], trigger: Any = None,
-              event_id: int | None = None) -> RunResult:
+    def start(self, inputs: Mapping[str, Any], trigger: Any = None, event_id: int | None = None) -> RunResult:
         check_workflow_inputs(self.wf, inputs)
         run_id = None
         if self.store is not None:
             settings = {"pid": os.getpid(), "base_url": self.conn.client.settings.base_url}
-            run_id = self.store.new_run(self.wf.path, self.wf.name, self.wf.text, dict(inputs),
-                                        trigger, settings, event_id)
+            run_id = self.store.new_run(
+                self.wf.path, self.wf.name, self.wf.text, dict(inputs), trigger, settings, event_id
+            )
         return self._execute(run_id, dict(inputs), trigger, {})
 
     def resume(self, run_id: str, inputs: Any, trigger: Any) -> RunResult:
@@ -182,17 +198,20 @@ class Runner:
 
     # ------------------------------------------------------------------ execution
 
-    def _execute(self, run_id: str | None, inputs: dict[str, Any], trigger: Any,
-                 journal: dict[tuple[str, int], Any]) -> RunResult:
-        scope: dict[str, Any] = {"inputs": inputs, "trigger": trigger if trigger is not None else {},
-                                 "steps": {}}
+    def _execute(
+        self, run_id: str | None, inputs: dict[str, Any], trigger: Any, journal: dict[tuple[str, int], Any]
+    ) -> RunResult:
+        scope: dict[str, Any] = {
+            "inputs": inputs,
+            "trigger": trigger if trigger is not None else {},
+            "steps": {},
+        }
         results: list[StepResult] = []
         status, error = "succeeded", None
         for step in self.wf.steps:
             res = self._step(run_id, step, scope, journal)
             results.append(res)
-            scope["steps"][res.id] = {"output": res.output, "status": res.status,
-                                      "error": res.error}
+            scope["steps"][res.id] = {"output": res.output, "status": res.status, "error": res.error}
             if res.status == "failed" and step.get("on_error", "stop") == "stop":
                 status, error = "failed", f"step {res.id}: {res.error}"
                 break
@@ -200,8 +219,13 @@ class Runner:
             self.store.set_run(run_id, status, error)
         return RunResult(run_id, self.wf.name, status, results, error, self.conn.dry_run)
 
-    def _step(self, run_id: str | None, step: dict[str, Any], scope: dict[str, Any],
-              journal: dict[tuple[str, int], Any]) -> StepResult:
+    def _step(
+        self,
+        run_id: str | None,
+        step: dict[str, Any],
+        scope: dict[str, Any],
+        journal: dict[tuple[str, int], Any],
+    ) -> StepResult:
         sid, action = step["id"], step["use"]
         try:
             if "if" in step and not expressions.evaluate(step["if"], scope):
@@ -220,8 +244,13 @@ class Runner:
         out, reqs = output
         return StepResult(sid, action, "succeeded", out, requests=reqs)
 
-    def _foreach(self, run_id: str | None, step: dict[str, Any], scope: dict[str, Any],
-                 journal: dict[tuple[str, int], Any]) -> StepResult:
+    def _foreach(
+        self,
+        run_id: str | None,
+        step: dict[str, Any],
+        scope: dict[str, Any],
+        journal: dict[tuple[str, int], Any],
+    ) -> StepResult:
         sid, action = step["id"], step["use"]
         items = expressions.evaluate(step["foreach"], scope)
         if not isinstance(items, list):
@@ -230,8 +259,7 @@ class Runner:
         failures: dict[int, str] = {}
         for i, item in enumerate(items):
             try:
-                inputs = expressions.render(step.get("with") or {},
-                                            {**scope, "item": item, "index": i})
+                inputs = expressions.render(step.get("with") or {}, {**scope, "item": item, "index": i})
             except ConnectorError as exc:
                 failures[i] = str(exc)
                 self._journal(run_id, sid, i, action, "failed", error=str(exc))
@@ -252,8 +280,7 @@ class Runner:
             return runner(unit)
 
         try:
-            for unit, output, exc in self.executor.run(units, guarded,
-                                                       int(step.get("concurrency", 1))):
+            for unit, output, exc in self.executor.run(units, guarded, int(step.get("concurrency", 1))):
                 bar.step()
                 if isinstance(exc, _NotStarted):
                     skipped.add(unit.item)
@@ -266,10 +293,14 @@ class Runner:
                     requests.extend(reqs)
         finally:
             bar.close()
-        item_report = [{"item": i, "status": "failed" if i in failures else
-                        "not started" if i in skipped else "succeeded",
-                        **({"error": failures[i]} if i in failures else {})}
-                       for i in range(len(items))]
+        item_report = [
+            {
+                "item": i,
+                "status": "failed" if i in failures else "not started" if i in skipped else "succeeded",
+                **({"error": failures[i]} if i in failures else {}),
+            }
+            for i in range(len(items))
+        ]
         if failures:
             first = min(failures)
             msg = f"{len(failures)} of {len(items)} items failed; item {first}: {failures[first]}"
@@ -278,13 +309,13 @@ class Runner:
 
     # ------------------------------------------------------------------ one unit
 
-    def _journal(self, run_id: str | None, step: str, item: int, action: str, status: str,
-                 **kw: Any) -> None:
+    def _journal(self, run_id: str | None, step: str, item: int, action: str, status: str, **kw: Any) -> None:
         if self.store is not None and run_id is not None:
             self.store.mark_unit(run_id, step, item, action, status, **kw)
 
-    def _runner(self, run_id: str | None, journal: dict[tuple[str, int], Any]
-                ) -> Callable[[Unit], tuple[Any, list[dict[str, Any]]]]:
+    def _runner(
+        self, run_id: str | None, journal: dict[tuple[str, int], Any]
+    ) -> Callable[[Unit], tuple[Any, list[dict[str, Any]]]]:
         def run(unit: Unit) -> tuple[Any, list[dict[str, Any]]]:
             prev = journal.get((unit.step, unit.item))
             if prev is not None and prev["status"] == "succeeded":
@@ -292,20 +323,18 @@ class Runner:
             if prev is not None and prev["status"] == "sending":
                 landed = self._reconcile(unit, loads(prev["inputs"]) or unit.inputs)
                 if landed is not None:
-                    self._journal(run_id, unit.step, unit.item, unit.action, "succeeded",
-                                  output=landed)
+                    self._journal(run_id, unit.step, unit.item, unit.action, "succeeded", output=landed)
                     return landed, []
                 unit.inputs = loads(prev["inputs"]) or unit.inputs
             self._journal(run_id, unit.step, unit.item, unit.action, "sending", inputs=unit.inputs)
             try:
                 call = self.conn.call(unit.action, unit.inputs)
             except Exception as exc:
-                self._journal(run_id, unit.step, unit.item, unit.action, "failed",
-                              error=_message(exc))
+                self._journal(run_id, unit.step, unit.item, unit.action, "failed", error=_message(exc))
                 raise
-            self._journal(run_id, unit.step, unit.item, unit.action, "succeeded",
-                          output=call.output)
+            self._journal(run_id, unit.step, unit.item, unit.action, "succeeded", output=call.output)
             return call.output, call.requests
+
         return run
 
     def _reconcile(self, unit: Unit, inputs: dict[str, Any]) -> Any:
@@ -345,11 +374,9 @@ def summarize(output: Any) -> str:
     if isinstance(output, list):
         return f"{len(output)} items"
     if isinstance(output, dict):
-        keep = {k: output[k] for k in ("key", "title", "email", "name", "stage", "count")
-                if k in output}
+        keep = {k: output[k] for k in ("key", "title", "email", "name", "stage", "count") if k in output}
         if "participant" in output and isinstance(output["participant"], dict):
-            keep = {"participant": output["participant"].get("key"),
-                    "created": output.get("created")}
+            keep = {"participant": output["participant"].get("key"), "created": output.get("created")}
         return json.dumps(keep or output)[:120]
     return json.dumps(output)[:120] if output is not None else ""
 

@@ -64,9 +64,7 @@ class WilloError(ConnectorError):
         code = f"{self.status} " if self.status else ""
         text = f"{where}{code}{self.message}"
         if self.field_errors:
-            fields = "; ".join(
-                f"{name}: {_join(msgs)}" for name, msgs in sorted(self.field_errors.items())
-            )
+            fields = "; ".join(f"{name}: {_join(msgs)}" for name, msgs in sorted(self.field_errors.items()))
             text += f" ({fields})"
         return text
 

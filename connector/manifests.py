@@ -42,8 +42,7 @@ def read_files(
                 continue
             for name, schema in table.items():
                 if name in resources:
-                    problems.append(f"{doc.where('/resources/' + name)}: /resources/{name}: "
-                                    "defined twice")
+                    problems.append(f"{doc.where('/resources/' + name)}: /resources/{name}: defined twice")
                 resources[name] = schema
         else:
             docs.append((plugin, doc))
@@ -58,7 +57,7 @@ def inline_refs(value: Any, resources: dict[str, Any], trail: tuple[str, ...] = 
         return value
     ref = value.get("$ref")
     if isinstance(ref, str) and ref.startswith(RESOURCE_PREFIX):
-        name = ref[len(RESOURCE_PREFIX):]
+        name = ref[len(RESOURCE_PREFIX) :]
         if name not in resources:
             raise KeyError(f"unknown resource schema {name!r}")
         if name in trail:
@@ -98,9 +97,7 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def validate(
-    doc: Document, plugin: str, resources: dict[str, Any], problems: list[str]
-) -> Manifest | None:
+def validate(doc: Document, plugin: str, resources: dict[str, Any], problems: list[str]) -> Manifest | None:
     """Every problem of one manifest document, appended as ``file:line: /ptr: msg``."""
     before = len(problems)
 

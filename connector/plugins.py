@@ -132,9 +132,7 @@ def _load_builtins(host: PluginHost, blocked: set[str]) -> None:
         _register(host, module, info)
 
 
-def _load_entry_points(
-    host: PluginHost, entry_points: Iterable[md.EntryPoint], blocked: set[str]
-) -> None:
+def _load_entry_points(host: PluginHost, entry_points: Iterable[md.EntryPoint], blocked: set[str]) -> None:
     for ep in entry_points:
         dist = ep.dist
         dist_name = dist.metadata["Name"] if dist is not None else ep.value
@@ -207,9 +205,7 @@ def handler_map(host: PluginHost) -> dict[str, tuple[str, Callable[..., Any]]]:
     for plugin, mapping in host.call_each("action_handlers"):
         for hid, fn in dict(mapping).items():
             if hid in found:
-                host.record_failure(
-                    plugin, f"handler {hid} is also registered by plugin {found[hid][0]}"
-                )
+                host.record_failure(plugin, f"handler {hid} is also registered by plugin {found[hid][0]}")
                 continue
             found[hid] = (plugin, fn)
     return found

@@ -139,13 +139,21 @@ class Connector:
         client = self.client
         if pagination and inputs.get("all"):
             items = client.paginate(
-                parts["method"], parts["path"], params=parts["params"],
-                items=pagination["items"], next_field=pagination["next"], manifest=manifest.data,
+                parts["method"],
+                parts["path"],
+                params=parts["params"],
+                items=pagination["items"],
+                next_field=pagination["next"],
+                manifest=manifest.data,
             )
             return {"count": len(items), "next": None, "previous": None, pagination["items"]: items}
         return client.request(
-            parts["method"], parts["path"], params=parts["params"], json=parts["json"],
-            idempotent=manifest.idempotent, manifest=manifest.data,
+            parts["method"],
+            parts["path"],
+            params=parts["params"],
+            json=parts["json"],
+            idempotent=manifest.idempotent,
+            manifest=manifest.data,
             binary=req.get("response") == "binary",
         )
 
@@ -154,10 +162,15 @@ class Connector:
         sent: list[dict[str, Any]] = []
         if manifest.request is not None:
             parts = self.request_parts(manifest, inputs)
-            sent.append(self.client.preview(
-                parts["method"], parts["path"], params=parts["params"], json=parts["json"],
-                manifest=manifest.data,
-            ))
+            sent.append(
+                self.client.preview(
+                    parts["method"],
+                    parts["path"],
+                    params=parts["params"],
+                    json=parts["json"],
+                    manifest=manifest.data,
+                )
+            )
         else:
             sent.append({"handler": manifest.handler, "inputs": dict(inputs)})
         return Call(manifest.id, manifest.data["sample"], sent, dry_run=True)
@@ -169,6 +182,5 @@ class Connector:
         if not report:
             return
         if self.schema_mode == "strict":
-            raise OutputError(f"{manifest.id}: output does not match its schema: "
-                              + "; ".join(report))
+            raise OutputError(f"{manifest.id}: output does not match its schema: " + "; ".join(report))
         drift.warn_once(manifest.id, report)

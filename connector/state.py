@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS triggers (
 CREATE TABLE IF NOT EXISTS seen (
     name TEXT NOT NULL,
     item TEXT NOT NULL,
+    ord TEXT,
     seen_at REAL NOT NULL,
     PRIMARY KEY (name, item)
 );
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS events (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL DEFAULT 0,
     error TEXT,
+    run_id TEXT,
     received_at REAL NOT NULL,
     UNIQUE (source, dedupe)
 );
@@ -114,14 +116,14 @@ class StateStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._conn().executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"state store {self.path}: {exc} (set WILLO_STATE_DIR or "
-                              "--state-dir to a writable folder)") from None
+            raise ConfigError(
+                f"state store {self.path}: {exc} (set WILLO_STATE_DIR or --state-dir to a writable folder)"
+            ) from None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -152,15 +154,32 @@ class StateStore:
 
     # ------------------------------------------------------------------ runs
 
-    def new_run(self, workflow: str, name: str, source: str, inputs: Any, trigger: Any,
-                settings: dict[str, Any], event_id: int | None = None) -> str:
+    def new_run(
+        self,
+        workflow: str,
+        name: str,
+        source: str,
+        inputs: Any,
+        trigger: Any,
+        settings: dict[str, Any],
+        event_id: int | None = None,
+    ) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         with self.tx() as db:
             db.execute(
                 "INSERT INTO runs (id, workflow, name, source, status, inputs, trigger, settings,"
                 " event_id, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-                (run_id, workflow, name, source, dumps(inputs), dumps(trigger), dumps(settings),
-                 event_id, time.time()),
+                (
+                    run_id,
+                    workflow,
+                    name,
+                    source,
+                    dumps(inputs),
+                    dumps(trigger),
+                    dumps(settings),
+                    event_id,
+                    time.time(),
+                ),
             )
         return run_id
 
@@ -177,13 +196,18 @@ class StateStore:
     def set_run(self, run_id: str, status: str, error: str | None = None) -> None:
         finished = time.time() if status != "running" else None
         with self.tx() as db:
-            db.execute("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-                       (status, error, finished, run_id))
+            db.execute(
+                "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                (status, error, finished, run_id),
+            )
 
     def restart_run(self, run_id: str) -> None:
         with self.tx() as db:
-            db.execute("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL,"
-                       " attempts = attempts + 1 WHERE id = ?", (run_id,))
+            db.execute(
+                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL,"
+                " attempts = attempts + 1 WHERE id = ?",
+                (run_id,),
+            )
 
     # ------------------------------------------------------------------ units of work
 
@@ -191,8 +215,17 @@ class StateStore:
         rows = self.query("SELECT * FROM units WHERE run_id = ?", (run_id,))
         return {(r["step"], r["item"]): r for r in rows}
 
-    def mark_unit(self, run_id: str, step: str, item: int, action: str, status: str,
-                  inputs: Any = None, output: Any = None, error: str | None = None) -> None:
+    def mark_unit(
+        self,
+        run_id: str,
+        step: str,
+        item: int,
+        action: str,
+        status: str,
+        inputs: Any = None,
+        output: Any = None,
+        error: str | None = None,
+    ) -> None:
         with self.tx() as db:
             db.execute(
                 "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
@@ -200,7 +233,15 @@ class StateStore:
                 " ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status,"
                 " inputs = COALESCE(excluded.inputs, units.inputs), output = excluded.output,"
                 " error = excluded.error, updated_at = excluded.updated_at",
-                (run_id, step, item, action, status,
-                 None if inputs is None else dumps(inputs),
-                 None if output is None else dumps(output), error, time.time()),
+                (
+                    run_id,
+                    step,
+                    item,
+                    action,
+                    status,
+                    None if inputs is None else dumps(inputs),
+                    None if output is None else dumps(output),
+                    error,
+                    time.time(),
+                ),
             )

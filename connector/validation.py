@@ -48,16 +48,19 @@ def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     builtin = _builtin_resources()
     given = [(doc.path, doc) for doc, kind in docs if kind == "resources"]
     problems_by_path: dict[str, list[str]] = {}
-    _, extra = manifests.read_files([("validate", Path(p)) for p, _ in given],
-                                    problems_by_path.setdefault("_", []))
+    _, extra = manifests.read_files(
+        [("validate", Path(p)) for p, _ in given], problems_by_path.setdefault("_", [])
+    )
     resources = {**builtin, **extra}
     for doc, kind in docs:
         problems: list[str] = []
         if kind == "resources":
             for name, schema in (doc.data.get("resources") or {}).items():
                 for ptr, msg in schemas.check_schema(schema):
-                    problems.append(f"{doc.where('/resources/' + name + ptr)}: "
-                                    f"/resources/{name}{ptr}: not a valid JSON Schema: {msg}")
+                    problems.append(
+                        f"{doc.where('/resources/' + name + ptr)}: "
+                        f"/resources/{name}{ptr}: not a valid JSON Schema: {msg}"
+                    )
         elif kind == "workflow":
             from connector.workflows import check_document
 
@@ -67,11 +70,15 @@ def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
             if m is not None:
                 other = catalog.manifests.get(m.id)
                 if other is not None and Path(other.path).resolve() != Path(doc.path).resolve():
-                    problems.append(f"{doc.where('/id')}: /id: {m.id} is already defined by "
-                                    f"plugin {other.plugin} ({other.path})")
+                    problems.append(
+                        f"{doc.where('/id')}: /id: {m.id} is already defined by "
+                        f"plugin {other.plugin} ({other.path})"
+                    )
                 if m.handler and m.handler not in _handler_ids():
-                    problems.append(f"{doc.where('/handler')}: /handler: no installed plugin "
-                                    f"registers handler {m.handler}")
+                    problems.append(
+                        f"{doc.where('/handler')}: /handler: no installed plugin "
+                        f"registers handler {m.handler}"
+                    )
         results.append({"path": doc.path, "kind": kind, "ok": not problems, "problems": problems})
     return results
 

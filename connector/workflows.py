@@ -141,17 +141,26 @@ class _Checker:
             foreach = step.get("foreach")
             item_schema = None
             if isinstance(foreach, str):
-                item_schema = self._expressions(foreach, f"{base}/foreach", sid, seen, all_ids,
-                                                in_foreach=False, want_list=True)
+                item_schema = self._expressions(
+                    foreach, f"{base}/foreach", sid, seen, all_ids, in_foreach=False, want_list=True
+                )
             for key in ("if",):
                 if isinstance(step.get(key), str):
-                    self._expressions(step[key], f"{base}/{key}", sid, seen, all_ids,
-                                      in_foreach=foreach is not None, item_schema=item_schema)
+                    self._expressions(
+                        step[key],
+                        f"{base}/{key}",
+                        sid,
+                        seen,
+                        all_ids,
+                        in_foreach=foreach is not None,
+                        item_schema=item_schema,
+                    )
             with_ = step.get("with")
             if isinstance(with_, dict):
                 for ptr, text in _strings(with_, f"{base}/with"):
-                    self._expressions(text, ptr, sid, seen, all_ids,
-                                      in_foreach=foreach is not None, item_schema=item_schema)
+                    self._expressions(
+                        text, ptr, sid, seen, all_ids, in_foreach=foreach is not None, item_schema=item_schema
+                    )
                 if manifest is not None:
                     self._literal_inputs(with_, manifest.input_schema, f"{base}/with", sid)
             elif manifest is not None and manifest.input_schema.get("required"):
@@ -164,8 +173,9 @@ class _Checker:
                 self.outputs[sid] = None
             seen.setdefault(sid, i)
 
-    def _literal_inputs(self, with_: dict[str, Any], schema: dict[str, Any], base: str,
-                        sid: str | None) -> None:
+    def _literal_inputs(
+        self, with_: dict[str, Any], schema: dict[str, Any], base: str, sid: str | None
+    ) -> None:
         dynamic = {k for k, v in with_.items() if _has_expression(v)}
         literal = {k: v for k, v in with_.items() if k not in dynamic}
         for ptr, msg in schemas.errors(literal, schema):
@@ -173,9 +183,18 @@ class _Checker:
                 continue
             self.add(f"{base}{ptr}", msg, sid)
 
-    def _expressions(self, text: str, ptr: str, sid: str, earlier: dict[str, int],
-                     all_ids: set[Any], *, in_foreach: bool, want_list: bool = False,
-                     item_schema: Any = None) -> Any:
+    def _expressions(
+        self,
+        text: str,
+        ptr: str,
+        sid: str,
+        earlier: dict[str, int],
+        all_ids: set[Any],
+        *,
+        in_foreach: bool,
+        want_list: bool = False,
+        item_schema: Any = None,
+    ) -> Any:
         """Check one string's expressions; return the schema of a single-chain value."""
         if not expressions.is_expression(text):
             return None
@@ -189,16 +208,23 @@ class _Checker:
         for name, keys in _chains(ast):
             if name in local:
                 continue
-            schema = self._reference(name, keys, ptr, sid, earlier, all_ids, in_foreach,
-                                     item_schema)
+            schema = self._reference(name, keys, ptr, sid, earlier, all_ids, in_foreach, item_schema)
             result = schema
         if want_list and isinstance(result, dict) and result.get("type") == "array":
             return result.get("items")
         return None
 
-    def _reference(self, name: str, keys: list[Any], ptr: str, sid: str,
-                   earlier: dict[str, int], all_ids: set[Any], in_foreach: bool,
-                   item_schema: Any) -> Any:
+    def _reference(
+        self,
+        name: str,
+        keys: list[Any],
+        ptr: str,
+        sid: str,
+        earlier: dict[str, int],
+        all_ids: set[Any],
+        in_foreach: bool,
+        item_schema: Any,
+    ) -> Any:
         if name not in SCOPE:
             self.add(ptr, f"unknown name {name!r} (in scope: {', '.join(SCOPE)})", sid)
             return None
@@ -233,14 +259,13 @@ class _Checker:
                 return None
             if keys[1] != "output":
                 return None
-            return self._path(self.outputs.get(target), keys[2:], f"steps.{target}.output",
-                              ptr, sid)
+            return self._path(self.outputs.get(target), keys[2:], f"steps.{target}.output", ptr, sid)
         return None
 
     def _path(self, schema: Any, keys: list[Any], label: str, ptr: str, sid: str) -> Any:
         problem, found = walk_schema(schema, keys)
         if problem:
-            self.add(ptr, f"{label}{_dotted(keys[:problem[0]])} {problem[1]}", sid)
+            self.add(ptr, f"{label}{_dotted(keys[: problem[0]])} {problem[1]}", sid)
         return found
 
 

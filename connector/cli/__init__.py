@@ -76,8 +76,11 @@ class LazyGroup(click.Group):
         except Exception as exc:  # a bug: one line, the traceback only on request
             if os.environ.get("WILLO_CONNECTOR_DEBUG"):
                 raise
-            fail(f"internal error: {type(exc).__name__}: {exc} "
-                 "(set WILLO_CONNECTOR_DEBUG=1 for the traceback, and please report it)", 70)
+            fail(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(set WILLO_CONNECTOR_DEBUG=1 for the traceback, and please report it)",
+                70,
+            )
 
 
 def fail(message: str, code: int = 1) -> None:

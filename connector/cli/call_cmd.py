@@ -9,15 +9,31 @@ from connector.cli.common import emit_json, json_option, parse_inputs, parse_jso
 
 @click.command()
 @click.argument("action_id")
-@click.option("--input", "-i", "inputs", multiple=True, metavar="K=V",
-              help="One input; K=@file.json / @file.csv loads a file. Repeatable.")
+@click.option(
+    "--input",
+    "-i",
+    "inputs",
+    multiple=True,
+    metavar="K=V",
+    help="One input; K=@file.json / @file.csv loads a file. Repeatable.",
+)
 @click.option("--input-json", metavar="JSON", help="All inputs as one JSON object.")
 @click.option("--dry-run", is_flag=True, help="Send nothing: show the request and the sample output.")
-@click.option("--sandbox", "use_sandbox", is_flag=True,
-              help="Start the local simulator (demo data) and call it instead of Willo.")
+@click.option(
+    "--sandbox",
+    "use_sandbox",
+    is_flag=True,
+    help="Start the local simulator (demo data) and call it instead of Willo.",
+)
 @json_option
-def call(action_id: str, inputs: tuple[str, ...], input_json: str | None, dry_run: bool,
-         use_sandbox: bool, as_json: bool) -> None:
+def call(
+    action_id: str,
+    inputs: tuple[str, ...],
+    input_json: str | None,
+    dry_run: bool,
+    use_sandbox: bool,
+    as_json: bool,
+) -> None:
     """Call the action ACTION_ID with the given inputs and print its output."""
     from connector.cli.context import connector_for
 
@@ -27,8 +43,11 @@ def call(action_id: str, inputs: tuple[str, ...], input_json: str | None, dry_ru
         values.update(parse_inputs(inputs, manifest.input_schema.get("properties")))
         result = conn.call(action_id, values)
     if as_json:
-        emit_json({"action": result.action, "dry_run": True, "requests": result.requests,
-                   "output": result.output} if dry_run else result.output)
+        emit_json(
+            {"action": result.action, "dry_run": True, "requests": result.requests, "output": result.output}
+            if dry_run
+            else result.output
+        )
         return
     if dry_run:
         show_requests(result.requests)

@@ -31,8 +31,10 @@ def plugins(as_json: bool) -> None:
         return
     for info in infos:
         state = "FAILED" if info["errors"] else "ok"
-        click.echo(f"{info['name']} {info['version']}  [{state}]  {info['source']}  "
-                   f"({len(info['manifests'])} manifests)")
+        click.echo(
+            f"{info['name']} {info['version']}  [{state}]  {info['source']}  "
+            f"({len(info['manifests'])} manifests)"
+        )
         for err in info["errors"]:
             click.echo(f"  error: {err}")
     for problem in cat.problems:
@@ -114,17 +116,27 @@ def catalog(as_json: bool) -> None:
     def entry(m: Any) -> dict[str, Any]:
         props = m.input_schema.get("properties", {})
         options = {k: s["x-options"] for k, s in props.items() if "x-options" in s}
-        return {**m.summary(), "input": m.input_schema, "output": m.output_schema,
-                "sample": m.data["sample"], "options": options,
-                "strategy": m.data.get("strategy"), "idempotent": m.idempotent}
+        return {
+            **m.summary(),
+            "input": m.input_schema,
+            "output": m.output_schema,
+            "sample": m.data["sample"],
+            "options": options,
+            "strategy": m.data.get("strategy"),
+            "idempotent": m.idempotent,
+        }
 
-    doc = {"version": __version__, "actions": [entry(m) for m in cat.of_kind("action")],
-           "triggers": [entry(m) for m in cat.of_kind("trigger")]}
+    doc = {
+        "version": __version__,
+        "actions": [entry(m) for m in cat.of_kind("action")],
+        "triggers": [entry(m) for m in cat.of_kind("trigger")],
+    }
     if as_json:
         emit_json(doc)
         return
-    click.echo(f"{len(doc['actions'])} actions, {len(doc['triggers'])} triggers "
-               "(use --json for the full export)")
+    click.echo(
+        f"{len(doc['actions'])} actions, {len(doc['triggers'])} triggers (use --json for the full export)"
+    )
 
 
 @click.command()

@@ -58,8 +58,7 @@ def load_csv(path: Path) -> list[dict[str, str]]:
                     continue
                 if len(row) != len(header):
                     raise InputError(
-                        f"{path}:{reader.line_num}: row has {len(row)} cells, "
-                        f"the header has {len(header)}"
+                        f"{path}:{reader.line_num}: row has {len(row)} cells, the header has {len(header)}"
                     )
                 rows.append({h: c.strip() for h, c in zip(header, row, strict=True)})
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

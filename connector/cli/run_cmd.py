@@ -11,8 +11,11 @@ import click
 from connector.cli.common import emit_json, json_option, parse_inputs
 
 state_dir_option = click.option(
-    "--state-dir", type=click.Path(file_okay=False), envvar="WILLO_STATE_DIR",
-    help="Folder of the state store (default: $XDG_STATE_HOME/willo-connector).")
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    envvar="WILLO_STATE_DIR",
+    help="Folder of the state store (default: $XDG_STATE_HOME/willo-connector).",
+)
 
 
 def _load_mapping(path: str, what: str) -> Any:
@@ -62,22 +65,45 @@ def _report(result: Any, as_json: bool) -> None:
 
 @click.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "inputs", multiple=True, metavar="K=V",
-              help="One workflow input; K=@file.csv loads rows, K=@file.json a value. Repeatable.")
-@click.option("--input-file", type=click.Path(exists=True, dir_okay=False),
-              help="A JSON or YAML mapping of inputs.")
-@click.option("--event", type=click.Path(exists=True, dir_okay=False),
-              help="A JSON or YAML trigger event, for a test run.")
+@click.option(
+    "--input",
+    "-i",
+    "inputs",
+    multiple=True,
+    metavar="K=V",
+    help="One workflow input; K=@file.csv loads rows, K=@file.json a value. Repeatable.",
+)
+@click.option(
+    "--input-file", type=click.Path(exists=True, dir_okay=False), help="A JSON or YAML mapping of inputs."
+)
+@click.option(
+    "--event",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A JSON or YAML trigger event, for a test run.",
+)
 @click.option("--dry-run", is_flag=True, help="Send nothing; print each request; use samples as outputs.")
-@click.option("--cassette", type=click.Path(dir_okay=False),
-              help="Answer every request from this vcrpy cassette.")
-@click.option("--sandbox", "use_sandbox", is_flag=True,
-              help="Run against the local simulator with demo data (no Willo account needed).")
+@click.option(
+    "--cassette", type=click.Path(dir_okay=False), help="Answer every request from this vcrpy cassette."
+)
+@click.option(
+    "--sandbox",
+    "use_sandbox",
+    is_flag=True,
+    help="Run against the local simulator with demo data (no Willo account needed).",
+)
 @state_dir_option
 @json_option
-def run(workflow: str, inputs: tuple[str, ...], input_file: str | None, event: str | None,
-        dry_run: bool, cassette: str | None, use_sandbox: bool, state_dir: str | None,
-        as_json: bool) -> None:
+def run(
+    workflow: str,
+    inputs: tuple[str, ...],
+    input_file: str | None,
+    event: str | None,
+    dry_run: bool,
+    cassette: str | None,
+    use_sandbox: bool,
+    state_dir: str | None,
+    as_json: bool,
+) -> None:
     """Validate and run WORKFLOW (a workflow YAML file)."""
     from connector.cli.context import connector_for
     from connector.engine import Runner, check_event
@@ -135,22 +161,32 @@ def runs(limit: int, state_dir: str | None, as_json: bool) -> None:
     for row in rows:
         units = store.units(row["id"])
         done = sum(1 for u in units.values() if u["status"] == "succeeded")
-        items.append({
-            "id": row["id"], "workflow": row["name"], "file": row["workflow"],
-            "status": _status(row), "error": row["error"], "attempts": row["attempts"],
-            "units_succeeded": done, "units": len(units),
-            "started_at": datetime.datetime.fromtimestamp(row["started_at"], datetime.UTC)
-            .isoformat(timespec="seconds"),
-        })
+        items.append(
+            {
+                "id": row["id"],
+                "workflow": row["name"],
+                "file": row["workflow"],
+                "status": _status(row),
+                "error": row["error"],
+                "attempts": row["attempts"],
+                "units_succeeded": done,
+                "units": len(units),
+                "started_at": datetime.datetime.fromtimestamp(row["started_at"], datetime.UTC).isoformat(
+                    timespec="seconds"
+                ),
+            }
+        )
     if as_json:
         emit_json(items)
         return
     if not items:
         click.echo("no runs yet")
     for it in items:
-        click.echo(f"{it['id']}  {it['status']:<11} {it['workflow']:<24} "
-                   f"{it['units_succeeded']}/{it['units']} units  {it['started_at']}"
-                   + (f"  {it['error']}" if it["error"] else ""))
+        click.echo(
+            f"{it['id']}  {it['status']:<11} {it['workflow']:<24} "
+            f"{it['units_succeeded']}/{it['units']} units  {it['started_at']}"
+            + (f"  {it['error']}" if it["error"] else "")
+        )
 
 
 @click.command()

@@ -21,29 +21,68 @@ def _rate(_ctx: Any, _param: Any, value: str) -> tuple[int, int]:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
-              help="Port (0 picks a free one).")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0 picks a free one).",
+)
 @click.option("--api-key", envvar="WILLO_SANDBOX_API_KEY", help="The owner's API key (default: random).")
-@click.option("--seed", type=click.Choice(["demo", "none"]), default="demo", show_default=True,
-              help="demo: a small believable account; none: only the owner and reference data.")
-@click.option("--rate-limit", default="10/100", show_default=True, callback=_rate,
-              help="Throttle per key: PER_SECOND/PER_MINUTE; 0 turns throttling off.")
-@click.option("--fail-rate", default=0.0, type=click.FloatRange(0, 1), show_default=True,
-              help="Share of API requests answered with a fault (5xx or dropped connection).")
-@click.option("--latency-ms", default=0, type=click.IntRange(0, 60000), show_default=True,
-              help="Delay added to every API request.")
-@click.option("--allow-remote-webhooks", is_flag=True,
-              help="Deliver webhooks to non-loopback targets too.")
-def sandbox(host: str, port: int, api_key: str | None, seed: str, rate_limit: tuple[int, int],
-            fail_rate: float, latency_ms: int, allow_remote_webhooks: bool) -> None:
+@click.option(
+    "--seed",
+    type=click.Choice(["demo", "none"]),
+    default="demo",
+    show_default=True,
+    help="demo: a small believable account; none: only the owner and reference data.",
+)
+@click.option(
+    "--rate-limit",
+    default="10/100",
+    show_default=True,
+    callback=_rate,
+    help="Throttle per key: PER_SECOND/PER_MINUTE; 0 turns throttling off.",
+)
+@click.option(
+    "--fail-rate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    show_default=True,
+    help="Share of API requests answered with a fault (5xx or dropped connection).",
+)
+@click.option(
+    "--latency-ms",
+    default=0,
+    type=click.IntRange(0, 60000),
+    show_default=True,
+    help="Delay added to every API request.",
+)
+@click.option("--allow-remote-webhooks", is_flag=True, help="Deliver webhooks to non-loopback targets too.")
+def sandbox(
+    host: str,
+    port: int,
+    api_key: str | None,
+    seed: str,
+    rate_limit: tuple[int, int],
+    fail_rate: float,
+    latency_ms: int,
+    allow_remote_webhooks: bool,
+) -> None:
     """Run the local Willo simulator until Ctrl-C or SIGTERM."""
     from connector.sandbox import Sandbox, SandboxOptions
 
-    box = Sandbox(SandboxOptions(
-        host=host, port=port, api_key=api_key, seed=None if seed == "none" else seed,
-        rate_limit=rate_limit, fail_rate=fail_rate, latency_ms=latency_ms,
-        allow_remote_webhooks=allow_remote_webhooks,
-    ))
+    box = Sandbox(
+        SandboxOptions(
+            host=host,
+            port=port,
+            api_key=api_key,
+            seed=None if seed == "none" else seed,
+            rate_limit=rate_limit,
+            fail_rate=fail_rate,
+            latency_ms=latency_ms,
+            allow_remote_webhooks=allow_remote_webhooks,
+        )
+    )
     try:
         box.bind()
     except OSError as exc:

@@ -180,7 +180,8 @@ class SandboxApp:
             if wait > 0:
                 secs = max(1, math.ceil(wait))
                 raise detail(
-                    429, f"Request was throttled. Expected available in {secs} seconds.",
+                    429,
+                    f"Request was throttled. Expected available in {secs} seconds.",
                     **{"Retry-After": str(secs)},
                 )
         return user
@@ -240,7 +241,7 @@ class SandboxApp:
             "count": len(items),
             "next": link(number + 1),
             "previous": link(number - 1),
-            "results": items[start:start + size],
+            "results": items[start : start + size],
         }
 
     def get(self, table: str, key: str) -> dict[str, Any]:
@@ -249,8 +250,9 @@ class SandboxApp:
             raise detail(404, "Not found.")
         return record
 
-    def clean(self, body: dict[str, Any], rules: dict[str, v.Rule], required: tuple[str, ...],
-              partial: bool) -> dict[str, Any]:
+    def clean(
+        self, body: dict[str, Any], rules: dict[str, v.Rule], required: tuple[str, ...], partial: bool
+    ) -> dict[str, Any]:
         data, errors = v.check(body, rules, required, partial)
         if errors:
             raise ApiError(400, errors)
@@ -313,8 +315,7 @@ class SandboxApp:
         data = self.clean(body, self.DEPT_RULES, ("name",), partial=False)
         if data.get("is_global"):
             self.require_admin(user)
-        record = {"description": None, "is_global": False, "branding": None, **data,
-                  "_owner": user["key"]}
+        record = {"description": None, "is_global": False, "branding": None, **data, "_owner": user["key"]}
         return 201, self.dept_out(self.store.insert("departments", record))
 
     def _dept(self, user: dict[str, Any], key: str, write: bool) -> dict[str, Any]:
@@ -356,47 +357,79 @@ class SandboxApp:
         "salary": v.nullable(v.text(200, allow_blank=True)),
         "questions": v.question_list,
         "settings": v.mapping("show_hints_and_tips", "show_availability_calendar", "deadline"),
-        "message_templates": v.mapping("invitation_email", "invitation_sms", "reminder_email",
-                                       "reminder_sms", "interview_completed_email"),
+        "message_templates": v.mapping(
+            "invitation_email",
+            "invitation_sms",
+            "reminder_email",
+            "reminder_sms",
+            "interview_completed_email",
+        ),
     }
 
     def interview_out(self, itv: dict[str, Any]) -> dict[str, Any]:
         owner = self.store.table("users").get(itv["_owner"]) or {}
         out = _public(itv)
-        out["owner"] = {"key": itv["_owner"], "email": owner.get("email", ""),
-                        "full_name": owner.get("full_name") or ""}
+        out["owner"] = {
+            "key": itv["_owner"],
+            "email": owner.get("email", ""),
+            "full_name": owner.get("full_name") or "",
+        }
         return out
 
     def _interview_record(self, data: dict[str, Any], request: Request) -> dict[str, Any]:
         questions = [
-            {"answer_type": "video", "max_retakes": 1, "max_duration": 120, "thinking_time": 30,
-             **q, "key": q.get("key") or _key(), "order": q.get("order", i)}
+            {
+                "answer_type": "video",
+                "max_retakes": 1,
+                "max_duration": 120,
+                "thinking_time": 30,
+                **q,
+                "key": q.get("key") or _key(),
+                "order": q.get("order", i),
+            }
             for i, q in enumerate(data.get("questions") or [])
         ]
         return {
-            "title": data["title"], "department": data.get("department"),
+            "title": data["title"],
+            "department": data.get("department"),
             "default_language": data.get("default_language", "en"),
-            "description": data.get("description"), "salary": data.get("salary"),
+            "description": data.get("description"),
+            "salary": data.get("salary"),
             "questions": questions,
-            "settings": {"show_hints_and_tips": True, "show_availability_calendar": False,
-                         "deadline": None, **(data.get("settings") or {})},
-            "message_templates": {name: None for name in (
-                "invitation_email", "invitation_sms", "reminder_email", "reminder_sms",
-                "interview_completed_email")} | (data.get("message_templates") or {}),
+            "settings": {
+                "show_hints_and_tips": True,
+                "show_availability_calendar": False,
+                "deadline": None,
+                **(data.get("settings") or {}),
+            },
+            "message_templates": {
+                name: None
+                for name in (
+                    "invitation_email",
+                    "invitation_sms",
+                    "reminder_email",
+                    "reminder_sms",
+                    "interview_completed_email",
+                )
+            }
+            | (data.get("message_templates") or {}),
             "stages": list(DEFAULT_STAGES),
         }
 
     def interviews_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         args = request.args
-        items = [i for i in self.store.table("interviews").values()
-                 if self.interview_visible(user, i)]
+        items = [i for i in self.store.table("interviews").values() if self.interview_visible(user, i)]
         if args.get("department"):
             items = [i for i in items if i.get("department") == args["department"]]
         if args.get("owner"):
             items = [i for i in items if i["_owner"] == args["owner"]]
         items = _search(items, args.get("search"), ("title", "description"))
-        items = _order(items, args.get("ordering"), {"created_at", "scheduled_at", "title"},
-                       alias={"scheduled_at": "created_at"})
+        items = _order(
+            items,
+            args.get("ordering"),
+            {"created_at", "scheduled_at", "title"},
+            alias={"scheduled_at": "created_at"},
+        )
         return self.page(request, [self.interview_out(i) for i in items])
 
     def interviews_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
@@ -438,7 +471,8 @@ class SandboxApp:
         self._check_dept(user, data.get("department"))
         if "questions" in data:
             data["questions"] = self._interview_record(
-                {"title": itv["title"], "questions": data["questions"]}, request)["questions"]
+                {"title": itv["title"], "questions": data["questions"]}, request
+            )["questions"]
         for name in ("settings", "message_templates"):
             if name in data:
                 data[name] = {**itv[name], **data[name]}
@@ -475,8 +509,11 @@ class SandboxApp:
     def participants_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         args = request.args
         interviews = self.store.table("interviews")
-        items = [p for p in self.store.table("participants").values()
-                 if self.interview_visible(user, interviews[p["interview"]])]
+        items = [
+            p
+            for p in self.store.table("participants").values()
+            if self.interview_visible(user, interviews[p["interview"]])
+        ]
         if args.get("interview"):
             items = [p for p in items if p["interview"] == args["interview"]]
         if args.get("stage"):
@@ -499,13 +536,23 @@ class SandboxApp:
             if p["interview"] == data["interview"] and p["email"].casefold() == data["email"].casefold():
                 raise ApiError(400, {"email": ["This email is already a participant of this interview."]})
         now = self.store.clock.now()
-        record = self.store.insert("participants", {
-            "interview": data["interview"], "email": data["email"],
-            "first_name": data.get("first_name"), "last_name": data.get("last_name"),
-            "phone": data.get("phone"), "stage": DEFAULT_STAGES[0], "status": "invited",
-            "score": None, "created_at": now, "updated_at": now, "completed_at": None,
-            "_comments": [],
-        })
+        record = self.store.insert(
+            "participants",
+            {
+                "interview": data["interview"],
+                "email": data["email"],
+                "first_name": data.get("first_name"),
+                "last_name": data.get("last_name"),
+                "phone": data.get("phone"),
+                "stage": DEFAULT_STAGES[0],
+                "status": "invited",
+                "score": None,
+                "created_at": now,
+                "updated_at": now,
+                "completed_at": None,
+                "_comments": [],
+            },
+        )
         record["invite_link"] = f"{request.host_url}i/{record['key']}"
         return 201, self.participant_out(record)
 
@@ -518,8 +565,9 @@ class SandboxApp:
         board = self.store.table("interviews")[p["interview"]]["stages"]
         match = next((s for s in board if s.casefold() == stage.strip().casefold()), None)
         if match is None:
-            raise ApiError(400, {"stage": [
-                f'"{stage}" is not a stage of this interview ({", ".join(board)}).']})
+            raise ApiError(
+                400, {"stage": [f'"{stage}" is not a stage of this interview ({", ".join(board)}).']}
+            )
         return str(match)
 
     def _set_stage(self, p: dict[str, Any], stage: str) -> None:
@@ -562,8 +610,12 @@ class SandboxApp:
 
     def participant_idv_info(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         p = self._participant(user, key)
-        info = self.store.idv.get(key) or {"status": "not_started", "document_type": None,
-                                           "country": None, "verified_at": None}
+        info = self.store.idv.get(key) or {
+            "status": "not_started",
+            "document_type": None,
+            "country": None,
+            "verified_at": None,
+        }
         return 200, {"participant": p["key"], **info}
 
     def participant_idv_media(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
@@ -597,8 +649,9 @@ class SandboxApp:
         return self.page(request, [_public(t) for t in _newest(items)])
 
     def message_templates_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
-        data = self._tpl_checked(self.clean(body, self.TPL_RULES,
-                                            ("name", "type", "channel", "body"), partial=False))
+        data = self._tpl_checked(
+            self.clean(body, self.TPL_RULES, ("name", "type", "channel", "body"), partial=False)
+        )
         record = {"subject": None, "is_default": False, **data, "_owner": user["key"]}
         return 201, _public(self.store.insert("message_templates", record))
 
@@ -615,8 +668,9 @@ class SandboxApp:
 
     def message_template_put(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         t = self._tpl(user, key, write=True)
-        data = self._tpl_checked(self.clean(body, self.TPL_RULES,
-                                            ("name", "type", "channel", "body"), partial=False))
+        data = self._tpl_checked(
+            self.clean(body, self.TPL_RULES, ("name", "type", "channel", "body"), partial=False)
+        )
         t.update({"subject": None, **data})
         return 200, _public(t)
 
@@ -651,12 +705,15 @@ class SandboxApp:
     def users_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
         data = self.clean(body, self.USER_RULES, ("email", "role"), partial=False)
-        if any(u["email"].casefold() == data["email"].casefold()
-               for u in self.store.table("users").values()):
+        if any(u["email"].casefold() == data["email"].casefold() for u in self.store.table("users").values()):
             raise ApiError(400, {"email": ["A user with this email already exists."]})
         record, _ = self.store.add_user(
-            data["email"], data["role"], data.get("first_name") or "",
-            data.get("last_name") or "", status="invited")
+            data["email"],
+            data["role"],
+            data.get("first_name") or "",
+            data.get("last_name") or "",
+            status="invited",
+        )
         return 201, _public(record)
 
     def _user(self, user: dict[str, Any], key: str, write: bool) -> dict[str, Any]:
@@ -672,8 +729,7 @@ class SandboxApp:
 
     def user_patch(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         target = self._user(user, key, write=True)
-        data = self.clean(body, {k: r for k, r in self.USER_RULES.items() if k != "email"},
-                          (), partial=True)
+        data = self.clean(body, {k: r for k, r in self.USER_RULES.items() if k != "email"}, (), partial=True)
         target.update(data)
         target["full_name"] = f"{target.get('first_name') or ''} {target.get('last_name') or ''}".strip()
         return 200, _public(target)
@@ -711,8 +767,9 @@ class SandboxApp:
 
     def webhooks_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
-        return self.page(request, [self.hook_out(h) for h in
-                                   _newest(list(self.store.table("webhooks").values()))])
+        return self.page(
+            request, [self.hook_out(h) for h in _newest(list(self.store.table("webhooks").values()))]
+        )
 
     def webhooks_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
@@ -766,8 +823,7 @@ class SandboxApp:
 
     def children_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
-        return self.page(request, [_public(c) for c in
-                                   _newest(list(self.store.table("children").values()))])
+        return self.page(request, [_public(c) for c in _newest(list(self.store.table("children").values()))])
 
     def children_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
@@ -797,18 +853,24 @@ class SandboxApp:
         for i, q in enumerate(itv["questions"]):
             given = answers[i] if i < len(answers) and isinstance(answers[i], str) else None
             text_answer = q.get("answer_type") == "text"
-            responses.append({
-                "question": q["text"], "answer_type": q.get("answer_type", "video"),
-                "text": (given or "My answer.") if text_answer else None,
-                "media_url": None if text_answer else
-                f"{request.host_url}media/responses/{key}/{i}.mp4",
-            })
+            responses.append(
+                {
+                    "question": q["text"],
+                    "answer_type": q.get("answer_type", "video"),
+                    "text": (given or "My answer.") if text_answer else None,
+                    "media_url": None if text_answer else f"{request.host_url}media/responses/{key}/{i}.mp4",
+                }
+            )
         now = self.store.clock.now()
         p.update(status="completed", completed_at=now, updated_at=now)
         self.store.responses[key] = responses
         if body.get("idv"):
-            self.store.idv[key] = {"status": "verified", "document_type": "passport",
-                                   "country": "GB", "verified_at": now}
+            self.store.idv[key] = {
+                "status": "verified",
+                "document_type": "passport",
+                "country": "GB",
+                "verified_at": now,
+            }
         if p["stage"] == DEFAULT_STAGES[0] and "Completed" in itv["stages"]:
             p["stage"] = "Completed"
         self.fire("new_response", p, responses=responses)
@@ -875,10 +937,8 @@ def _rules() -> list[Rule]:
     item("/interviews/", "interview", crud)
     collection("/participants/", "participants")
     item("/participants/", "participant", crud)
-    r.append(Rule(f"{p}/participants/<key>/idv-info/", endpoint="participant_idv_info",
-                  methods=["GET"]))
-    r.append(Rule(f"{p}/participants/<key>/idv-media/", endpoint="participant_idv_media",
-                  methods=["GET"]))
+    r.append(Rule(f"{p}/participants/<key>/idv-info/", endpoint="participant_idv_info", methods=["GET"]))
+    r.append(Rule(f"{p}/participants/<key>/idv-media/", endpoint="participant_idv_media", methods=["GET"]))
     collection("/message-templates/", "message_templates")
     item("/message-templates/", "message_template", crud)
     collection("/users/", "users")
@@ -888,14 +948,18 @@ def _rules() -> list[Rule]:
     collection("/categories/", "categories", post=False)
     collection("/interview-templates/", "interview_templates", post=False)
     item("/interview-templates/", "interview_template", ("GET",))
-    r.append(Rule(f"{p}/interview-templates/<key>/interviews/", endpoint="interview_template_use",
-                  methods=["POST"]))
+    r.append(
+        Rule(
+            f"{p}/interview-templates/<key>/interviews/", endpoint="interview_template_use", methods=["POST"]
+        )
+    )
     collection("/children/", "children")
     collection("/languages/", "languages", post=False)
     collection("/idv-counties/", "idv_countries", post=False)
     for action in ("respond", "comment", "score", "stage"):
-        r.append(Rule(f"{p}/_sandbox/participants/<key>/{action}", endpoint=f"sim_{action}",
-                      methods=["POST"]))
+        r.append(
+            Rule(f"{p}/_sandbox/participants/<key>/{action}", endpoint=f"sim_{action}", methods=["POST"])
+        )
     r.append(Rule(f"{p}/_sandbox/reset", endpoint="sim_reset", methods=["POST"]))
     r.append(Rule(f"{p}/_sandbox/faults", endpoint="sim_faults", methods=["POST"]))
     r.append(Rule(f"{p}/_sandbox/deliveries", endpoint="sim_deliveries", methods=["GET"]))
@@ -923,24 +987,23 @@ def _search(items: list[dict[str, Any]], term: str | None, fields: tuple[str, ..
     return [i for i in items if any(t in str(i.get(f) or "").casefold() for f in fields)]
 
 
-def _order(items: list[dict[str, Any]], ordering: str | None, allowed: set[str],
-           alias: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def _order(
+    items: list[dict[str, Any]], ordering: str | None, allowed: set[str], alias: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     if not ordering or ordering.lstrip("-") not in allowed:
         return _newest(items)
     name = ordering.lstrip("-")
     name = (alias or {}).get(name, name)
     present = [i for i in items if i.get(name) is not None]
     absent = [i for i in items if i.get(name) is None]
-    present.sort(key=lambda i: (str(i[name]).casefold(), i["created_at"]),
-                 reverse=ordering.startswith("-"))
+    present.sort(key=lambda i: (str(i[name]).casefold(), i["created_at"]), reverse=ordering.startswith("-"))
     return present + absent
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     if status == 204:
         return Response(status=204, headers=headers)
-    return Response(json.dumps(payload), status=status, headers=headers,
-                    content_type="application/json")
+    return Response(json.dumps(payload), status=status, headers=headers, content_type="application/json")
 
 
 def _drop(environ: dict[str, Any]) -> None:

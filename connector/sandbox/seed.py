@@ -7,15 +7,36 @@ import hashlib
 from connector.sandbox.store import Store
 
 LANGUAGES = [
-    ("en", "English"), ("en-US", "English (US)"), ("fr", "French"), ("de", "German"),
-    ("es", "Spanish"), ("it", "Italian"), ("nl", "Dutch"), ("pt", "Portuguese"),
-    ("pl", "Polish"), ("sv", "Swedish"), ("ar", "Arabic"), ("ja", "Japanese"),
+    ("en", "English"),
+    ("en-US", "English (US)"),
+    ("fr", "French"),
+    ("de", "German"),
+    ("es", "Spanish"),
+    ("it", "Italian"),
+    ("nl", "Dutch"),
+    ("pt", "Portuguese"),
+    ("pl", "Polish"),
+    ("sv", "Swedish"),
+    ("ar", "Arabic"),
+    ("ja", "Japanese"),
 ]
 IDV_COUNTRIES = [
-    ("GB", "United Kingdom"), ("IE", "Ireland"), ("US", "United States"), ("CA", "Canada"),
-    ("FR", "France"), ("DE", "Germany"), ("ES", "Spain"), ("NL", "Netherlands"),
-    ("AU", "Australia"), ("NZ", "New Zealand"),
+    ("GB", "United Kingdom"),
+    ("IE", "Ireland"),
+    ("US", "United States"),
+    ("CA", "Canada"),
+    ("FR", "France"),
+    ("DE", "Germany"),
+    ("ES", "Spain"),
+    ("NL", "Netherlands"),
+    ("AU", "Australia"),
+    ("NZ", "New Zealand"),
 ]
+
+
+def stable(label: str) -> str:
+    """A fixed 32-hex key for a demo record, so examples can name it."""
+    return hashlib.sha256(f"willo-sandbox-demo:{label}".encode()).hexdigest()[:32]
 
 
 def derived_key(api_key: str, role: str) -> str:
@@ -29,26 +50,64 @@ def base(store: Store, api_key: str) -> dict[str, str]:
     eng = store.insert("categories", {"name": "Engineering"})
     sales = store.insert("categories", {"name": "Sales"})
     store.insert("categories", {"name": "Customer support"})
-    store.insert("interview_templates", {
-        "title": "Graduate software engineer", "category": eng["key"],
-        "description": "Four questions for graduate engineering roles.",
-        "questions": [
-            {"text": "Why do you want to work in software?", "order": 0, "answer_type": "video",
-             "max_retakes": 1, "max_duration": 90, "thinking_time": 30},
-            {"text": "Tell us about a project you are proud of.", "order": 1,
-             "answer_type": "video", "max_retakes": 1, "max_duration": 120, "thinking_time": 30},
-            {"text": "How do you approach debugging?", "order": 2, "answer_type": "text",
-             "max_characters": 1000},
-            {"text": "Where do you want to be in three years?", "order": 3,
-             "answer_type": "video", "max_retakes": 2, "max_duration": 60, "thinking_time": 20},
-        ],
-    })
-    store.insert("interview_templates", {
-        "title": "Account executive", "category": sales["key"],
-        "description": "Screen for closing skills.",
-        "questions": [{"text": "Sell us this pen.", "order": 0, "answer_type": "video",
-                       "max_retakes": 1, "max_duration": 120, "thinking_time": 30}],
-    })
+    store.insert(
+        "interview_templates",
+        {
+            "title": "Graduate software engineer",
+            "category": eng["key"],
+            "description": "Four questions for graduate engineering roles.",
+            "questions": [
+                {
+                    "text": "Why do you want to work in software?",
+                    "order": 0,
+                    "answer_type": "video",
+                    "max_retakes": 1,
+                    "max_duration": 90,
+                    "thinking_time": 30,
+                },
+                {
+                    "text": "Tell us about a project you are proud of.",
+                    "order": 1,
+                    "answer_type": "video",
+                    "max_retakes": 1,
+                    "max_duration": 120,
+                    "thinking_time": 30,
+                },
+                {
+                    "text": "How do you approach debugging?",
+                    "order": 2,
+                    "answer_type": "text",
+                    "max_characters": 1000,
+                },
+                {
+                    "text": "Where do you want to be in three years?",
+                    "order": 3,
+                    "answer_type": "video",
+                    "max_retakes": 2,
+                    "max_duration": 60,
+                    "thinking_time": 20,
+                },
+            ],
+        },
+    )
+    store.insert(
+        "interview_templates",
+        {
+            "title": "Account executive",
+            "category": sales["key"],
+            "description": "Screen for closing skills.",
+            "questions": [
+                {
+                    "text": "Sell us this pen.",
+                    "order": 0,
+                    "answer_type": "video",
+                    "max_retakes": 1,
+                    "max_duration": 120,
+                    "thinking_time": 30,
+                }
+            ],
+        },
+    )
     for type_, channel, subject, body in (
         ("invite", "email", "Your interview", "Hi {{first_name}}, please record your interview."),
         ("invite", "sms", None, "Hi {{first_name}}, your interview: {{link}}"),
@@ -56,10 +115,18 @@ def base(store: Store, api_key: str) -> dict[str, str]:
         ("reminder", "sms", None, "Reminder: {{link}}"),
         ("success", "email", "Thank you", "Thanks for completing your interview."),
     ):
-        store.insert("message_templates", {
-            "name": f"Default {type_} {channel}", "type": type_, "channel": channel,
-            "subject": subject, "body": body, "is_default": True, "_owner": owner["key"],
-        })
+        store.insert(
+            "message_templates",
+            {
+                "name": f"Default {type_} {channel}",
+                "type": type_,
+                "channel": channel,
+                "subject": subject,
+                "body": body,
+                "is_default": True,
+                "_owner": owner["key"],
+            },
+        )
     return {"owner": api_key}
 
 
@@ -68,40 +135,93 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
     keys = base(store, api_key)
     owner = store.user_for(api_key)
     assert owner is not None
-    _, keys["admin"] = store.add_user("admin@sandbox.example", "admin", "Adam", "Admin",
-                                      derived_key(api_key, "admin"))
-    std, keys["standard"] = store.add_user("sam@sandbox.example", "standard", "Sam", "Standard",
-                                           derived_key(api_key, "standard"))
+    _, keys["admin"] = store.add_user(
+        "admin@sandbox.example", "admin", "Adam", "Admin", derived_key(api_key, "admin")
+    )
+    std, keys["standard"] = store.add_user(
+        "sam@sandbox.example", "standard", "Sam", "Standard", derived_key(api_key, "standard")
+    )
     store.add_user("new.hire@sandbox.example", "standard", "Nia", "New", status="invited")
-    eng = store.insert("departments", {
-        "name": "Engineering", "description": "Product and platform teams", "is_global": False,
-        "branding": {"logo_url": None, "primary_colour": "#1a73e8"}, "_owner": owner["key"]})
-    ops = store.insert("departments", {
-        "name": "Operations", "description": "Visible to everyone", "is_global": True,
-        "branding": None, "_owner": owner["key"]})
-    store.insert("departments", {
-        "name": "Sam's team", "description": None, "is_global": False, "branding": None,
-        "_owner": std["key"]})
+    eng = store.insert(
+        "departments",
+        {
+            "key": stable("department:engineering"),
+            "name": "Engineering",
+            "description": "Product and platform teams",
+            "is_global": False,
+            "branding": {"logo_url": None, "primary_colour": "#1a73e8"},
+            "_owner": owner["key"],
+        },
+    )
+    ops = store.insert(
+        "departments",
+        {
+            "key": stable("department:operations"),
+            "name": "Operations",
+            "description": "Visible to everyone",
+            "is_global": True,
+            "branding": None,
+            "_owner": owner["key"],
+        },
+    )
+    store.insert(
+        "departments",
+        {
+            "name": "Sam's team",
+            "description": None,
+            "is_global": False,
+            "branding": None,
+            "_owner": std["key"],
+        },
+    )
     from connector.sandbox.store import DEFAULT_STAGES
 
     def interview(title: str, dept: str, owner_key: str) -> dict[str, object]:
-        rec = store.insert("interviews", {
-            "title": title, "department": dept, "default_language": "en",
-            "description": f"First-round video interview for {title}.", "salary": None,
-            "questions": [
-                {"key": _k(), "text": "Tell us about yourself.", "order": 0,
-                 "answer_type": "video", "max_retakes": 2, "max_duration": 120,
-                 "thinking_time": 30},
-                {"key": _k(), "text": "Why this role?", "order": 1, "answer_type": "text",
-                 "max_characters": 1500},
-            ],
-            "settings": {"show_hints_and_tips": True, "show_availability_calendar": False,
-                         "deadline": None},
-            "message_templates": dict.fromkeys(
-                ("invitation_email", "invitation_sms", "reminder_email", "reminder_sms",
-                 "interview_completed_email")),
-            "stages": list(DEFAULT_STAGES), "_owner": owner_key,
-        })
+        rec = store.insert(
+            "interviews",
+            {
+                "key": stable(f"interview:{title}"),
+                "title": title,
+                "department": dept,
+                "default_language": "en",
+                "description": f"First-round video interview for {title}.",
+                "salary": None,
+                "questions": [
+                    {
+                        "key": _k(),
+                        "text": "Tell us about yourself.",
+                        "order": 0,
+                        "answer_type": "video",
+                        "max_retakes": 2,
+                        "max_duration": 120,
+                        "thinking_time": 30,
+                    },
+                    {
+                        "key": _k(),
+                        "text": "Why this role?",
+                        "order": 1,
+                        "answer_type": "text",
+                        "max_characters": 1500,
+                    },
+                ],
+                "settings": {
+                    "show_hints_and_tips": True,
+                    "show_availability_calendar": False,
+                    "deadline": None,
+                },
+                "message_templates": dict.fromkeys(
+                    (
+                        "invitation_email",
+                        "invitation_sms",
+                        "reminder_email",
+                        "reminder_sms",
+                        "interview_completed_email",
+                    )
+                ),
+                "stages": list(DEFAULT_STAGES),
+                "_owner": owner_key,
+            },
+        )
         rec["invite_link"] = f"{request_host}invite/{rec['key']}"
         return rec
 
@@ -116,13 +236,25 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
     ]
     for email, first, last, stage, status, score in people:
         now = store.clock.now()
-        store.insert("participants", {
-            "interview": backend["key"], "email": email, "first_name": first,
-            "last_name": last, "phone": None, "stage": stage, "status": status,
-            "score": score, "created_at": now, "updated_at": now,
-            "completed_at": now if status == "completed" else None,
-            "invite_link": None, "_comments": [],
-        })
+        store.insert(
+            "participants",
+            {
+                "key": stable(f"participant:{email}"),
+                "interview": backend["key"],
+                "email": email,
+                "first_name": first,
+                "last_name": last,
+                "phone": None,
+                "stage": stage,
+                "status": status,
+                "score": score,
+                "created_at": now,
+                "updated_at": now,
+                "completed_at": now if status == "completed" else None,
+                "invite_link": None,
+                "_comments": [],
+            },
+        )
     store.insert("children", {"name": "Sandbox Europe", "parent": store.organisation})
     return keys
 

@@ -49,7 +49,8 @@ class Sandbox:
         self.keys: dict[str, str] = {}
         self.store = Store()
         self.deliverer = Deliverer(
-            self.store, backoff=self.options.webhook_backoff,
+            self.store,
+            backoff=self.options.webhook_backoff,
             max_attempts=self.options.webhook_attempts,
             allow_remote=self.options.allow_remote_webhooks,
         )
@@ -91,8 +92,9 @@ class Sandbox:
         return self._server.server_port if self._server else self.options.port
 
     def bind(self) -> None:
-        self._server = make_server(self.options.host, self.options.port, self.app,
-                                   threaded=True, request_handler=_QuietHandler)
+        self._server = make_server(
+            self.options.host, self.options.port, self.app, threaded=True, request_handler=_QuietHandler
+        )
         self._server.daemon_threads = True  # type: ignore[attr-defined]
         self.options.port = self._server.server_port
         self.reset()  # links now carry the real port
@@ -101,9 +103,12 @@ class Sandbox:
         """Serve in a background thread on a free loopback port (unless one was given)."""
         self.bind()
         assert self._server is not None
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        daemon=True, name="willo-sandbox")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            daemon=True,
+            name="willo-sandbox",
+        )
         self._thread.start()
         return self
 

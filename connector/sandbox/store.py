@@ -11,8 +11,15 @@ from typing import Any
 
 DEFAULT_STAGES = ["Invited", "Completed", "Reviewed", "Shortlisted", "Rejected", "Hired"]
 RESOURCES = (
-    "departments", "interviews", "participants", "message_templates", "users", "webhooks",
-    "categories", "interview_templates", "children",
+    "departments",
+    "interviews",
+    "participants",
+    "message_templates",
+    "users",
+    "webhooks",
+    "categories",
+    "interview_templates",
+    "children",
 )
 
 
@@ -59,13 +66,25 @@ class Store:
         return record
 
     def add_user(
-        self, email: str, role: str, first: str, last: str, api_key: str | None = None,
+        self,
+        email: str,
+        role: str,
+        first: str,
+        last: str,
+        api_key: str | None = None,
         status: str = "active",
     ) -> tuple[dict[str, Any], str]:
-        user = self.insert("users", {
-            "email": email, "first_name": first, "last_name": last,
-            "full_name": f"{first} {last}".strip(), "role": role, "status": status,
-        })
+        user = self.insert(
+            "users",
+            {
+                "email": email,
+                "first_name": first,
+                "last_name": last,
+                "full_name": f"{first} {last}".strip(),
+                "role": role,
+                "status": status,
+            },
+        )
         key = api_key or "sk_sandbox_" + secrets.token_hex(16)
         self.api_keys[key] = user["key"]
         return user, key

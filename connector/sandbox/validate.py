@@ -28,18 +28,21 @@ def text(max_length: int | None = None, allow_blank: bool = False) -> Rule:
         if max_length and len(v) > max_length:
             return f"Ensure this field has no more than {max_length} characters."
         return None
+
     return rule
 
 
 def matches(pattern: re.Pattern[str], message: str) -> Rule:
     def rule(v: Any) -> str | None:
         return None if isinstance(v, str) and pattern.match(v) else message
+
     return rule
 
 
 def choice(*options: str) -> Rule:
     def rule(v: Any) -> str | None:
         return None if v in options else f'"{v}" is not a valid choice.'
+
     return rule
 
 
@@ -52,12 +55,14 @@ def integer(minimum: int = 0) -> Rule:
         if not isinstance(v, int) or isinstance(v, bool):
             return "A valid integer is required."
         return None if v >= minimum else f"Ensure this value is greater than or equal to {minimum}."
+
     return rule
 
 
 def nullable(inner: Rule) -> Rule:
     def rule(v: Any) -> str | None:
         return None if v is None else inner(v)
+
     return rule
 
 
@@ -96,6 +101,7 @@ def mapping(*allowed: str) -> Rule:
             return "Expected an object."
         extra = sorted(set(v) - set(allowed))
         return f"Unknown field {extra[0]}." if extra else None
+
     return rule
 
 

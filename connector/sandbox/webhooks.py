@@ -83,8 +83,9 @@ class Deliverer:
         self._seq = 0
         self._lock = threading.Lock()
         self._deliveries: list[Delivery] = []
-        self._threads = [threading.Thread(target=self._work, daemon=True, name=f"willo-hooks-{i}")
-                         for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._work, daemon=True, name=f"willo-hooks-{i}") for i in range(workers)
+        ]
         self._session = requests.Session()
         for t in self._threads:
             t.start()
@@ -92,13 +93,13 @@ class Deliverer:
     def publish(self, event: str, data: dict[str, Any]) -> str:
         """Queue one event for every active subscription to it; returns the event id."""
         event_id = "evt_" + secrets.token_hex(16)
-        payload = {"id": event_id, "event": event, "created_at": self.store.clock.now(),
-                   "data": data}
+        payload = {"id": event_id, "event": event, "created_at": self.store.clock.now(), "data": data}
         body = json.dumps(payload).encode()
         for hook in list(self.store.table("webhooks").values()):
             if hook.get("is_active", True) and event in hook["events"]:
-                d = Delivery(hook["key"], hook["url"], event, event_id, body,
-                             self.store.secrets.get(hook["key"]))
+                d = Delivery(
+                    hook["key"], hook["url"], event, event_id, body, self.store.secrets.get(hook["key"])
+                )
                 with self._lock:
                     self._deliveries.append(d)
                 self._put(time.monotonic(), d)
@@ -160,8 +161,15 @@ class Deliverer:
     def log(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {"webhook": d.webhook, "url": d.url, "event": d.event, "id": d.event_id,
-                 "status": d.status, "attempts": d.attempts, "history": list(d.history)}
+                {
+                    "webhook": d.webhook,
+                    "url": d.url,
+                    "event": d.event,
+                    "id": d.event_id,
+                    "status": d.status,
+                    "attempts": d.attempts,
+                    "history": list(d.history),
+                }
                 for d in self._deliveries
             ]
 

@@ -1,0 +1,198 @@
+"""The webhook receiver behind ``willo-connector listen``.
+
+A delivery is checked (size, signature when ``WILLO_WEBHOOK_SECRET`` is set, JSON,
+a known event), written to the durable inbox (the state store's event queue) and
+only then answered 2xx. Duplicates (same delivery id, else the same body hash) are
+answered 200 and not queued again. A dispatcher thread runs the workflows whose
+trigger matches; queued events survive a crash and are processed at the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connector.state import StateStore, dumps
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+TOLERANCE = 300  # seconds a signed timestamp may be off
+EVENTS = {
+    "new_response": "willo.new_response",
+    "stage_change": "willo.stage_change",
+    "new_comment": "willo.new_comment",
+    "new_score": "willo.new_score",
+}
+SIGNATURE_HEADER = "X-Willo-Signature"
+TIMESTAMP_HEADER = "X-Willo-Timestamp"
+DELIVERY_HEADER = "X-Willo-Delivery"
+PATH = "/willo/webhooks"
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+@dataclass
+class Verdict:
+    status: int
+    body: dict[str, Any]
+
+
+class Inbox:
+    """Checks deliveries and writes accepted ones to the event queue."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        secret: str | None = None,
+        clock: Callable[[], float] = time.time,
+        on_queued: Callable[[], None] | None = None,
+    ):
+        self.store = store
+        self.secret = secret or None
+        self.clock = clock
+        self.on_queued = on_queued
+
+    def _check_signature(self, headers: Mapping[str, str], body: bytes) -> Verdict | None:
+        if not self.secret:
+            return None
+        given = headers.get(SIGNATURE_HEADER, "")
+        ts = headers.get(TIMESTAMP_HEADER, "")
+        if not given:
+            return Verdict(401, {"error": "missing signature"})
+        if ts:
+            try:
+                skew = abs(self.clock() - float(ts))
+            except ValueError:
+                return Verdict(400, {"error": "bad timestamp"})
+            if skew > TOLERANCE:
+                return Verdict(401, {"error": "timestamp outside tolerance"})
+        expected = (
+            signature(self.secret, ts, body)
+            if ts
+            else "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
+        )
+        if not hmac.compare_digest(expected.encode(), given.strip().encode()):
+            return Verdict(401, {"error": "bad signature"})
+        return None
+
+    def accept(self, headers: Mapping[str, str], body: bytes) -> Verdict:
+        if len(body) > MAX_BODY:
+            return Verdict(413, {"error": f"body over {MAX_BODY} bytes"})
+        bad = self._check_signature(headers, body)
+        if bad is not None:
+            return bad
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return Verdict(400, {"error": "body is not JSON"})
+        if not isinstance(payload, dict):
+            return Verdict(400, {"error": "body is not a JSON object"})
+        event = payload.get("event")
+        if not isinstance(event, str) or event not in EVENTS:
+            return Verdict(400, {"error": "unknown or missing event"})
+        if not isinstance(payload.get("data"), dict):
+            return Verdict(400, {"error": "missing data"})
+        dedupe = headers.get(DELIVERY_HEADER) or payload.get("id")
+        if not isinstance(dedupe, str) or not dedupe:
+            dedupe = "sha256:" + hashlib.sha256(body).hexdigest()
+        with self.store.tx() as db:
+            cur = db.execute(
+                "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
+                " VALUES ('webhook', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+                (EVENTS[event], dedupe[:200], dumps(payload), self.clock()),
+            )
+            fresh = bool(cur.rowcount)
+        if fresh and self.on_queued is not None:
+            self.on_queued()
+        return Verdict(200 if not fresh else 202, {"status": "queued" if fresh else "duplicate"})
+
+
+def make_app(inbox: Inbox) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app: POST ``/willo/webhooks``; GET ``/health``."""
+    from werkzeug.wrappers import Request, Response
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        req = Request(environ)
+        if req.path == "/health" and req.method == "GET":
+            resp = Response(json.dumps({"status": "ok"}), content_type="application/json")
+        elif req.path.rstrip("/") != PATH:
+            resp = Response(json.dumps({"error": "not found"}), 404, content_type="application/json")
+        elif req.method != "POST":
+            resp = Response(
+                json.dumps({"error": "method not allowed"}),
+                405,
+                content_type="application/json",
+                headers={"Allow": "POST"},
+            )
+        else:
+            length = req.content_length
+            if length is not None and length > MAX_BODY:
+                verdict = Verdict(413, {"error": f"body over {MAX_BODY} bytes"})
+            else:
+                body = req.stream.read(MAX_BODY + 1)
+                verdict = inbox.accept(req.headers, body)
+            resp = Response(json.dumps(verdict.body), verdict.status, content_type="application/json")
+        return resp(environ, start_response)
+
+    return app
+
+
+class Listener:
+    """Serves the inbox and runs a dispatcher thread until stopped."""
+
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], host: str, port: int, dispatch_one: Callable[[], bool]
+    ):
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Quiet(WSGIRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        self.server = make_server(host, port, app, threaded=True, request_handler=Quiet)
+        self.dispatch_one = dispatch_one
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def _dispatch_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                busy = self.dispatch_one()
+            except Exception:  # a dispatcher must outlive a bad event; it was logged
+                log.exception("dispatcher error")
+                busy = False
+            if not busy:
+                self.wake.wait(0.5)
+                self.wake.clear()
+
+    def start(self) -> None:
+        for target in (self.server.serve_forever, self._dispatch_loop):
+            t = threading.Thread(target=target, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.server.shutdown()
+        self.server.server_close()
+        for t in self._threads:
+            t.join(timeout=10)
