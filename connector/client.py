@@ -325,9 +325,14 @@ class WilloClient:
             status=resp.status_code,
             method=method,
             url=url,
-            field_errors={k: self.scrub(str(v)) for k, v in fields.items()},
+            field_errors={k: self._scrub_all(v) for k, v in fields.items()},
             retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
         )
+
+    def _scrub_all(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.scrub(str(v)) for v in value]
+        return self.scrub(str(value))
 
     def scrub(self, text: str) -> str:
         key = self.settings.api_key

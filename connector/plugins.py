@@ -81,7 +81,7 @@ class PluginHost:
     def call_each(self, hook_name: str, **kwargs: Any) -> Iterable[tuple[str, Any]]:
         """Call one hook plugin by plugin, recording (not raising) a plugin's failure."""
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order: built-ins first
             name = self.pm.get_name(impl.plugin) or impl.plugin_name
             try:
                 result = impl.function(**kwargs)

@@ -46,13 +46,16 @@ def derived_key(api_key: str, role: str) -> str:
 
 def base(store: Store, api_key: str) -> dict[str, str]:
     """The minimum every sandbox has: the owner (holding ``api_key``), reference data."""
-    owner, _ = store.add_user("owner@sandbox.example", "owner", "Olivia", "Owner", api_key)
-    eng = store.insert("categories", {"name": "Engineering"})
-    sales = store.insert("categories", {"name": "Sales"})
+    owner, _ = store.add_user(
+        "owner@sandbox.example", "owner", "Olivia", "Owner", api_key, key=stable("user:owner")
+    )
+    eng = store.insert("categories", {"key": stable("category:eng"), "name": "Engineering"})
+    sales = store.insert("categories", {"key": stable("category:sales"), "name": "Sales"})
     store.insert("categories", {"name": "Customer support"})
     store.insert(
         "interview_templates",
         {
+            "key": stable("template:graduate"),
             "title": "Graduate software engineer",
             "category": eng["key"],
             "description": "Four questions for graduate engineering roles.",
@@ -136,12 +139,24 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
     owner = store.user_for(api_key)
     assert owner is not None
     _, keys["admin"] = store.add_user(
-        "admin@sandbox.example", "admin", "Adam", "Admin", derived_key(api_key, "admin")
+        "admin@sandbox.example",
+        "admin",
+        "Adam",
+        "Admin",
+        derived_key(api_key, "admin"),
+        key=stable("user:admin"),
     )
     std, keys["standard"] = store.add_user(
-        "sam@sandbox.example", "standard", "Sam", "Standard", derived_key(api_key, "standard")
+        "sam@sandbox.example",
+        "standard",
+        "Sam",
+        "Standard",
+        derived_key(api_key, "standard"),
+        key=stable("user:standard"),
     )
-    store.add_user("new.hire@sandbox.example", "standard", "Nia", "New", status="invited")
+    store.add_user(
+        "new.hire@sandbox.example", "standard", "Nia", "New", status="invited", key=stable("user:new")
+    )
     eng = store.insert(
         "departments",
         {
@@ -167,6 +182,7 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
     store.insert(
         "departments",
         {
+            "key": stable("department:sams-team"),
             "name": "Sam's team",
             "description": None,
             "is_global": False,

@@ -60,7 +60,8 @@ class Store:
         return self.tables[name]
 
     def insert(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
-        record = {"key": record.get("key") or new_key(), **record}
+        record = {**record, "key": record.get("key") or new_key()}
+        record = {"key": record.pop("key"), **record}  # key first, as Willo lists it
         record.setdefault("created_at", self.clock.now())
         self.tables[name][record["key"]] = record
         return record
@@ -73,10 +74,12 @@ class Store:
         last: str,
         api_key: str | None = None,
         status: str = "active",
+        key: str | None = None,
     ) -> tuple[dict[str, Any], str]:
         user = self.insert(
             "users",
             {
+                "key": key,
                 "email": email,
                 "first_name": first,
                 "last_name": last,

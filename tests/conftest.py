@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated environment, a loopback sandbox, a connector on it.
+
+Tests never load whatever plugins happen to be installed: the plugin host is built
+from the built-ins plus the entry points a test passes in.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connector import catalog, drift, plugins
+from connector.client import Settings
+from connector.runtime import Connector
+from connector.sandbox import Sandbox, SandboxOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CASSETTES = ROOT / "cassettes"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No WILLO_* settings leak in; state and cache live in the test's folder."""
+    for name in list(os.environ):
+        if name.startswith(("WILLO_", "XDG_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("WILLO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("WILLO_RATE_LIMIT", "0")
+    plugins.set_host(plugins.build_host(entry_points=[]))
+    drift.reset()
+    yield
+    plugins.set_host(None)
+    catalog.forget()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Sandbox]:
+    box = Sandbox(SandboxOptions(rate_limit=(0, 0), webhook_backoff=0.05))
+    box.start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    """The session's sandbox, reset to demo data, and the environment pointing at it."""
+    sandbox_server.reset()
+    sandbox_server.app.faults.planned.clear()
+    monkeypatch.setenv("WILLO_BASE_URL", sandbox_server.base_url)
+    monkeypatch.setenv("WILLO_API_KEY", sandbox_server.api_key)
+    return sandbox_server
+
+
+@pytest.fixture
+def conn(sandbox: Sandbox) -> Connector:
+    settings = Settings.from_env(backoff=0.01)
+    return Connector(settings=settings)
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """Environment for a subprocess of the installed script."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WILLO_")}
+    env.update(extra)
+    return env
+
+
+def script() -> list[str]:
+    exe = Path(sys.executable).with_name("willo-connector")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "connector"]
