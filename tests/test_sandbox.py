@@ -368,6 +368,6 @@ def test_cli_sandbox_prints_url_and_key_and_stops_on_sigterm() -> None:
         assert requests.get(base + "/languages/", headers={"Authorization": "sk_cli_test"}).ok
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "sandbox stopped" in err and "Traceback" not in err
