@@ -71,7 +71,6 @@ def make_vcr(record_mode: str = "none") -> Any:
         filter_headers=FILTERED_HEADERS,
         match_on=["method", "api_path", "query", "json_body"],
         decode_compressed_response=True,
-        allow_playback_repeats=False,
     )
     v.register_matcher("api_path", match_api_path)
     v.register_matcher("query", match_query)

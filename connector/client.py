@@ -30,6 +30,7 @@ from urllib3.util.retry import Retry
 from connector import __version__
 from connector.errors import (
     AmbiguousRequestError,
+    CassetteMiss,
     ConfigError,
     NetworkError,
     WilloError,
@@ -259,7 +260,7 @@ class WilloClient:
             self.pacer.acquire()
             self.requests_sent += 1
             try:
-                resp = self.session.send(prepared, timeout=timeout, allow_redirects=False)
+                resp = self._send_once(prepared, timeout, method, url)
             except requests.RequestException as exc:
                 cause = _transport_cause(exc)
                 if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
@@ -292,6 +293,20 @@ class WilloClient:
                 retry.sleep(resp.raw)
                 continue
             return resp
+
+    def _send_once(
+        self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
+    ) -> requests.Response:
+        try:
+            return self.session.send(prepared, timeout=timeout, allow_redirects=False)
+        except requests.RequestException:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
+                raise CassetteMiss(
+                    "the cassette does not hold this request", method=method, url=url
+                ) from None
+            raise
 
     def _decode(self, req: dict[str, Any], resp: requests.Response, binary: bool) -> Any:
         method, url = req["method"], _plain(req["url"])

@@ -280,7 +280,7 @@ class Runner:
             return runner(unit)
 
         try:
-            for unit, output, exc in self.executor.run(units, guarded, int(step.get("concurrency", 1))):
+            for unit, output, exc in self.executor.run(units, guarded, self._concurrency(step)):
                 bar.step()
                 if isinstance(exc, _NotStarted):
                     skipped.add(unit.item)
@@ -306,6 +306,15 @@ class Runner:
             msg = f"{len(failures)} of {len(items)} items failed; item {first}: {failures[first]}"
             return StepResult(sid, action, "failed", outputs, msg, item_report, requests)
         return StepResult(sid, action, "succeeded", outputs, None, item_report, requests)
+
+    def _concurrency(self, step: dict[str, Any]) -> int:
+        """The step's concurrency, capped by ``WILLO_MAX_CONCURRENCY`` and by cassettes
+        (vcrpy records and replays one request at a time)."""
+        wanted = int(step.get("concurrency", 1))
+        cap = os.environ.get("WILLO_MAX_CONCURRENCY", "")
+        if cap.isdigit() and int(cap) > 0:
+            wanted = min(wanted, int(cap))
+        return 1 if self.conn.serial else wanted
 
     # ------------------------------------------------------------------ one unit
 

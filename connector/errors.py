@@ -107,6 +107,10 @@ class NetworkError(WilloError):
     """Willo could not be reached (DNS, refused, timed out)."""
 
 
+class CassetteMiss(WilloError):
+    """A replayed run made a request its cassette does not hold."""
+
+
 class AmbiguousRequestError(WilloError):
     """A non-idempotent request failed after it may have landed; it was not resent."""
 

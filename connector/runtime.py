@@ -73,6 +73,7 @@ class Connector:
         self.host = host or get_host()
         self.catalog: Catalog = get_catalog(self.host)
         self.dry_run = dry_run
+        self.serial = False  # True while a cassette answers: one request at a time
         self._settings = settings
         self._client = client
         self._handlers: dict[str, tuple[str, Callable[..., Any]]] | None = None

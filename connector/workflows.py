@@ -166,11 +166,9 @@ class _Checker:
             elif manifest is not None and manifest.input_schema.get("required"):
                 need = ", ".join(manifest.input_schema["required"])
                 self.add(base, f"{manifest.id} needs inputs ({need}); add `with:`", sid)
-            if manifest is not None:
-                out = manifest.output_schema
-                self.outputs[sid] = {"type": "array", "items": out} if foreach else out
-            else:
-                self.outputs[sid] = None
+            if sid not in self.outputs:  # a duplicate id keeps the first step's output
+                out = manifest.output_schema if manifest is not None else None
+                self.outputs[sid] = {"type": "array", "items": out} if foreach and out else out
             seen.setdefault(sid, i)
 
     def _literal_inputs(
@@ -383,4 +381,5 @@ def _chains(node: nodes.Node) -> list[tuple[str, list[Any]]]:
 
 def check_document(doc: Document, catalog: Catalog) -> list[str]:
     """Every static problem of a parsed workflow document."""
-    return _Checker(doc, catalog).run()
+    found = _Checker(doc, catalog).run()
+    return sorted(found, key=lambda p: int(p[len(doc.path) + 1 :].split(":", 1)[0]))

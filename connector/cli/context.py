@@ -31,6 +31,7 @@ def connector_for(
             if not settings.api_key:
                 settings.api_key = os.environ.get("WILLO_API_KEY") or "cassette-replay"
         conn = Connector(settings=settings, dry_run=dry_run)
+        conn.serial = bool(cassette)
         yield conn
         if conn._client is not None:
             conn._client.close()

@@ -1,0 +1,316 @@
+"""The CLI through click's CliRunner, and as a real subprocess of the installed script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+from tests.conftest import EXAMPLES, ROOT, script, script_env
+
+
+def invoke(*args: str, **env: str):
+    return CliRunner().invoke(main, list(args), env=env or None)
+
+
+def one_line_error(result, *needles: str) -> str:
+    assert result.exit_code != 0, result.stdout
+    err = result.stderr.strip()
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_version_and_help() -> None:
+    r = invoke("--version")
+    assert r.exit_code == 0 and "willo-connector, version 0.1.0" in r.stdout
+    r = invoke("--help")
+    for cmd in (
+        "plugins",
+        "actions",
+        "triggers",
+        "show",
+        "validate",
+        "call",
+        "run",
+        "runs",
+        "resume",
+        "poll",
+        "listen",
+        "state",
+        "sandbox",
+        "catalog",
+        "options",
+    ):
+        assert f"  {cmd} " in r.stdout, cmd
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = (
+        "import sys\nfrom connector.cli import main\nsys.argv=['willo-connector','--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('jsonschema','requests','jinja2','werkzeug','urllib3','vcr'))\n"
+        "print(repr(heavy), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip() == "[]"
+
+
+def test_actions_json_is_the_catalog_and_warm_start_skips_jsonschema(tmp_path: Path) -> None:
+    r = invoke("actions", "--json")
+    ids = [a["id"] for a in json.loads(r.stdout)]
+    assert len(ids) == 46 and "willo.invite_participant" in ids
+    code = (
+        "import sys\nfrom connector.cli import main\nsys.argv=['willo-connector','actions','--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('jsonschema' in sys.modules, file=sys.stderr)\n"
+    )
+    env = script_env(XDG_CACHE_HOME=str(tmp_path / "c"))
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert first.stderr.strip() == "True"  # cold: manifests validated
+    assert second.stderr.strip() == "False"  # warm: the validated catalog is cached
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+
+
+def test_triggers_and_show() -> None:
+    r = invoke("triggers", "--json")
+    assert {t["id"] for t in json.loads(r.stdout)} == {
+        "willo.new_response",
+        "willo.stage_change",
+        "willo.new_comment",
+        "willo.new_score",
+        "willo.new_participant",
+        "willo.new_interview",
+        "willo.participant_completed",
+    }
+    r = invoke("show", "willo.invite_participant")
+    assert r.exit_code == 0
+    assert "*email: string (email)" in r.stdout and "request: POST /participants/" in r.stdout
+    data = json.loads(invoke("show", "willo.invite_participant", "--json").stdout)
+    assert data["input"]["properties"]["interview"]["pattern"] == "^[0-9a-f]{32}$"
+
+
+def test_unknown_id_suggests_close_ones() -> None:
+    err = one_line_error(invoke("show", "willo.invite_particpant"), "did you mean willo.invite_participant")
+    assert err.startswith("error: unknown action or trigger 'willo.invite_particpant'")
+
+
+def test_validate_ok_and_errors(tmp_path: Path) -> None:
+    r = invoke("validate", str(ROOT / "manifests"), str(EXAMPLES))
+    assert r.exit_code == 0, r.stderr
+    assert "screening.yaml: ok (workflow)" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (ROOT / "manifests/actions/get_interview.yaml")
+        .read_text()
+        .replace("id: willo.get_interview", "id: acme.get_interview")
+        .replace("method: GET", "method: FETCH")
+    )
+    r = invoke("validate", str(bad))
+    assert r.exit_code == 1
+    line = next(n for n, text in enumerate(bad.read_text().splitlines(), 1) if "FETCH" in text)
+    assert r.stderr.strip().startswith(f"{bad}:{line}: /request/method: 'FETCH' is not one of")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("manifest: 1\nid: [oops\n")
+    r = invoke("validate", str(broken))
+    assert r.exit_code == 1 and r.stderr.startswith(f"{broken}:")
+
+
+def test_validate_json(tmp_path: Path) -> None:
+    r = invoke("validate", "--json", str(EXAMPLES / "screening.yaml"))
+    assert json.loads(r.stdout)["ok"] is True
+
+
+def test_dry_run_shows_request_without_the_key(monkeypatch) -> None:
+    key = "sk_live_SECRET_do_not_print"
+    r = invoke(
+        "call",
+        "willo.invite_participant",
+        "--dry-run",
+        "-i",
+        f"interview={'a' * 32}",
+        "-i",
+        "email=ada@example.com",
+        "-i",
+        "first_name=Ada",
+        WILLO_API_KEY=key,
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "POST https://api.willotalent.com/api/integrations/v2/participants/" in r.stdout
+    assert "Authorization: ***" in r.stdout
+    assert key not in r.stdout + r.stderr
+    r = invoke(
+        "call", "willo.get_interview", "--dry-run", "--json", "-i", f"interview={'b' * 32}", WILLO_API_KEY=key
+    )
+    data = json.loads(r.stdout)
+    assert data["requests"][0]["url"].endswith(f"/interviews/{'b' * 32}/")
+    assert data["output"]["key"] == "2" * 32 and key not in r.stdout
+
+
+def test_call_live_against_the_sandbox(sandbox) -> None:
+    r = invoke(
+        "call",
+        "willo.create_interview",
+        "--json",
+        "--input-json",
+        json.dumps({"title": "Data Engineer", "questions": [{"text": "Why data?"}]}),
+    )
+    assert r.exit_code == 0, r.stderr
+    created = json.loads(r.stdout)
+    assert created["title"] == "Data Engineer" and len(created["key"]) == 32
+    r = invoke("call", "willo.list_interviews", "--json", "-i", "search=data")
+    assert [i["key"] for i in json.loads(r.stdout)["results"]] == [created["key"]]
+
+
+def test_input_from_json_file(sandbox, tmp_path: Path) -> None:
+    f = tmp_path / "questions.json"
+    f.write_text(json.dumps([{"text": "Q1"}, {"text": "Q2", "answer_type": "text"}]))
+    r = invoke("call", "willo.create_interview", "--json", "-i", "title=T", "-i", f"questions=@{f}")
+    assert r.exit_code == 0, r.stderr
+    assert [q["text"] for q in json.loads(r.stdout)["questions"]] == ["Q1", "Q2"]
+
+
+def test_bad_input_names_the_field() -> None:
+    one_line_error(
+        invoke(
+            "call", "willo.invite_participant", "-i", "interview=xyz", "-i", "email=nope", WILLO_API_KEY="k"
+        ),
+        "willo.invite_participant: input",
+        "/email:",
+        "/interview:",
+    )
+
+
+def test_missing_key() -> None:
+    one_line_error(invoke("call", "willo.list_interviews"), "set WILLO_API_KEY")
+
+
+def test_plain_http_base_url_is_refused() -> None:
+    one_line_error(
+        invoke(
+            "call",
+            "willo.list_interviews",
+            WILLO_API_KEY="k",
+            WILLO_BASE_URL="http://api.willotalent.com/api/integrations/v2",
+        ),
+        "refusing plain http://",
+    )
+
+
+def test_network_error(monkeypatch) -> None:
+    one_line_error(
+        invoke(
+            "call",
+            "willo.list_interviews",
+            WILLO_API_KEY="k",
+            WILLO_MAX_RETRIES="0",
+            WILLO_BASE_URL="http://127.0.0.1:9/api/integrations/v2",
+        ),
+        "cannot reach Willo",
+    )
+
+
+@pytest.mark.parametrize(
+    "case,status",
+    [
+        ("bad_request", "400"),
+        ("unauthorized", "401"),
+        ("forbidden", "403"),
+        ("not_found", "404"),
+        ("throttled", "429"),
+        ("server", "500"),
+    ],
+)
+def test_each_willo_error_status_is_one_line(sandbox, monkeypatch, case: str, status: str) -> None:
+    from connector.sandbox.app import Throttle
+
+    env = {"WILLO_MAX_RETRIES": "0"}
+    args = ["call", "willo.get_interview", "-i", f"interview={'0' * 32}"]
+    if case == "bad_request":
+        args = ["call", "willo.invite_participant", "-i", f"interview={'0' * 32}", "-i", "email=a@b.co"]
+    elif case == "unauthorized":
+        env["WILLO_API_KEY"] = "sk_wrong_but_secret"
+    elif case == "forbidden":
+        env["WILLO_API_KEY"] = sandbox.keys["standard"]
+        args = ["call", "willo.list_webhooks"]
+    elif case == "throttled":
+        monkeypatch.setattr(sandbox.app, "throttle", Throttle(1, 0))
+        invoke("call", "willo.list_languages")
+    elif case == "server":
+        sandbox.app.faults.planned.append("error_after")
+        args = ["call", "willo.list_languages"]
+    r = invoke(*args, **env)
+    err = one_line_error(r, f" {status} ")
+    assert sandbox.api_key not in err and "sk_wrong_but_secret" not in err
+
+
+def test_options_lists_live_choices(sandbox) -> None:
+    r = invoke("options", "willo.invite_participant", "interview", "--json")
+    assert r.exit_code == 0, r.stderr
+    labels = {o["label"] for o in json.loads(r.stdout)}
+    assert labels == {"Backend Engineer", "Warehouse Supervisor"}
+    one_line_error(invoke("options", "willo.invite_participant", "email"), "no dynamic options")
+
+
+def test_catalog_export() -> None:
+    data = json.loads(invoke("catalog", "--json").stdout)
+    assert len(data["actions"]) == 46 and len(data["triggers"]) == 7
+    invite = next(a for a in data["actions"] if a["id"] == "willo.invite_participant")
+    assert invite["options"]["interview"] == {
+        "action": "willo.list_interviews",
+        "value": "key",
+        "label": "title",
+    }
+    assert invite["sample"]["email"] and invite["idempotent"] is False
+
+
+def test_plugins_json() -> None:
+    data = json.loads(invoke("plugins", "--json").stdout)
+    names = {p["name"]: p for p in data["plugins"]}
+    assert names["willo_actions"]["builtin"] and len(names["willo_actions"]["manifests"]) == 46
+    assert data["manifest_problems"] == []
+
+
+def test_installed_script_as_a_subprocess(sandbox, tmp_path: Path) -> None:
+    env = script_env(
+        WILLO_BASE_URL=sandbox.base_url,
+        WILLO_API_KEY=sandbox.api_key,
+        WILLO_RATE_LIMIT="0",
+        XDG_CACHE_HOME=str(tmp_path),
+    )
+    out = subprocess.run([*script(), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0 and "0.1.0" in out.stdout
+    out = subprocess.run(
+        [
+            *script(),
+            "call",
+            "willo.get_interview",
+            "--json",
+            "-i",
+            "interview=927982d43d577f03e4877aab073a730e",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["title"] == "Backend Engineer"
+    out = subprocess.run(
+        [*script(), "call", "willo.get_interview", "-i", "interview=zz"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

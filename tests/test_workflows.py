@@ -1,0 +1,469 @@
+"""Workflows: static validation, expressions, runs, dry runs, cassettes, the journal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connector import expressions
+from connector.catalog import get_catalog
+from connector.cli import main
+from connector.errors import ManifestError
+from connector.sandbox.seed import stable
+from connector.workflows import load
+from tests.conftest import EXAMPLES, script, script_env
+
+BACKEND = stable("interview:Backend Engineer")
+
+
+def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ManifestError) as err:
+        load(write(tmp_path, text), get_catalog())
+    return err.value.problems
+
+
+def invoke(*args: str, **env: str):
+    return CliRunner().invoke(main, list(args), env=env or None)
+
+
+def test_every_static_error_at_once_with_file_line_step_and_pointer(tmp_path: Path) -> None:
+    text = """\
+workflow: 1
+name: broken
+trigger: {use: willo.new_respons}
+steps:
+  - id: make
+    use: willo.create_interview
+    with: {title: 5, colour: red}
+  - id: make
+    use: willo.create_interviews
+  - id: invite
+    use: willo.invite_participant
+    foreach: "{{ inputs.people }}"
+    with:
+      interview: "{{ steps.make.output.kee }}"
+      email: "{{ item.email }}"
+  - id: early
+    use: willo.get_participant
+    with:
+      participant: "{{ steps.late.output.key }}"
+  - id: late
+    use: willo.get_participant
+    if: "{{ item.ok }}"
+    with:
+      participant: "{{ steps.invite.output[0].emial }}"
+  - id: sneaky
+    use: willo.get_interview
+    foreach: not an expression
+    with:
+      interview: "{{ os.environ }}"
+"""
+    found = problems(tmp_path, text)
+    f = str(tmp_path / "wf.yaml")
+    expected = [
+        f"{f}:3: /trigger/use: unknown trigger 'willo.new_respons'; did you mean willo.new_response",
+        f"{f}:7: /steps/0/with/title: step make: 5 is not of type 'string'",
+        f"{f}:7: /steps/0/with: step make: unknown field ('colour' was unexpected)",
+        f"{f}:8: /steps/1/id: step make: duplicate step id (first at /steps/0)",
+        f"{f}:9: /steps/1/use: step make: unknown action 'willo.create_interviews'; did you mean willo.create_interview",
+        f"{f}:14: /steps/2/with/interview: step invite: steps.make.output has no field 'kee'",
+        f"{f}:19: /steps/3/with/participant: step early: steps.late runs after this step",
+        f"{f}:22: /steps/4/if: step late: 'item' is only defined in a step with foreach",
+        f"{f}:24: /steps/4/with/participant: step late: steps.invite.output[0] has no field 'emial'",
+        f'{f}:27: /steps/5/foreach: "not an expression" does not match',
+        f"{f}:29: /steps/5/with/interview: step sneaky: unknown name 'os'",
+    ]
+    for line in expected:
+        assert any(p.startswith(line) for p in found), f"missing: {line}\n" + "\n".join(found)
+
+
+def test_inputs_and_trigger_paths_are_checked(tmp_path: Path) -> None:
+    text = """\
+workflow: 1
+name: paths
+inputs:
+  type: object
+  properties:
+    job: {type: string}
+trigger: {use: willo.stage_change, with: {interview: nope}}
+steps:
+  - id: a
+    use: willo.get_participant
+    with:
+      participant: "{{ trigger.data.participant.kye }}"
+  - id: b
+    use: willo.create_interview
+    with:
+      title: "{{ inputs.jbo }}"
+  - id: c
+    use: willo.list_interviews
+    with:
+      search: "{{ steps.a.output.key | upper }} {{ trigger.data.to_stage }} {{ inputs.job }}"
+"""
+    found = problems(tmp_path, text)
+    assert any('/trigger/with/interview: "nope" does not match' in p for p in found)
+    assert any("step a: trigger.data.participant has no field 'kye'" in p for p in found)
+    assert any("step b: inputs has no field 'jbo'" in p for p in found)
+    assert not any("step c" in p for p in found)
+
+
+def test_examples_validate() -> None:
+    for path in EXAMPLES.glob("*.yaml"):
+        load(path, get_catalog())
+
+
+def test_expressions_keep_native_types_and_stay_sandboxed() -> None:
+    scope = {"inputs": {"n": 3, "xs": [1, 2], "d": {"a": 1}}}
+    assert expressions.evaluate("{{ inputs.xs }}", scope) == [1, 2]
+    assert expressions.evaluate("{{ inputs.n + 1 }}", scope) == 4
+    assert expressions.evaluate(" {{ inputs.d }} ", scope) == {"a": 1}
+    assert expressions.evaluate("n={{ inputs.n }}", scope) == "n=3"
+    for evil in (
+        "{{ inputs.__class__.__mro__ }}",
+        "{{ inputs.xs.append(3) }}",
+        "{{ ''.__class__.__subclasses__() }}",
+        "{{ range(10) }}",
+        "{{ lipsum() }}",
+        "{{ inputs.missing }}",
+    ):
+        with pytest.raises(expressions.ExpressionError):
+            expressions.evaluate(evil, scope)
+    assert scope["inputs"]["xs"] == [1, 2]
+
+
+def test_screening_example_runs_on_the_sandbox() -> None:
+    r = invoke("run", str(EXAMPLES / "screening.yaml"), "--sandbox", "--json")
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["status"] == "succeeded"
+    steps = {s["id"]: s for s in result["steps"]}
+    assert len(steps["invite"]["output"]) == 2
+    assert steps["shortlist"]["output"]["stage"] == "Shortlisted"
+
+
+def test_screening_with_csv_input(sandbox) -> None:
+    r = invoke(
+        "run",
+        str(EXAMPLES / "screening.yaml"),
+        "--json",
+        "-i",
+        f"candidates=@{EXAMPLES / 'candidates.csv'}",
+        "-i",
+        "job_title=Data Engineer",
+        "-i",
+        "shortlist=alan@example.com",
+    )
+    assert r.exit_code == 0, r.stderr
+    steps = {s["id"]: s for s in json.loads(r.stdout)["steps"]}
+    assert [o["participant"]["email"] for o in steps["invite"]["output"]] == [
+        "ada@example.com",
+        "grace@example.com",
+        "alan@example.com",
+    ]
+    assert steps["shortlist"]["output"]["email"] == "alan@example.com"
+
+
+def test_event_driven_example_runs_with_an_event_file() -> None:
+    r = invoke(
+        "run",
+        str(EXAMPLES / "review_on_response.yaml"),
+        "--sandbox",
+        "--event",
+        str(EXAMPLES / "events/new_response.json"),
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "Shortlisted" in r.stdout and r.stdout.strip().endswith("succeeded")
+
+
+def test_event_file_must_match_the_trigger(tmp_path: Path) -> None:
+    bad = write(tmp_path, json.dumps({"event": "new_response"}), "event.json")
+    r = invoke("run", str(EXAMPLES / "review_on_response.yaml"), "--dry-run", "--event", str(bad))
+    assert r.exit_code == 1 and "not a willo.new_response event" in r.stderr and "/:" in r.stderr
+
+
+def test_csv_with_a_bad_row_names_the_row(tmp_path: Path) -> None:
+    csv = write(tmp_path, "email,first_name\na@example.com,A\nb@example.com,B,extra\n", "c.csv")
+    r = invoke("run", str(EXAMPLES / "screening.yaml"), "--dry-run", "-i", f"candidates=@{csv}")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == f"error: {csv}:3: row has 3 cells, the header has 2"
+
+
+def test_inputs_are_checked_against_the_inputs_schema() -> None:
+    r = invoke("run", str(EXAMPLES / "screening.yaml"), "--dry-run", "-i", "shortlist=nobody")
+    assert r.exit_code == 1
+    assert 'inputs: /shortlist: "nobody" is not a valid email' in r.stderr
+
+
+def test_dry_run_opens_no_socket(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run opened a socket")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    r = invoke(
+        "run",
+        str(EXAMPLES / "screening.yaml"),
+        "--dry-run",
+        "--json",
+        "-i",
+        f"candidates=@{EXAMPLES / 'candidates.csv'}",
+        WILLO_API_KEY="sk_secret_123",
+    )
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["dry_run"] and result["run_id"] is None
+    first = result["steps"][0]["requests"][0]
+    assert first["method"] == "POST" and first["url"].endswith("/interviews/")
+    assert first["headers"]["Authorization"] == "***"
+    assert result["steps"][1]["requests"][0]["handler"] == "willo.find_or_invite_participant"
+    assert "sk_secret_123" not in r.stdout
+
+
+def test_step_failure_names_the_step_and_keeps_the_journal(sandbox, tmp_path: Path) -> None:
+    wf = write(
+        tmp_path,
+        f"""\
+workflow: 1
+name: fails
+steps:
+  - id: first
+    use: willo.get_interview
+    with: {{interview: {BACKEND}}}
+  - id: second
+    use: willo.get_participant
+    with: {{participant: "{"0" * 32}"}}
+  - id: third
+    use: willo.list_interviews
+""",
+    )
+    r = invoke("run", str(wf))
+    assert r.exit_code == 1
+    assert r.stderr.strip().startswith("error: step second: GET ")
+    assert "404 Not found." in r.stderr
+    runs = json.loads(invoke("runs", "--json").stdout)
+    assert runs[0]["status"] == "failed" and runs[0]["units_succeeded"] == 1
+
+
+def test_on_error_continue_and_if(sandbox, tmp_path: Path) -> None:
+    wf = write(
+        tmp_path,
+        f"""\
+workflow: 1
+name: tolerant
+steps:
+  - id: missing
+    use: willo.get_participant
+    on_error: continue
+    with: {{participant: "{"0" * 32}"}}
+  - id: when_missing
+    use: willo.list_interviews
+    if: "{{{{ steps.missing.status == 'failed' }}}}"
+  - id: never
+    use: willo.list_interviews
+    if: "{{{{ steps.missing.status == 'succeeded' }}}}"
+""",
+    )
+    r = invoke("run", str(wf), "--json")
+    assert r.exit_code == 0, r.stderr
+    statuses = [s["status"] for s in json.loads(r.stdout)["steps"]]
+    assert statuses == ["failed", "succeeded", "skipped"]
+
+
+def test_foreach_concurrency_is_bounded(conn, sandbox, tmp_path: Path, monkeypatch) -> None:
+    from connector.engine import Runner
+
+    monkeypatch.setattr(sandbox.app.faults, "latency_ms", 40)
+    wf = load(
+        write(
+            tmp_path,
+            """\
+workflow: 1
+name: parallel
+steps:
+  - id: get
+    use: willo.list_languages
+    foreach: "{{ inputs.pages }}"
+    concurrency: 4
+    with: {page: "{{ item }}", page_size: 1}
+""",
+        ),
+        conn.catalog,
+    )
+    active, peak, lock = [0], [0], threading.Lock()
+    real = conn.call
+
+    def counting(action, inputs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            return real(action, inputs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(conn, "call", counting)
+    result = Runner(conn, wf, store=None).start({"pages": list(range(1, 13))})
+    assert result.status == "succeeded"
+    assert [o["results"][0]["code"] for o in result.steps[0].output][:3] == ["en", "en-US", "fr"]
+    assert peak[0] == 4
+
+
+def test_cassette_replay_runs_offline(sandbox, tmp_path: Path, monkeypatch) -> None:
+    from connector.cassettes import record
+
+    cassette = tmp_path / "screening.yaml"
+    monkeypatch.setenv("WILLO_MAX_CONCURRENCY", "1")  # vcrpy records one request at a time
+    with record(cassette):
+        r = invoke("run", str(EXAMPLES / "screening.yaml"), "--json")
+    assert r.exit_code == 0, r.stderr
+    recorded = json.loads(r.stdout)
+    text = cassette.read_text()
+    assert sandbox.api_key not in text and "REDACTED" in text
+    monkeypatch.delenv("WILLO_BASE_URL")
+    monkeypatch.delenv("WILLO_API_KEY")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("replay opened a socket")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    r = invoke("run", str(EXAMPLES / "screening.yaml"), "--cassette", str(cassette), "--json")
+    assert r.exit_code == 0, r.stderr
+    replayed = json.loads(r.stdout)
+    assert [s["output"] for s in replayed["steps"]] == [s["output"] for s in recorded["steps"]]
+    r = invoke("run", str(EXAMPLES / "screening.yaml"), "--cassette", str(cassette), "-i", "job_title=Other")
+    assert r.exit_code == 1 and "the cassette does not hold" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+CRASH_WF = """\
+workflow: 1
+name: bulk-invite
+inputs:
+  type: object
+  required: [interview, count]
+  properties:
+    interview: {type: string}
+    count: {type: integer}
+steps:
+  - id: invite
+    use: willo.invite_participant
+    foreach: "{{ range_of(inputs.count) }}"
+    concurrency: 4
+    with:
+      interview: "{{ inputs.interview }}"
+      email: "candidate{{ item }}@example.com"
+"""
+
+
+def test_sigkill_mid_foreach_then_resume_invites_each_exactly_once(
+    sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    people = [{"email": f"candidate{i}@example.com"} for i in range(50)]
+    wf = write(
+        tmp_path,
+        CRASH_WF.replace("range_of(inputs.count)", "inputs.people")
+        .replace("required: [interview, count]", "required: [interview, people]")
+        .replace("count: {type: integer}", "people: {type: array}")
+        .replace("candidate{{ item }}@example.com", "{{ item.email }}"),
+    )
+    (tmp_path / "people.json").write_text(json.dumps(people))
+    monkeypatch.setattr(sandbox.app.faults, "latency_ms", 25)
+    env = script_env(
+        WILLO_BASE_URL=sandbox.base_url,
+        WILLO_API_KEY=sandbox.api_key,
+        WILLO_RATE_LIMIT="0",
+        WILLO_STATE_DIR=str(tmp_path / "state"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
+
+    def invited() -> list[str]:
+        return [
+            p["email"]
+            for p in sandbox.store.table("participants").values()
+            if p["interview"] == BACKEND and p["email"].startswith("candidate")
+        ]
+
+    proc = subprocess.Popen(
+        [
+            *script(),
+            "run",
+            str(wf),
+            "-i",
+            f"interview={BACKEND}",
+            "-i",
+            f"people=@{tmp_path / 'people.json'}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while len(invited()) < 15 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    at_kill = len(invited())
+    assert 15 <= at_kill < 50, at_kill
+    runs = json.loads(
+        subprocess.run(
+            [*script(), "runs", "--json"], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert runs[0]["status"] == "interrupted"
+    out = subprocess.run(
+        [*script(), "resume", runs[0]["id"][:18], "--json"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "succeeded"
+    emails = invited()
+    assert sorted(emails) == sorted(p["email"] for p in people)  # each exactly once
+    assert [o["email"] for o in result["steps"][0]["output"]] == [p["email"] for p in people]
+    again = subprocess.run([*script(), "resume", runs[0]["id"]], env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and "already succeeded" in again.stderr
+
+
+def test_resume_reconciles_a_unit_caught_sending(conn, sandbox, tmp_path: Path) -> None:
+    """A unit journaled as sending whose request landed is looked up, not resent."""
+    from connector.engine import Runner
+    from connector.state import StateStore
+
+    store = StateStore(tmp_path / "s")
+    wf = load(
+        write(
+            tmp_path,
+            f"""\
+workflow: 1
+name: one
+steps:
+  - id: invite
+    use: willo.invite_participant
+    with: {{interview: {BACKEND}, email: landed@example.com}}
+""",
+        ),
+        conn.catalog,
+    )
+    run_id = store.new_run(wf.path, wf.name, wf.text, {}, None, {})
+    inputs = {"interview": BACKEND, "email": "landed@example.com"}
+    store.mark_unit(run_id, "invite", -1, "willo.invite_participant", "sending", inputs=inputs)
+    conn.call("willo.invite_participant", inputs)  # it landed before the crash
+    before = sandbox.app.requests_served
+    result = Runner(conn, wf, store=store).resume(run_id, {}, None)
+    assert result.status == "succeeded"
+    assert result.steps[0].output["email"] == "landed@example.com"
+    assert sandbox.app.requests_served == before + 1  # one lookup, no second invite
