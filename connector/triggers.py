@@ -347,10 +347,16 @@ def workflow_handler(
         for wf in workflows:
             if not matches(wf, trigger_id, payload):
                 continue
+            prior = store.query(
+                "SELECT id, status FROM runs WHERE event_id = ? AND name = ? ORDER BY started_at DESC",
+                (event["id"], wf.name),
+            )
+            if prior and prior[0]["status"] == "succeeded":
+                last = prior[0]["id"]
+                continue  # done before a crash or an earlier attempt; never twice
             runner = Runner(conn, wf, store=store, progress=progress)
-            prior = event.get("run_id")
-            if prior and store.run(prior) is not None:
-                result = runner.resume(prior, {}, payload)
+            if prior:  # an interrupted or failed attempt: completed steps are not resent
+                result = runner.resume(prior[0]["id"], {}, payload)
             else:
                 result = runner.start({}, payload, event_id=event["id"])
             last = result.run_id
