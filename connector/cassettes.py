@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,40 @@ def match_json_body(r1: Any, r2: Any) -> None:
         raise AssertionError("bodies differ")
 
 
-def make_vcr(record_mode: str = "none") -> Any:
+def _scrubber(secrets: list[str]) -> Any:
+    """A vcrpy hook that replaces every secret in a request or response with REDACTED."""
+    secrets = [s for s in secrets if s]
+
+    def scrub_text(value: Any) -> Any:
+        if isinstance(value, bytes):
+            for s in secrets:
+                value = value.replace(s.encode(), b"REDACTED")
+        elif isinstance(value, str):
+            for s in secrets:
+                value = value.replace(s, "REDACTED")
+        return value
+
+    def request(r: Any) -> Any:
+        r.uri = scrub_text(r.uri)
+        r.body = scrub_text(r.body)
+        return r
+
+    def response(resp: dict[str, Any]) -> dict[str, Any]:
+        body = resp.get("body") or {}
+        if "string" in body:
+            body["string"] = scrub_text(body["string"])
+        return resp
+
+    return request, response
+
+
+def make_vcr(record_mode: str = "none", secrets: list[str] | None = None) -> Any:
     import vcr
 
+    scrub_request, scrub_response = _scrubber(list(secrets or []))
     v = vcr.VCR(
+        before_record_request=scrub_request,
+        before_record_response=scrub_response,
         record_mode=record_mode,
         filter_headers=FILTERED_HEADERS,
         match_on=["method", "api_path", "query", "json_body"],
@@ -95,8 +126,14 @@ def replay(path: str | Path) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def record(path: str | Path, mode: str = "all") -> Iterator[Any]:
-    """Record (or with ``mode="once"``, record if missing) every request into ``path``."""
+def record(path: str | Path, mode: str = "all", secrets: list[str] | None = None) -> Iterator[Any]:
+    """Record every request into ``path``; ``secrets`` (the API key, the webhook secret,
+    and ``WILLO_API_KEY`` always) are scrubbed from URLs and bodies too."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with make_vcr(mode).use_cassette(str(path)) as cassette:
+    known = [
+        *(secrets or []),
+        os.environ.get("WILLO_API_KEY", ""),
+        os.environ.get("WILLO_WEBHOOK_SECRET", ""),
+    ]
+    with make_vcr(mode, known).use_cassette(str(path)) as cassette:
         yield cassette

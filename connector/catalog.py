@@ -159,7 +159,7 @@ def _read_cache(key: str) -> Catalog | None:
     cat = Catalog(problems=list(raw["problems"]))
     for item in raw["manifests"]:
         cat.manifests[item["data"]["id"]] = Manifest(item["data"], item["path"], item["plugin"])
-    cat.conflicts = {k: [tuple(x) for x in v] for k, v in raw["conflicts"].items()}  # type: ignore[misc]
+    cat.conflicts = {k: [tuple(x) for x in v] for k, v in raw["conflicts"].items()}
     return cat
 
 

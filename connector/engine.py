@@ -101,9 +101,11 @@ class Executor:
         if concurrency <= 1 or len(units) <= 1:
             for unit in units:
                 try:
-                    yield unit, fn(unit), None
+                    result = fn(unit)
                 except Exception as exc:
                     yield unit, None, exc
+                    continue
+                yield unit, result, None
             return
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="willo-step") as pool:
             pending: dict[Future[Any], Unit] = {}
@@ -115,8 +117,8 @@ class Executor:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     unit = pending.pop(fut)
-                    exc = fut.exception()
-                    yield unit, (None if exc else fut.result()), exc
+                    error = fut.exception()
+                    yield unit, (None if error else fut.result()), error
 
 
 class _Progress:
@@ -238,9 +240,9 @@ class Runner:
             self._journal(run_id, sid, SINGLE, action, "failed", error=str(exc))
             return StepResult(sid, action, "failed", error=str(exc))
         unit = Unit(sid, SINGLE, action, inputs)
-        _, output, exc = next(self.executor.run([unit], self._runner(run_id, journal), 1))
-        if exc is not None:
-            return StepResult(sid, action, "failed", error=_message(exc))
+        _, output, error = next(self.executor.run([unit], self._runner(run_id, journal), 1))
+        if error is not None:
+            return StepResult(sid, action, "failed", error=_message(error))
         out, reqs = output
         return StepResult(sid, action, "succeeded", out, requests=reqs)
 
@@ -280,12 +282,12 @@ class Runner:
             return runner(unit)
 
         try:
-            for unit, output, exc in self.executor.run(units, guarded, self._concurrency(step)):
+            for unit, output, failure in self.executor.run(units, guarded, self._concurrency(step)):
                 bar.step()
-                if isinstance(exc, _NotStarted):
+                if isinstance(failure, _NotStarted):
                     skipped.add(unit.item)
-                elif exc is not None:
-                    failures[unit.item] = _message(exc)
+                elif failure is not None:
+                    failures[unit.item] = _message(failure)
                     if stop is not None:
                         stop.set()  # start no further items; running ones finish
                 else:

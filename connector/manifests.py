@@ -76,12 +76,13 @@ def input_references(template: Any) -> list[tuple[str, str]]:
             continue
         ast = expressions.environment().parse(text)
         for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-            target = node.node
-            if isinstance(target, nodes.Name) and target.name == "input":
-                if isinstance(node, nodes.Getattr):
-                    found.append((node.attr, text))
-                elif isinstance(node.arg, nodes.Const):
-                    found.append((str(node.arg.value), text))
+            target = getattr(node, "node", None)
+            if not (isinstance(target, nodes.Name) and target.name == "input"):
+                continue
+            if isinstance(node, nodes.Getattr):
+                found.append((node.attr, text))
+            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+                found.append((str(node.arg.value), text))
     return found
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from connector.cli.common import emit_json, json_option, parse_inputs, parse_json_object
@@ -55,7 +57,7 @@ def call(
     emit_json(result.output)
 
 
-def show_requests(requests: list[dict]) -> None:  # type: ignore[type-arg]
+def show_requests(requests: list[dict[str, Any]]) -> None:
     import json
 
     for req in requests:

@@ -799,17 +799,17 @@ class SandboxApp:
     # -------------------------------------------------------------- templates, children, reference
 
     def categories_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
-        return self.page(request, [_public(c) for c in self.store.table("categories").values()])
+        return self.page(request, [_public(c, "created_at") for c in self.store.table("categories").values()])
 
     def interview_templates_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         items = list(self.store.table("interview_templates").values())
         if request.args.get("category"):
             items = [t for t in items if t.get("category") == request.args["category"]]
         items = _search(items, request.args.get("search"), ("title", "description"))
-        return self.page(request, [_public(t) for t in items])
+        return self.page(request, [_public(t, "created_at") for t in items])
 
     def interview_template_get(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
-        return 200, _public(self.get("interview_templates", key))
+        return 200, _public(self.get("interview_templates", key), "created_at")
 
     def interview_template_use(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         tpl = self.get("interview_templates", key)
@@ -972,8 +972,9 @@ def _key() -> str:
     return new_key()
 
 
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: val for k, val in record.items() if not k.startswith("_")}
+def _public(record: dict[str, Any], *drop: str) -> dict[str, Any]:
+    """What the API shows of a record: no internal ``_`` fields, nor ``drop``."""
+    return {k: val for k, val in record.items() if not k.startswith("_") and k not in drop}
 
 
 def _newest(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
