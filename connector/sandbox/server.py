@@ -67,6 +67,7 @@ class Sandbox:
 
     def reset(self) -> None:
         """Back to the seeded state (webhook subscriptions included)."""
+        self.deliverer.clear()
         with self.store.lock:
             fresh = Store()
             self.store.tables = fresh.tables

@@ -126,6 +126,8 @@ class Deliverer:
             self._attempt(d)
 
     def _attempt(self, d: Delivery) -> None:
+        if d.status == "cancelled":
+            return
         d.attempts += 1
         ts = str(int(time.time()))
         headers = {
@@ -172,6 +174,14 @@ class Deliverer:
                 }
                 for d in self._deliveries
             ]
+
+    def clear(self) -> None:
+        """Forget every delivery; pending retries are cancelled (a sandbox reset)."""
+        with self._lock:
+            for d in self._deliveries:
+                if d.status == "pending":
+                    d.status = "cancelled"
+            self._deliveries.clear()
 
     def idle(self) -> bool:
         with self._lock:
