@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -56,6 +57,13 @@ class Manifest:
     @property
     def output_schema(self) -> dict[str, Any]:
         return dict(self.data["output"])
+
+    @functools.cached_property
+    def input_validator(self) -> Any:
+        """The input schema's validator, built once (building one costs more than using it)."""
+        from connector.schemas import validator
+
+        return validator(self.data["input"])
 
     @property
     def request(self) -> dict[str, Any] | None:

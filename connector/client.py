@@ -154,6 +154,12 @@ class WilloClient:
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # Read proxy and CA settings from the environment once, not on every request.
+        self._proxies = requests.utils.get_environ_proxies(self.settings.base_url)
+        self._verify: bool | str = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
+        self.session.trust_env = False
         self.session.headers["User-Agent"] = f"willo-connector/{__version__}"
         self.session.headers["Accept"] = "application/json"
         self.requests_sent = 0
@@ -298,7 +304,9 @@ class WilloClient:
         self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
     ) -> requests.Response:
         try:
-            return self.session.send(prepared, timeout=timeout, allow_redirects=False)
+            return self.session.send(
+                prepared, timeout=timeout, allow_redirects=False, proxies=self._proxies, verify=self._verify
+            )
         except requests.RequestException:
             raise
         except Exception as exc:

@@ -61,9 +61,29 @@ def _path_environment() -> ImmutableSandboxedEnvironment:
 def add_filters(filters: Mapping[str, Callable[..., Any]]) -> None:
     """Make plugin filters available to every expression from now on."""
     _EXTRA_FILTERS.update(filters)
+    _CACHE.clear()
     for env in (_ENV, _PATH_ENV):
         if env is not None:
             env.filters.update(filters)
+
+
+_CACHE: dict[tuple[int, str, str], Any] = {}
+_CACHE_MAX = 2048
+
+
+def _compiled(env: ImmutableSandboxedEnvironment, kind: str, text: str) -> Any:
+    """A compiled template or expression, compiled once per environment and text."""
+    key = (id(env), kind, text)
+    found = _CACHE.get(key)
+    if found is None:
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        if kind == "expr":
+            found = env.compile_expression(text, undefined_to_none=False)
+        else:
+            found = env.from_string(text)
+        _CACHE[key] = found
+    return found
 
 
 def single_expression(text: str) -> str | None:
@@ -94,7 +114,7 @@ def evaluate(text: str, scope: Mapping[str, Any], *, omit_undefined: bool = Fals
     expr = single_expression(text)
     try:
         if expr is not None:
-            value = env.compile_expression(expr, undefined_to_none=False)(**scope)
+            value = _compiled(env, "expr", expr)(**scope)
             if isinstance(value, Undefined):
                 if omit_undefined:
                     raise Omit
@@ -102,7 +122,7 @@ def evaluate(text: str, scope: Mapping[str, Any], *, omit_undefined: bool = Fals
             return value
         if not is_expression(text):
             return text
-        return env.from_string(text).render(**scope)
+        return _compiled(env, "template", text).render(**scope)
     except Omit:
         raise
     except Exception as exc:  # any failure inside the sandbox is the expression's fault
@@ -139,6 +159,6 @@ def render(value: Any, scope: Mapping[str, Any], *, omit_undefined: bool = False
 def render_path(template: str, scope: Mapping[str, Any]) -> str:
     """Render a URL path; every ``{{ }}`` value is percent-encoded (``/`` included)."""
     try:
-        return _path_environment().from_string(template).render(**scope)
+        return _compiled(_path_environment(), "template", template).render(**scope)
     except Exception as exc:
         raise ExpressionError(_describe(exc, template)) from None

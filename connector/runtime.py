@@ -29,7 +29,7 @@ class Call:
 
 
 def input_problems(manifest: Manifest, inputs: Mapping[str, Any]) -> list[str]:
-    return [f"{ptr or '/'}: {msg}" for ptr, msg in schemas.errors(dict(inputs), manifest.input_schema)]
+    return [f"{ptr or '/'}: {msg}" for ptr, msg in schemas.errors(dict(inputs), manifest.input_validator)]
 
 
 def check_inputs(manifest: Manifest, inputs: Mapping[str, Any]) -> None:

@@ -52,6 +52,7 @@ def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
         [("validate", Path(p)) for p, _ in given], problems_by_path.setdefault("_", [])
     )
     resources = {**builtin, **extra}
+    ids: dict[str, str] = {}
     for doc, kind in docs:
         problems: list[str] = []
         if kind == "resources":
@@ -68,12 +69,9 @@ def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
         else:
             m = manifests.validate(doc, "validate", resources, problems)
             if m is not None:
-                other = catalog.manifests.get(m.id)
-                if other is not None and Path(other.path).resolve() != Path(doc.path).resolve():
-                    problems.append(
-                        f"{doc.where('/id')}: /id: {m.id} is already defined by "
-                        f"plugin {other.plugin} ({other.path})"
-                    )
+                if m.id in ids:  # installed copies of the same files are not a clash
+                    problems.append(f"{doc.where('/id')}: /id: {m.id} is also defined in {ids[m.id]}")
+                ids.setdefault(m.id, doc.path)
                 if m.handler and m.handler not in _handler_ids():
                     problems.append(
                         f"{doc.where('/handler')}: /handler: no installed plugin "

@@ -314,3 +314,14 @@ def test_installed_script_as_a_subprocess(sandbox, tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_validate_reports_one_id_in_two_files(tmp_path: Path) -> None:
+    src = (ROOT / "manifests/actions/get_interview.yaml").read_text()
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(src.replace("id: willo.get_interview", "id: acme.get"))
+    r = invoke("validate", str(tmp_path))
+    assert r.exit_code == 1
+    assert (
+        r.stderr.strip() == f"{tmp_path / 'b.yaml'}:2: /id: acme.get is also defined in {tmp_path / 'a.yaml'}"
+    )

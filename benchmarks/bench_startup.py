@@ -1,0 +1,41 @@
+"""Cold start of the CLI as a ratio to ``python -c pass`` (same interpreter, same run).
+
+Aims (issue 2): ``--help`` at most 2.5x, ``actions --json`` at most 3x.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from common import cli, median_time
+
+
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+
+
+def main(repeat: int = 25) -> dict[str, float]:
+    cache = tempfile.mkdtemp()
+    env = {**os.environ, "XDG_CACHE_HOME": cache}
+    base = median_time(lambda: run([sys.executable, "-c", "pass"], env), repeat)
+    helps = median_time(lambda: run([*cli(), "--help"], env), repeat)
+    run([*cli(), "actions", "--json"], env)  # the first ever run validates and caches the catalog
+    actions = median_time(lambda: run([*cli(), "actions", "--json"], env), repeat)
+    nocache = {**env, "WILLO_CONNECTOR_NO_CACHE": "1"}
+    cold_catalog = median_time(lambda: run([*cli(), "actions", "--json"], nocache), max(5, repeat // 5))
+    out = {
+        "python -c pass (s)": base,
+        "--help / python": helps / base,
+        "actions --json / python": actions / base,
+        "actions --json, catalog not cached / python": cold_catalog / base,
+    }
+    for k, v in out.items():
+        print(f"{k}: {v:.3f}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Helpers for the benchmarks: a sandbox in its own process, medians, the CLI."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli() -> list[str]:
+    exe = Path(sys.executable).with_name("willo-connector")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "connector"]
+
+
+@contextmanager
+def sandbox_process(*args: str) -> Iterator[tuple[str, str]]:
+    """``willo-connector sandbox`` in its own process (no GIL shared with the client)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WILLO_")}
+    proc = subprocess.Popen(
+        [*cli(), "sandbox", "--port", "0", "--api-key", "sk_bench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().strip().split("=", 1)[1]
+        key = proc.stdout.readline().strip().split("=", 1)[1]
+        yield base, key
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
