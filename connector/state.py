@@ -112,6 +112,9 @@ class StateStore:
         self.dir = Path(directory) if directory else default_dir()
         self.path = self.dir / "state.sqlite3"
         self._local = threading.local()
+        # One writer at a time within the process: threads queue here (FIFO, no sleep)
+        # instead of in SQLite's busy handler, whose back-off sleeps up to 100 ms.
+        self._write_lock = threading.Lock()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._conn().executescript(SCHEMA)
@@ -135,13 +138,14 @@ class StateStore:
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error)."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         return list(self._conn().execute(sql, args))

@@ -1,0 +1,23 @@
+"""Run every benchmark and print its figures: ``python benchmarks/run.py [NAME ...]``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ALL = [
+    "bench_startup",
+    "bench_call",
+    "bench_sandbox",
+    "bench_poll",
+    "bench_webhook_ingest",
+    "bench_bulk_invite",
+]
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or ALL:
+        print(f"== {name}")
+        importlib.import_module(name).main()
