@@ -21,8 +21,7 @@ from connector.runtime import Connector
 from connector.workflows import load
 
 INTERVIEW = "927982d43d577f03e4877aab073a730e"
-WF = (
-    """\
+WF = """\
 workflow: 1
 name: bulk
 steps:
@@ -30,10 +29,8 @@ steps:
     use: willo.invite_participant
     foreach: "{{ inputs.people }}"
     concurrency: 8
-    with: {interview: "%s", email: "{{ item }}"}
-"""
-    % INTERVIEW
-)
+    with: {interview: INTERVIEW, email: "{{ item }}"}
+""".replace("INTERVIEW", INTERVIEW)
 
 
 def main(n: int = 1000) -> dict[str, float]:
