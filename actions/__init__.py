@@ -3,9 +3,10 @@ composite actions whose work is more than one request."""
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from willo_manifests import ROOT
 
 from connector import hookimpl
 from connector.errors import AmbiguousRequestError, InputError, NetworkError, ServerError
@@ -13,8 +14,7 @@ from connector.errors import AmbiguousRequestError, InputError, NetworkError, Se
 
 @hookimpl
 def manifest_paths() -> list[str | Path]:
-    root = resources.files("willo_manifests")
-    return [Path(str(root.joinpath("resources.yaml"))), Path(str(root.joinpath("actions")))]
+    return [ROOT / "resources.yaml", ROOT / "actions"]
 
 
 @hookimpl

@@ -12,6 +12,8 @@ import tempfile
 
 from common import cli, median_time
 
+FLOOR = "import click, pluggy, importlib.metadata as m; m.entry_points(group='willo_connector')"
+
 
 def run(cmd: list[str], env: dict[str, str]) -> None:
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
@@ -21,6 +23,9 @@ def main(repeat: int = 25) -> dict[str, float]:
     cache = tempfile.mkdtemp()
     env = {**os.environ, "XDG_CACHE_HOME": cache}
     base = median_time(lambda: run([sys.executable, "-c", "pass"], env), repeat)
+    # floors: what the libraries a click CLI with entry-point plugins must import cost alone
+    click_only = median_time(lambda: run([sys.executable, "-c", "import click"], env), repeat)
+    floor = median_time(lambda: run([sys.executable, "-c", FLOOR], env), repeat)
     helps = median_time(lambda: run([*cli(), "--help"], env), repeat)
     run([*cli(), "actions", "--json"], env)  # the first ever run validates and caches the catalog
     actions = median_time(lambda: run([*cli(), "actions", "--json"], env), repeat)
@@ -28,6 +33,8 @@ def main(repeat: int = 25) -> dict[str, float]:
     cold_catalog = median_time(lambda: run([*cli(), "actions", "--json"], nocache), max(5, repeat // 5))
     out = {
         "python -c pass (s)": base,
+        "floor: import click / python": click_only / base,
+        "floor: import click, pluggy + entry points / python": floor / base,
         "--help / python": helps / base,
         "actions --json / python": actions / base,
         "actions --json, catalog not cached / python": cold_catalog / base,

@@ -5,11 +5,28 @@ A plugin needs only ``from connector import hookimpl``.
 
 from __future__ import annotations
 
-import pluggy
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 PROJECT_NAME = "willo_connector"
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+if TYPE_CHECKING:
+    import pluggy
+
+    hookimpl: pluggy.HookimplMarker
+
+
+def __getattr__(name: str) -> Any:
+    # pluggy is imported on first use of ``hookimpl``, so that ``--help`` and
+    # ``--version`` do not pay for it
+    if name == "hookimpl":
+        import pluggy
+
+        marker = pluggy.HookimplMarker(PROJECT_NAME)
+        globals()["hookimpl"] = marker
+        return marker
+    raise AttributeError(f"module 'connector' has no attribute {name!r}")
+
 
 __all__ = ["PROJECT_NAME", "__version__", "hookimpl"]

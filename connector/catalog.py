@@ -10,12 +10,11 @@ versions) so that listing commands start without importing jsonschema.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
-import hashlib
 import json
 import logging
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +108,8 @@ class Catalog:
             raise UnknownIdError(f"{manifest_id} is claimed by both {claims}; it is not loaded")
         what = kind or "action or trigger"
         pool = [m.id for m in self.manifests.values() if kind is None or m.kind == kind]
+        import difflib
+
         close = difflib.get_close_matches(manifest_id, pool, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownIdError(f"unknown {what} {manifest_id!r}{hint}")
@@ -140,16 +141,20 @@ def _plugin_files(host: PluginHost) -> list[tuple[str, Path]]:
 
 
 def _fingerprint(host: PluginHost, files: list[tuple[str, Path]]) -> str:
-    h = hashlib.sha256(f"{CACHE_FORMAT}:{__version__}".encode())
-    for name, info in sorted(host.plugins.items()):
-        h.update(f"{name}={info.version};".encode())
+    """A key for the cache: plugins' versions and every file's size and mtime.
+
+    (zlib's CRC, twice with different seeds, rather than hashlib: this runs on every
+    start and hashlib's import alone costs more than the whole computation.)"""
+    parts = [f"{CACHE_FORMAT}:{__version__}"]
+    parts += [f"{name}={info.version};" for name, info in sorted(host.plugins.items())]
     for plugin, f in files:
         try:
             st = f.stat()
-            h.update(f"{plugin}|{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            parts.append(f"{plugin}|{f}|{st.st_size}|{st.st_mtime_ns}")
         except OSError:
-            h.update(f"{plugin}|{f}|missing\n".encode())
-    return h.hexdigest()[:24]
+            parts.append(f"{plugin}|{f}|missing")
+    data = "\n".join(parts).encode()
+    return f"{zlib.crc32(data):08x}{zlib.crc32(data, 0x5BD1E995):08x}{len(data):x}"
 
 
 def cache_dir() -> Path:

@@ -211,6 +211,7 @@ class WilloClient:
         authorize = bool(self.settings.api_key)
         req = self.build(method, path, authorize=authorize, **kwargs)
         req["headers"] = redact_headers(req["headers"])
+        req["json"] = redact_body(req["json"])
         if not authorize:
             req["headers"]["Authorization"] = "<WILLO_API_KEY, not set>"
         return req
@@ -358,8 +359,10 @@ class WilloClient:
         return self.scrub(str(value))
 
     def scrub(self, text: str) -> str:
-        key = self.settings.api_key
-        return text.replace(key, REDACTED) if key else text
+        for secret in (self.settings.api_key, os.environ.get("WILLO_WEBHOOK_SECRET")):
+            if secret:
+                text = text.replace(secret, REDACTED)
+        return text
 
     def paginate(
         self,
@@ -451,6 +454,18 @@ def parse_error_body(resp: requests.Response) -> tuple[str, dict[str, Any]]:
     if not detail:
         detail = "invalid request" if fields else (resp.reason or f"HTTP {resp.status_code}")
     return str(detail), fields
+
+
+SECRET_FIELDS = ("secret", "password", "token", "api_key")
+
+
+def redact_body(body: Any) -> Any:
+    """A JSON body with secret-looking fields (a webhook's ``secret``...) redacted."""
+    if isinstance(body, dict):
+        return {k: REDACTED if k.lower() in SECRET_FIELDS and v else redact_body(v) for k, v in body.items()}
+    if isinstance(body, list):
+        return [redact_body(v) for v in body]
+    return body
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:

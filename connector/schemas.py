@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import jsonschema
@@ -20,8 +19,9 @@ FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
 @cache
 def shipped_schema(name: str) -> dict[str, Any]:
     """A schema shipped in ``manifests/schemas/`` (``manifest`` or ``workflow``)."""
-    text = resources.files("willo_manifests").joinpath("schemas", f"{name}.schema.json")
-    data: dict[str, Any] = json.loads(text.read_text(encoding="utf-8"))
+    from willo_manifests import ROOT
+
+    data: dict[str, Any] = json.loads((ROOT / "schemas" / f"{name}.schema.json").read_text("utf-8"))
     return data
 
 

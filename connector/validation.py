@@ -82,11 +82,11 @@ def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
 
 
 def _builtin_resources() -> dict[str, Any]:
-    from importlib import resources as res
+    from willo_manifests import ROOT
 
     from connector import manifests
 
-    path = Path(str(res.files("willo_manifests").joinpath("resources.yaml")))
+    path = ROOT / "resources.yaml"
     _, found = manifests.read_files([("willo_actions", path)], [])
     return found
 

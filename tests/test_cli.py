@@ -325,3 +325,22 @@ def test_validate_reports_one_id_in_two_files(tmp_path: Path) -> None:
     assert (
         r.stderr.strip() == f"{tmp_path / 'b.yaml'}:2: /id: acme.get is also defined in {tmp_path / 'a.yaml'}"
     )
+
+
+def test_dry_run_redacts_a_webhook_secret() -> None:
+    r = invoke(
+        "call",
+        "willo.create_webhook",
+        "--dry-run",
+        "--input-json",
+        json.dumps(
+            {
+                "url": "https://hooks.example.com/x",
+                "events": ["new_score"],
+                "secret": "my-webhook-secret-value",
+            }
+        ),
+        WILLO_API_KEY="k",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "my-webhook-secret-value" not in r.stdout and '"secret": "***"' in r.stdout

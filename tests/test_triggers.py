@@ -501,3 +501,30 @@ def test_sigkill_after_2xx_then_restart_processes_the_event(sandbox, tmp_path: P
         assert [r["status"] for r in rows] == ["succeeded"] and rows[0]["attempts"] == 2
     finally:
         lp2.stop()
+
+
+def test_a_failing_workflow_is_retried_with_backoff_then_parked(
+    conn: Connector, sandbox, tmp_path: Path
+) -> None:
+    from connector.triggers import workflow_handler
+    from connector.workflows import load
+
+    wf_path = tmp_path / "fails.yaml"
+    wf_path.write_text(WF.format(event="new_score"))
+    wf = load(wf_path, conn.catalog)
+    store = StateStore(tmp_path / "state")
+    inbox = Inbox(store)
+    body = event_body("new_score", "evt_parked").replace(b'"key": "k"', b'"key": "' + b"0" * 32 + b'"')
+    assert inbox.accept({}, body).status == 202
+    dispatcher = Dispatcher(
+        conn, store, "webhook", workflow_handler(conn, store, [wf]), max_attempts=3, backoff=0.01
+    )
+    for _ in range(3):
+        wait_for(lambda: dispatcher.one() > 0, timeout=2)
+    event = store.query("SELECT * FROM events")[0]
+    assert (event["status"], event["attempts"]) == ("parked", 3)
+    assert "404" in event["error"]
+    runs = json.loads(
+        CliRunner().invoke(main, ["runs", "--json", "--state-dir", str(tmp_path / "state")]).stdout
+    )
+    assert [(r["status"], r["attempts"]) for r in runs] == [("parked", 3)]

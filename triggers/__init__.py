@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
+
+from willo_manifests import ROOT
 
 from connector import hookimpl
 
 
 @hookimpl
 def manifest_paths() -> list[str | Path]:
-    return [Path(str(resources.files("willo_manifests").joinpath("triggers")))]
+    return [ROOT / "triggers"]

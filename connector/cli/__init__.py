@@ -8,8 +8,6 @@ become one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import logging
 import os
 import sys
 from typing import Any
@@ -42,15 +40,10 @@ class LazyGroup(click.Group):
     """A group whose commands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in COMMANDS if self._available(name)]
-
-    @staticmethod
-    def _available(name: str) -> bool:
-        module = COMMANDS[name][0]
-        return importlib.util.find_spec(module) is not None
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS or not self._available(cmd_name):
+        if cmd_name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[cmd_name]
         cmd: click.Command = getattr(importlib.import_module(module), attr)
@@ -90,12 +83,13 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-
 def setup_logging(verbose: int) -> None:
+    import logging  # not at module level: --help and --version need none of it
+
+    class _Formatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"{record.levelname.lower()}: {record.getMessage()}"
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     root = logging.getLogger()
