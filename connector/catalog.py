@@ -121,7 +121,8 @@ class Catalog:
 # --------------------------------------------------------------------------- files
 
 
-def _yaml_files(paths: Iterable[str | Path]) -> list[Path]:
+def yaml_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The files given, and every ``*.yaml``/``*.yml`` below the folders given."""
     files: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -135,7 +136,7 @@ def _yaml_files(paths: Iterable[str | Path]) -> list[Path]:
 def _plugin_files(host: PluginHost) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
     for plugin, paths in host.call_each("manifest_paths"):
-        for f in _yaml_files(paths):
+        for f in yaml_files(paths):
             found.append((plugin, f))
     return found
 

@@ -8,17 +8,6 @@ from typing import Any
 from connector.yamlio import Document, YamlError, load_file
 
 
-def _files(paths: tuple[str, ...] | list[str]) -> list[Path]:
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml")))
-        else:
-            out.append(p)
-    return out
-
-
 def kind_of(doc: Document) -> str:
     data = doc.data
     if isinstance(data, dict):
@@ -32,12 +21,12 @@ def kind_of(doc: Document) -> str:
 def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     """One result per file: ``{path, kind, ok, problems}``."""
     from connector import manifests, schemas
-    from connector.catalog import get_catalog
+    from connector.catalog import get_catalog, yaml_files
 
     catalog = get_catalog()
     results: list[dict[str, Any]] = []
     docs: list[tuple[Document, str]] = []
-    for path in _files(paths):
+    for path in yaml_files(paths):
         try:
             doc = load_file(path)
         except YamlError as exc:

@@ -11,8 +11,6 @@ retried with exponential backoff.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import queue
@@ -25,20 +23,14 @@ from urllib.parse import urlsplit
 
 import requests
 
+# One reading of the delivery contract (docs/webhooks.md), shared with the receiver.
+from connector.receiver import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from connector.sandbox.store import Store
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Willo-Signature"
-TIMESTAMP_HEADER = "X-Willo-Timestamp"
-DELIVERY_HEADER = "X-Willo-Delivery"
 EVENT_HEADER = "X-Willo-Event"
 ATTEMPT_HEADER = "X-Willo-Attempt"
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
 
 
 def _loopback(url: str) -> bool:
@@ -139,7 +131,7 @@ class Deliverer:
             ATTEMPT_HEADER: str(d.attempts),
         }
         if d.secret:
-            headers[SIGNATURE_HEADER] = sign(d.secret, ts, d.body)
+            headers[SIGNATURE_HEADER] = signature(d.secret, ts, d.body)
         if not (self.allow_remote or _loopback(d.url)):
             d.status = "refused"
             d.history.append({"attempt": d.attempts, "error": "not a loopback target"})
