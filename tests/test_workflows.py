@@ -467,3 +467,34 @@ steps:
     assert result.status == "succeeded"
     assert result.steps[0].output["email"] == "landed@example.com"
     assert sandbox.app.requests_served == before + 1  # one lookup, no second invite
+
+
+def test_foreach_shows_a_progress_bar_only_on_a_terminal(conn, sandbox, tmp_path: Path, monkeypatch) -> None:
+    import io
+    import sys
+
+    from connector.engine import Runner
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    wf = load(
+        write(
+            tmp_path,
+            """\
+workflow: 1
+name: bar
+steps:
+  - id: pages
+    use: willo.list_languages
+    foreach: "{{ inputs.pages }}"
+    with: {page: "{{ item }}", page_size: 1}
+""",
+        ),
+        conn.catalog,
+    )
+    for tty, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", tty)
+        assert Runner(conn, wf, store=None).start({"pages": [1, 2, 3]}).status == "succeeded"
+        assert ("pages" in tty.getvalue() and "100%" in tty.getvalue()) is shown
