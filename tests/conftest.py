@@ -23,13 +23,20 @@ EXAMPLES = ROOT / "examples"
 CASSETTES = ROOT / "cassettes"
 
 
+@pytest.fixture(scope="session")
+def catalog_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One catalog cache for the session: it is keyed by the manifests' content, so
+    sharing it is safe, and it spares each test re-validating every manifest."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No WILLO_* settings leak in; state and cache live in the test's folder."""
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_cache: Path) -> Iterator[None]:
+    """No WILLO_* settings leak in; state lives in the test's folder."""
     for name in list(os.environ):
         if name.startswith(("WILLO_", "XDG_")):
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(catalog_cache))
     monkeypatch.setenv("WILLO_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("WILLO_RATE_LIMIT", "0")
     plugins.set_host(plugins.build_host(entry_points=[]))
