@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import requests
-from common import sandbox_process
+from common import run_threads, sandbox_process
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 
@@ -21,13 +20,7 @@ def load(url: str, headers: dict[str, str], threads: int = 8, per_thread: int = 
             r = s.get(url, headers=headers)
             assert r.status_code == 200, r.status_code
 
-    ts = [threading.Thread(target=worker) for _ in range(threads)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return threads * per_thread / (time.perf_counter() - t0)
+    return threads * per_thread / run_threads(worker, threads)
 
 
 class _Quiet(WSGIRequestHandler):

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import cli, percentile, sandbox_process
+from common import cli, percentile, run_threads, sandbox_process
 
 WF = """\
 workflow: 1
@@ -86,13 +86,7 @@ def main(threads: int = 8, per_thread: int = 500) -> dict[str, float]:
             with lock:
                 latencies.extend(mine)
 
-        ts = [threading.Thread(target=worker) for _ in range(threads)]
-        t0 = time.perf_counter()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        elapsed = time.perf_counter() - t0
+        elapsed = run_threads(worker, threads)
         proc.terminate()
         proc.wait(timeout=15)
     import sqlite3

@@ -40,6 +40,19 @@ def sandbox_process(*args: str) -> Iterator[tuple[str, str]]:
         proc.wait(timeout=10)
 
 
+def run_threads(worker: Callable[[], object], threads: int) -> float:
+    """Run ``worker`` on ``threads`` threads at once; the seconds until all are done."""
+    import threading
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def median_time(fn: Callable[[], object], repeat: int) -> float:
     samples = []
     for _ in range(repeat):

@@ -6,19 +6,12 @@ from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, json_option, parse_inputs, parse_json_object
+from connector.cli.common import emit_json, input_option, json_option, parse_inputs, parse_json_object
 
 
 @click.command()
 @click.argument("action_id")
-@click.option(
-    "--input",
-    "-i",
-    "inputs",
-    multiple=True,
-    metavar="K=V",
-    help="One input; K=@file.json / @file.csv loads a file. Repeatable.",
-)
+@input_option("One input; K=@file.json / @file.csv loads a file. Repeatable.")
 @click.option("--input-json", metavar="JSON", help="All inputs as one JSON object.")
 @click.option("--dry-run", is_flag=True, help="Send nothing: show the request and the sample output.")
 @click.option(

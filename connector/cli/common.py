@@ -13,6 +13,12 @@ import click
 
 from connector.errors import InputError
 
+
+def input_option(help: str) -> Any:
+    """``--input/-i K=V``, repeatable; shared by ``call`` and ``run``."""
+    return click.option("--input", "-i", "inputs", multiple=True, metavar="K=V", help=help)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
 

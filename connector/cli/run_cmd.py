@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, json_option, parse_inputs
+from connector.cli.common import emit_json, input_option, json_option, parse_inputs
 
 state_dir_option = click.option(
     "--state-dir",
@@ -65,14 +65,7 @@ def _report(result: Any, as_json: bool) -> None:
 
 @click.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
-@click.option(
-    "--input",
-    "-i",
-    "inputs",
-    multiple=True,
-    metavar="K=V",
-    help="One workflow input; K=@file.csv loads rows, K=@file.json a value. Repeatable.",
-)
+@input_option("One workflow input; K=@file.csv loads rows, K=@file.json a value. Repeatable.")
 @click.option(
     "--input-file", type=click.Path(exists=True, dir_okay=False), help="A JSON or YAML mapping of inputs."
 )
