@@ -9,7 +9,6 @@ versions) so that listing commands start without importing jsonschema.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
@@ -261,7 +260,3 @@ def get_catalog(host: PluginHost | None = None) -> Catalog:
 
 def forget() -> None:
     _CATALOGS.clear()
-
-
-def deep_copy(value: Any) -> Any:
-    return copy.deepcopy(value)

@@ -24,7 +24,7 @@ from typing import Any
 from connector import expressions, schemas
 from connector.errors import ConnectorError, InputError
 from connector.runtime import Connector
-from connector.state import StateStore, dumps, loads
+from connector.state import StateStore, loads
 from connector.workflows import Workflow
 
 log = logging.getLogger(__name__)
@@ -392,4 +392,4 @@ def summarize(output: Any) -> str:
     return json.dumps(output)[:120] if output is not None else ""
 
 
-__all__ = ["Executor", "RunResult", "Runner", "StepResult", "Unit", "dumps", "summarize"]
+__all__ = ["Executor", "RunResult", "Runner", "StepResult", "Unit", "summarize"]

@@ -261,7 +261,6 @@ def requeue_interrupted(store: StateStore, source: str) -> int:
         ).rowcount
 
 
-Dispatch = Callable[[dict[str, Any]], str | None]
 _FAILED = object()  # a dispatch that failed and was rescheduled or parked
 
 

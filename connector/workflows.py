@@ -20,7 +20,7 @@ from jinja2.exceptions import TemplateSyntaxError
 from connector import expressions, schemas
 from connector.catalog import Catalog
 from connector.errors import ManifestError, UnknownIdError
-from connector.yamlio import Document, YamlError, escape, load_file, load_text
+from connector.yamlio import Document, YamlError, escape, load_text
 
 SCOPE = ("inputs", "trigger", "steps", "item", "index")
 STEP_FIELDS = ("output", "status", "error")
@@ -70,14 +70,6 @@ def load(path: str | Path, catalog: Catalog, text: str | None = None) -> Workflo
     if problems:
         raise ManifestError(problems)
     return Workflow(doc, text)
-
-
-def load_path(path: str | Path, catalog: Catalog) -> Workflow:
-    try:
-        load_file(path)
-    except YamlError as exc:
-        raise ManifestError([str(exc)]) from None
-    return load(path, catalog)
 
 
 # --------------------------------------------------------------------------- checks

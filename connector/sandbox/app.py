@@ -23,7 +23,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from connector.sandbox import validate as v
-from connector.sandbox.store import DEFAULT_STAGES, Store
+from connector.sandbox.store import DEFAULT_STAGES, Store, new_key
 from connector.sandbox.webhooks import Deliverer
 
 API_PREFIX = "/api/integrations/v2"
@@ -384,7 +384,7 @@ class SandboxApp:
                 "max_duration": 120,
                 "thinking_time": 30,
                 **q,
-                "key": q.get("key") or _key(),
+                "key": q.get("key") or new_key(),
                 "order": q.get("order", i),
             }
             for i, q in enumerate(data.get("questions") or [])
@@ -879,7 +879,7 @@ class SandboxApp:
     def sim_comment(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         p = self.get("participants", key)
         data = self.clean(body, {"text": v.text(5000)}, ("text",), partial=False)
-        comment = {"key": _key(), "text": data["text"], "author": user["email"]}
+        comment = {"key": new_key(), "text": data["text"], "author": user["email"]}
         p["_comments"].append(comment)
         self.fire("new_comment", p, comment=comment)
         return 201, comment
@@ -964,12 +964,6 @@ def _rules() -> list[Rule]:
     r.append(Rule(f"{p}/_sandbox/faults", endpoint="sim_faults", methods=["POST"]))
     r.append(Rule(f"{p}/_sandbox/deliveries", endpoint="sim_deliveries", methods=["GET"]))
     return r
-
-
-def _key() -> str:
-    from connector.sandbox.store import new_key
-
-    return new_key()
 
 
 def _public(record: dict[str, Any], *drop: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from connector.sandbox.store import Store
+from connector.sandbox.store import DEFAULT_STAGES, Store, new_key
 
 LANGUAGES = [
     ("en", "English"),
@@ -190,7 +190,6 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
             "_owner": std["key"],
         },
     )
-    from connector.sandbox.store import DEFAULT_STAGES
 
     def interview(title: str, dept: str, owner_key: str) -> dict[str, object]:
         rec = store.insert(
@@ -204,7 +203,7 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
                 "salary": None,
                 "questions": [
                     {
-                        "key": _k(),
+                        "key": new_key(),
                         "text": "Tell us about yourself.",
                         "order": 0,
                         "answer_type": "video",
@@ -213,7 +212,7 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
                         "thinking_time": 30,
                     },
                     {
-                        "key": _k(),
+                        "key": new_key(),
                         "text": "Why this role?",
                         "order": 1,
                         "answer_type": "text",
@@ -273,9 +272,3 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
         )
     store.insert("children", {"name": "Sandbox Europe", "parent": store.organisation})
     return keys
-
-
-def _k() -> str:
-    from connector.sandbox.store import new_key
-
-    return new_key()

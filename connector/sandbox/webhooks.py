@@ -175,10 +175,6 @@ class Deliverer:
                     d.status = "cancelled"
             self._deliveries.clear()
 
-    def idle(self) -> bool:
-        with self._lock:
-            return all(d.status != "pending" for d in self._deliveries)
-
     def stop(self) -> None:
         for _ in self._threads:
             self._put(float("-inf"), None)
