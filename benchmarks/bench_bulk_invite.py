@@ -16,10 +16,11 @@ from pathlib import Path
 import requests
 from common import sandbox_process
 
-from connector.client import Settings
-from connector.engine import Runner
-from connector.runtime import Connector
-from connector.workflows import load
+from connector.engines.local import LocalExecutor
+from connector.http.client import Settings
+from connector.workflows.model import load
+from connector.workflows.runner import Runner
+from connector.workflows.runtime import Connector
 
 INTERVIEW = "927982d43d577f03e4877aab073a730e"
 WF = """\
@@ -53,7 +54,9 @@ def main(n: int = 1000) -> dict[str, float]:
         wf = load(path, conn.catalog)
         people = [f"bulk{i:04d}@example.com" for i in range(n)]
         t0 = time.perf_counter()
-        result = Runner(conn, wf, store=None, progress=False).start({"people": people})
+        result = Runner(conn, wf, store=None, progress=False, executor=LocalExecutor()).start(
+            {"people": people}
+        )
         elapsed = time.perf_counter() - t0
         sent = conn.client.requests_sent
         while True:  # the throttle's budget is spent: wait as it says

@@ -16,10 +16,11 @@ from pathlib import Path
 import requests
 from common import sandbox_process
 
-from connector.client import Settings
-from connector.engine import Runner
-from connector.runtime import Connector
-from connector.workflows import load
+from connector.engines.local import LocalExecutor
+from connector.http.client import Settings
+from connector.workflows.model import load
+from connector.workflows.runner import Runner
+from connector.workflows.runtime import Connector
 
 INTERVIEW = "927982d43d577f03e4877aab073a730e"  # the demo's Backend Engineer
 
@@ -66,7 +67,9 @@ def main(n: int = 400, rounds: int = 5) -> dict[str, float]:
                 session.get(url, headers=headers, timeout=(5, 30)).json()
             t1 = time.perf_counter()
             assert (
-                Runner(conn, wf, store=None, progress=False).start({"interviews": items}).status
+                Runner(conn, wf, store=None, progress=False, executor=LocalExecutor())
+                .start({"interviews": items})
+                .status
                 == "succeeded"
             )
             t2 = time.perf_counter()

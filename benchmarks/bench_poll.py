@@ -9,10 +9,10 @@ import tempfile
 import requests
 from common import sandbox_process
 
-from connector.client import Settings
-from connector.runtime import Connector
-from connector.state import StateStore
-from connector.triggers import Poller
+from connector.http.client import Settings
+from connector.state.store import StateStore
+from connector.triggers.polling import Poller
+from connector.workflows.runtime import Connector
 
 INTERVIEW = "927982d43d577f03e4877aab073a730e"
 

@@ -11,6 +11,10 @@ __version__ = "0.1.0"
 
 PROJECT_NAME = "willo_connector"
 
+from connector import _compat  # noqa: E402  (old import paths, for one release)
+
+_compat.install()
+
 if TYPE_CHECKING:
     import pluggy
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from connector import catalog, drift, plugins
-from connector.client import Settings
-from connector.runtime import Connector
+from connector.catalog import drift, plugins
+from connector.http.client import Settings
 from connector.sandbox import Sandbox, SandboxOptions
+from connector.workflows.runtime import Connector
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -43,7 +43,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_cache: Pat
     drift.reset()
     yield
     plugins.set_host(None)
-    catalog.forget()
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,9 @@ import os
 import sys
 from pathlib import Path
 
-from connector.cassettes import record
-from connector.client import Settings
-from connector.runtime import Connector
+from connector.http.cassettes import record
+from connector.http.client import Settings
+from connector.workflows.runtime import Connector
 from tests.cassette_scenarios import SCENARIOS
 
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"

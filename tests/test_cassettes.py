@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connector import drift
-from connector.cassettes import replay
-from connector.catalog import get_catalog
-from connector.client import Settings
+from connector.catalog import drift
+from connector.catalog.index import get_catalog
 from connector.errors import OutputError
-from connector.runtime import Connector
+from connector.http.cassettes import replay
+from connector.http.client import Settings
+from connector.workflows.runtime import Connector
 from tests.cassette_scenarios import SCENARIOS
 from tests.conftest import CASSETTES, ROOT
 
@@ -76,7 +76,7 @@ def test_44_operations_each_have_their_own_request() -> None:
 
 
 def test_every_manifest_sample_validates_and_inputs_are_strict() -> None:
-    from connector import schemas
+    from connector.catalog import schemas
 
     for m in get_catalog().manifests.values():
         assert schemas.errors(m.data["sample"], m.output_schema) == [], m.id

@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from connector import errors
-from connector.client import Settings, WilloClient, check_url
-from connector.pacing import MARGIN, Pacer, parse_rate
-from connector.runtime import Connector
+from connector.http.client import Settings, WilloClient, check_url
+from connector.http.pacing import MARGIN, Pacer, parse_rate
+from connector.workflows.runtime import Connector
 
 
 def client_for(sandbox, **kw) -> WilloClient:

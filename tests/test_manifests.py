@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from connector import manifests, schemas
+from connector.catalog import manifests, schemas
 from connector.yamlio import YamlError, load_text
 
 GOOD = """\

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from connector import hookimpl, hookspecs, plugins
-from connector.catalog import get_catalog
+from connector import hookimpl
+from connector.catalog import hookspecs, plugins
+from connector.catalog.index import get_catalog
 from connector.cli import main
 from connector.errors import UnknownIdError
-from connector.runtime import Connector
+from connector.workflows.runtime import Connector
 
 ACTION_YAML = """\
 manifest: 1
@@ -204,7 +205,7 @@ def test_prepare_request_and_template_filters_hooks(good: md.EntryPoint, tmp_pat
     conn = Connector(host, dry_run=True)
     call = conn.call("willo.get_interview", {"interview": "a" * 32})
     assert call.requests[0]["headers"]["X-Trace"] == "willo.get_interview"
-    from connector import expressions
+    from connector.workflows import expressions
 
     assert expressions.evaluate("{{ 'hi' | shout }}", {}) == "HI!"
 

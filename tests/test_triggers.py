@@ -19,13 +19,15 @@ import requests
 from click.testing import CliRunner
 from werkzeug.test import Client
 
-from connector import hookimpl, plugins
+from connector import hookimpl
+from connector.catalog import plugins
 from connector.cli import main
-from connector.receiver import Inbox, make_app
-from connector.runtime import Connector
 from connector.sandbox.seed import stable
-from connector.state import StateStore
-from connector.triggers import Dispatcher, Poller, requeue_interrupted
+from connector.state.store import StateStore
+from connector.triggers.dispatch import Dispatcher, requeue_interrupted
+from connector.triggers.polling import Poller
+from connector.triggers.receiver import Inbox, make_app
+from connector.workflows.runtime import Connector
 from tests.conftest import script, script_env
 
 BACKEND = stable("interview:Backend Engineer")
@@ -506,8 +508,8 @@ def test_sigkill_after_2xx_then_restart_processes_the_event(sandbox, tmp_path: P
 def test_a_failing_workflow_is_retried_with_backoff_then_parked(
     conn: Connector, sandbox, tmp_path: Path
 ) -> None:
-    from connector.triggers import workflow_handler
-    from connector.workflows import load
+    from connector.triggers.dispatch import workflow_handler
+    from connector.workflows.model import load
 
     wf_path = tmp_path / "fails.yaml"
     wf_path.write_text(WF.format(event="new_score"))

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from connector import expressions
-from connector.catalog import get_catalog
+from connector.catalog.index import get_catalog
 from connector.cli import main
 from connector.errors import ManifestError
 from connector.sandbox.seed import stable
-from connector.workflows import load
+from connector.workflows import expressions
+from connector.workflows.model import load
 from tests.conftest import EXAMPLES, script, script_env
 
 BACKEND = stable("interview:Backend Engineer")
@@ -284,7 +284,8 @@ steps:
 
 
 def test_foreach_concurrency_is_bounded(conn, sandbox, tmp_path: Path, monkeypatch) -> None:
-    from connector.engine import Runner
+    from connector.engines.local import LocalExecutor
+    from connector.workflows.runner import Runner
 
     monkeypatch.setattr(sandbox.app.faults, "latency_ms", 40)
     wf = load(
@@ -317,14 +318,14 @@ steps:
                 active[0] -= 1
 
     monkeypatch.setattr(conn, "call", counting)
-    result = Runner(conn, wf, store=None).start({"pages": list(range(1, 13))})
+    result = Runner(conn, wf, store=None, executor=LocalExecutor()).start({"pages": list(range(1, 13))})
     assert result.status == "succeeded"
     assert [o["results"][0]["code"] for o in result.steps[0].output][:3] == ["en", "en-US", "fr"]
     assert peak[0] == 4
 
 
 def test_cassette_replay_runs_offline(sandbox, tmp_path: Path, monkeypatch) -> None:
-    from connector.cassettes import record
+    from connector.http.cassettes import record
 
     cassette = tmp_path / "screening.yaml"
     monkeypatch.setenv("WILLO_MAX_CONCURRENCY", "1")  # vcrpy records one request at a time
@@ -440,8 +441,9 @@ def test_sigkill_mid_foreach_then_resume_invites_each_exactly_once(
 
 def test_resume_reconciles_a_unit_caught_sending(conn, sandbox, tmp_path: Path) -> None:
     """A unit journaled as sending whose request landed is looked up, not resent."""
-    from connector.engine import Runner
-    from connector.state import StateStore
+    from connector.engines.local import LocalExecutor
+    from connector.state.store import StateStore
+    from connector.workflows.runner import Runner
 
     store = StateStore(tmp_path / "s")
     wf = load(
@@ -463,7 +465,7 @@ steps:
     store.mark_unit(run_id, "invite", -1, "willo.invite_participant", "sending", inputs=inputs)
     conn.call("willo.invite_participant", inputs)  # it landed before the crash
     before = sandbox.app.requests_served
-    result = Runner(conn, wf, store=store).resume(run_id, {}, None)
+    result = Runner(conn, wf, store=store, executor=LocalExecutor()).resume(run_id, {}, None)
     assert result.status == "succeeded"
     assert result.steps[0].output["email"] == "landed@example.com"
     assert sandbox.app.requests_served == before + 1  # one lookup, no second invite
@@ -473,7 +475,8 @@ def test_foreach_shows_a_progress_bar_only_on_a_terminal(conn, sandbox, tmp_path
     import io
     import sys
 
-    from connector.engine import Runner
+    from connector.engines.local import LocalExecutor
+    from connector.workflows.runner import Runner
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -496,5 +499,8 @@ steps:
     )
     for tty, shown in ((Terminal(), True), (io.StringIO(), False)):
         monkeypatch.setattr(sys, "stderr", tty)
-        assert Runner(conn, wf, store=None).start({"pages": [1, 2, 3]}).status == "succeeded"
+        assert (
+            Runner(conn, wf, store=None, executor=LocalExecutor()).start({"pages": [1, 2, 3]}).status
+            == "succeeded"
+        )
         assert ("pages" in tty.getvalue() and "100%" in tty.getvalue()) is shown

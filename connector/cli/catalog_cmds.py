@@ -10,7 +10,7 @@ from connector.cli.common import emit_json, json_option, parse_inputs
 
 
 def _catalog() -> Any:
-    from connector.catalog import get_catalog
+    from connector.catalog.index import get_catalog
 
     return get_catalog()
 
@@ -19,7 +19,7 @@ def _catalog() -> Any:
 @json_option
 def plugins(as_json: bool) -> None:
     """Loaded plugins, their versions and sources, and any load errors."""
-    from connector.plugins import get_host
+    from connector.catalog.plugins import get_host
 
     host = get_host()
     cat = _catalog()
@@ -146,8 +146,8 @@ def catalog(as_json: bool) -> None:
 @json_option
 def options(action_id: str, field: str, with_: tuple[str, ...], as_json: bool) -> None:
     """List the live choices of an input FIELD of ACTION_ID (value and label)."""
-    from connector.options import list_options
-    from connector.runtime import Connector
+    from connector.catalog.options import list_options
+    from connector.workflows.runtime import Connector
 
     conn = Connector()
     choices = list_options(conn, action_id, field, parse_inputs(with_, flag="--with"))
@@ -165,9 +165,10 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     """Validate manifests and workflows; print FILE:LINE: /pointer: message per problem."""
     import sys
 
-    from connector.validation import validate_paths
+    from connector.catalog.validation import validate_paths
+    from connector.workflows.model import check_document
 
-    results = validate_paths(paths)
+    results = validate_paths(paths, check_document)
     if as_json:
         emit_json({"ok": all(r["ok"] for r in results), "files": results})
     else:

@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from connector.client import Settings
-from connector.runtime import Connector
+from connector.http.client import Settings
+from connector.workflows.runtime import Connector
 
 
 @contextlib.contextmanager
@@ -25,7 +25,7 @@ def connector_for(
             overrides = {"base_url": box.base_url, "api_key": box.api_key, "auth_scheme": ""}
         settings = Settings.from_env(**overrides)
         if cassette:
-            from connector.cassettes import replay
+            from connector.http.cassettes import replay
 
             stack.enter_context(replay(cassette))
             if not settings.api_key:

@@ -43,7 +43,7 @@ def _collect_inputs(inputs: tuple[str, ...], input_file: str | None, schema: Any
 
 def _report(result: Any, as_json: bool) -> None:
     from connector.cli.call_cmd import show_requests
-    from connector.engine import summarize
+    from connector.workflows.runner import summarize
 
     if as_json:
         emit_json(result.as_dict())
@@ -99,9 +99,10 @@ def run(
 ) -> None:
     """Validate and run WORKFLOW (a workflow YAML file)."""
     from connector.cli.context import connector_for
-    from connector.engine import Runner, check_event
-    from connector.state import StateStore
-    from connector.workflows import load
+    from connector.engines.local import LocalExecutor
+    from connector.state.store import StateStore
+    from connector.workflows.model import load
+    from connector.workflows.runner import Runner, check_event
 
     with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
         wf = load(workflow, conn.catalog)
@@ -113,7 +114,9 @@ def run(
         if use_sandbox and not as_json:
             click.echo(f"sandbox: {conn.client.settings.base_url}", err=True)
         store = None if dry_run else StateStore(state_dir)
-        result = Runner(conn, wf, store=store, progress=not as_json).start(values, trigger)
+        result = Runner(conn, wf, store=store, progress=not as_json, executor=LocalExecutor()).start(
+            values, trigger
+        )
     _report(result, as_json)
 
 
@@ -146,7 +149,7 @@ def runs(limit: int, state_dir: str | None, as_json: bool) -> None:
     """List journaled runs, newest first."""
     import datetime
 
-    from connector.state import StateStore
+    from connector.state.store import StateStore
 
     store = StateStore(state_dir)
     rows = store.runs(limit)
@@ -191,10 +194,11 @@ def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
     import json
 
     from connector.cli.context import connector_for
-    from connector.engine import Runner
+    from connector.engines.local import LocalExecutor
     from connector.errors import ConnectorError
-    from connector.state import StateStore
-    from connector.workflows import load
+    from connector.state.store import StateStore
+    from connector.workflows.model import load
+    from connector.workflows.runner import Runner
 
     store = StateStore(state_dir)
     rows = store.find_run(run_id)
@@ -210,7 +214,7 @@ def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
         raise ConnectorError(f"run {row['id']} is still running (pid alive); not resumed")
     with connector_for() as conn:
         wf = load(Path(row["workflow"]), conn.catalog, text=row["source"])
-        runner = Runner(conn, wf, store=store, progress=not as_json)
+        runner = Runner(conn, wf, store=store, progress=not as_json, executor=LocalExecutor())
         settings = json.loads(row["settings"] or "{}")
         settings["pid"] = os.getpid()
         with store.tx() as db:

@@ -11,7 +11,7 @@ import click
 
 def _rate(_ctx: Any, _param: Any, value: str) -> tuple[int, int]:
     from connector.errors import ConfigError
-    from connector.pacing import parse_rate
+    from connector.http.pacing import parse_rate
 
     try:
         return parse_rate(value)

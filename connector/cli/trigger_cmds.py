@@ -67,9 +67,10 @@ def poll(
 ) -> None:
     """Poll TRIGGER_ID; print new items (one JSON object per line with --json)."""
     from connector.cli.context import connector_for
-    from connector.state import StateStore
-    from connector.triggers import Dispatcher, Poller, requeue_interrupted, workflow_handler
-    from connector.workflows import load
+    from connector.state.store import StateStore
+    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, workflow_handler
+    from connector.triggers.polling import Poller
+    from connector.workflows.model import load
 
     store = StateStore(state_dir)
     stop = _stop_on_signals()
@@ -121,11 +122,11 @@ def listen(
     """Receive Willo webhooks and run each workflow whose trigger matches."""
     from connector.cli.context import connector_for
     from connector.errors import ConnectorError
-    from connector.receiver import PATH, Inbox, Listener, make_app
-    from connector.state import StateStore
-    from connector.subscriptions import subscribe, unsubscribe
-    from connector.triggers import Dispatcher, requeue_interrupted, workflow_handler
-    from connector.workflows import load
+    from connector.state.store import StateStore
+    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, workflow_handler
+    from connector.triggers.receiver import PATH, Inbox, Listener, make_app
+    from connector.triggers.subscriptions import subscribe, unsubscribe
+    from connector.workflows.model import load
 
     store = StateStore(state_dir)
     secret = os.environ.get("WILLO_WEBHOOK_SECRET") or None
@@ -178,8 +179,8 @@ def state() -> None:
 def state_show(trigger_id: str, with_: tuple[str, ...], state_dir: str | None, as_json: bool) -> None:
     """Show TRIGGER_ID's cursor, seen items, polls and queued events."""
     from connector.errors import ConnectorError
-    from connector.state import StateStore
-    from connector.triggers import ledger_name
+    from connector.state.store import StateStore
+    from connector.triggers.polling import ledger_name
 
     store = StateStore(state_dir)
     if trigger_id.startswith("willo.") and trigger_id.split(".")[1] in (
@@ -220,8 +221,8 @@ def state_show(trigger_id: str, with_: tuple[str, ...], state_dir: str | None, a
 @state_dir_option
 def state_reset(trigger_id: str, with_: tuple[str, ...], state_dir: str | None) -> None:
     """Forget TRIGGER_ID's ledger: the next poll starts afresh."""
-    from connector.state import StateStore
-    from connector.triggers import ledger_name, reset_ledger
+    from connector.state.store import StateStore
+    from connector.triggers.polling import ledger_name, reset_ledger
 
     store = StateStore(state_dir)
     name = ledger_name(trigger_id, parse_inputs(with_, flag="--with"))

@@ -23,9 +23,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-# One reading of the delivery contract (docs/webhooks.md), shared with the receiver.
-from connector.receiver import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from connector.sandbox.store import Store
+
+# One reading of the delivery contract (docs/webhooks.md), shared with the receiver.
+from connector.triggers.receiver import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ ATTEMPT_HEADER = "X-Willo-Attempt"
 
 
 def _loopback(url: str) -> bool:
-    from connector.client import is_loopback
+    from connector.http.client import is_loopback
 
     return is_loopback(urlsplit(url).hostname)
 

@@ -36,7 +36,7 @@ from connector.errors import (
     WilloError,
     error_for_status,
 )
-from connector.pacing import Pacer, parse_rate, shared_pacer
+from connector.http.pacing import Pacer, parse_rate, shared_pacer
 
 log = logging.getLogger(__name__)
 

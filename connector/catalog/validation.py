@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from connector.catalog.types import Catalog
 from connector.yamlio import Document, YamlError, load_file
+
+#: ``check(doc, catalog) -> problems`` for workflow documents; workflows sit above the
+#: catalog, so whoever validates workflows (the CLI) passes their checker in.
+WorkflowCheck = Callable[[Document, Catalog], list[str]]
 
 
 def kind_of(doc: Document) -> str:
@@ -18,10 +24,10 @@ def kind_of(doc: Document) -> str:
     return "manifest"
 
 
-def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+def validate_paths(paths: tuple[str, ...] | list[str], check_workflow: WorkflowCheck) -> list[dict[str, Any]]:
     """One result per file: ``{path, kind, ok, problems}``."""
-    from connector import manifests, schemas
-    from connector.catalog import get_catalog, yaml_files
+    from connector.catalog import manifests, schemas
+    from connector.catalog.index import get_catalog, yaml_files
 
     catalog = get_catalog()
     results: list[dict[str, Any]] = []
@@ -52,9 +58,7 @@ def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
                         f"/resources/{name}{ptr}: not a valid JSON Schema: {msg}"
                     )
         elif kind == "workflow":
-            from connector.workflows import check_document
-
-            problems.extend(check_document(doc, catalog))
+            problems.extend(check_workflow(doc, catalog))
         else:
             m = manifests.validate(doc, "validate", resources, problems)
             if m is not None:
@@ -73,7 +77,7 @@ def validate_paths(paths: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
 def _builtin_resources() -> dict[str, Any]:
     from willo_manifests import ROOT
 
-    from connector import manifests
+    from connector.catalog import manifests
 
     path = ROOT / "resources.yaml"
     _, found = manifests.read_files([("willo_actions", path)], [])
@@ -81,6 +85,6 @@ def _builtin_resources() -> dict[str, Any]:
 
 
 def _handler_ids() -> set[str]:
-    from connector.plugins import get_host, handler_map
+    from connector.catalog.plugins import get_host, handler_map
 
     return set(handler_map(get_host()))

@@ -19,7 +19,8 @@ from typing import Any
 
 import pluggy
 
-from connector import PROJECT_NAME, __version__, hookspecs
+from connector import PROJECT_NAME, __version__
+from connector.catalog import hookspecs
 from connector.errors import ConnectorError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class PluginHost:
     pm: pluggy.PluginManager
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     strict: bool = False
+    #: the catalog built from this host's plugins (set by ``catalog.index.get_catalog``)
+    catalog: Any = None
 
     def record_failure(self, name: str, message: str) -> None:
         info = self.plugins.get(name)
@@ -194,9 +197,6 @@ def set_host(host: PluginHost | None) -> None:
     """Replace (or with None, forget) the process's host; for tests and embedding."""
     global _HOST
     _HOST = host
-    from connector import catalog  # local: the catalog caches per host
-
-    catalog.forget()
 
 
 def handler_map(host: PluginHost) -> dict[str, tuple[str, Callable[..., Any]]]:

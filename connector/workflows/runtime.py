@@ -9,11 +9,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector import drift, expressions, schemas
-from connector.catalog import Catalog, Manifest, get_catalog
-from connector.client import Settings, WilloClient
+from connector.catalog import drift, schemas
+from connector.catalog.index import Catalog, Manifest, get_catalog
+from connector.catalog.plugins import PluginHost, get_host, handler_map
 from connector.errors import ConfigError, InputError, OutputError
-from connector.plugins import PluginHost, get_host, handler_map
+from connector.http.client import Settings, WilloClient
+from connector.workflows import expressions
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import nodes
+from jinja2 import Environment, nodes
 from jinja2.exceptions import TemplateSyntaxError
 
-from connector import expressions, schemas
-from connector.catalog import Manifest
+from connector.catalog import schemas
+from connector.catalog.types import Manifest
 from connector.yamlio import Document, YamlError, load_file
 
 RESOURCE_PREFIX = "resource:"
@@ -68,13 +69,19 @@ def inline_refs(value: Any, resources: dict[str, Any], trail: tuple[str, ...] = 
     return {k: inline_refs(v, resources, trail) for k, v in value.items()}
 
 
+@cache
+def _parser() -> Environment:
+    """Only parses request templates (to see which inputs they read); renders nothing."""
+    return Environment()
+
+
 def input_references(template: Any) -> list[tuple[str, str]]:
     """``(input_name, template_text)`` for every ``input.NAME`` a request template reads."""
     found: list[tuple[str, str]] = []
     for text in _strings(template):
         if "{{" not in text and "{%" not in text:
             continue
-        ast = expressions.environment().parse(text)
+        ast = _parser().parse(text)
         for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
             target = getattr(node, "node", None)
             if not (isinstance(target, nodes.Name) and target.name == "input"):

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from connector.errors import NotFound
-from connector.runtime import Connector
-from connector.state import StateStore
+from connector.state.store import StateStore
+from connector.workflows.runtime import Connector
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from typing import Any
 from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
 
-from connector import expressions, schemas
-from connector.catalog import Catalog
+from connector.catalog import schemas
+from connector.catalog.index import Catalog
 from connector.errors import ManifestError, UnknownIdError
+from connector.workflows import expressions
 from connector.yamlio import Document, YamlError, escape, load_text
 
 SCOPE = ("inputs", "trigger", "steps", "item", "index")

@@ -17,15 +17,15 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from connector import expressions, schemas
+from connector.catalog import schemas
 from connector.errors import ConnectorError, InputError
-from connector.runtime import Connector
-from connector.state import StateStore, loads
-from connector.workflows import Workflow
+from connector.state.store import StateStore, loads
+from connector.workflows import expressions
+from connector.workflows.model import Workflow
+from connector.workflows.runtime import Connector
 
 log = logging.getLogger(__name__)
 
@@ -92,33 +92,14 @@ class RunResult:
         }
 
 
-class Executor:
-    """Runs units of work; today on in-process threads, bounded by ``concurrency``."""
+class Executor(Protocol):
+    """The seam every unit of work runs through: yields ``(unit, result, error)`` as
+    each unit finishes, at most ``concurrency`` at a time. ``connector.engines.local``
+    runs them on in-process threads."""
 
     def run(
         self, units: list[Unit], fn: Callable[[Unit], Any], concurrency: int
-    ) -> Iterator[tuple[Unit, Any, BaseException | None]]:
-        if concurrency <= 1 or len(units) <= 1:
-            for unit in units:
-                try:
-                    result = fn(unit)
-                except Exception as exc:
-                    yield unit, None, exc
-                    continue
-                yield unit, result, None
-            return
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="willo-step") as pool:
-            pending: dict[Future[Any], Unit] = {}
-            queue = list(reversed(units))
-            while queue or pending:
-                while queue and len(pending) < concurrency:
-                    unit = queue.pop()
-                    pending[pool.submit(fn, unit)] = unit
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    unit = pending.pop(fut)
-                    error = fut.exception()
-                    yield unit, (None if error else fut.result()), error
+    ) -> Iterator[tuple[Unit, Any, BaseException | None]]: ...
 
 
 class _Progress:
@@ -172,13 +153,13 @@ class Runner:
         *,
         store: StateStore | None = None,
         progress: bool = True,
-        executor: Executor | None = None,
+        executor: Executor,
     ):
         self.conn = connector
         self.wf = workflow
         self.store = None if connector.dry_run else store
         self.progress = progress
-        self.executor = executor or Executor()
+        self.executor = executor
 
     # ------------------------------------------------------------------ entry points
 

@@ -9,112 +9,21 @@ versions) so that listing commands start without importing jsonschema.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from connector import __version__
-from connector.errors import ManifestError, UnknownIdError
-from connector.plugins import PluginHost, get_host
+from connector.catalog.plugins import PluginHost, get_host
+from connector.catalog.types import Catalog, Manifest
+from connector.errors import ManifestError
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 3
-
-
-@dataclass
-class Manifest:
-    """One loaded action or trigger manifest."""
-
-    data: dict[str, Any]
-    path: str
-    plugin: str
-
-    @property
-    def id(self) -> str:
-        return str(self.data["id"])
-
-    @property
-    def kind(self) -> str:
-        return str(self.data["kind"])
-
-    @property
-    def title(self) -> str:
-        return str(self.data["title"])
-
-    @property
-    def input_schema(self) -> dict[str, Any]:
-        return dict(self.data["input"])
-
-    @property
-    def output_schema(self) -> dict[str, Any]:
-        return dict(self.data["output"])
-
-    @functools.cached_property
-    def input_validator(self) -> Any:
-        """The input schema's validator, built once (building one costs more than using it)."""
-        from connector.schemas import validator
-
-        return validator(self.data["input"])
-
-    @property
-    def request(self) -> dict[str, Any] | None:
-        req = self.data.get("request")
-        return dict(req) if req is not None else None
-
-    @property
-    def handler(self) -> str | None:
-        h = self.data.get("handler")
-        return str(h) if h is not None else None
-
-    @property
-    def idempotent(self) -> bool:
-        if "idempotent" in self.data:
-            return bool(self.data["idempotent"])
-        req = self.request
-        return req is not None and req["method"] in ("GET", "PUT", "DELETE")
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "title": self.title,
-            "description": self.data["description"],
-            "plugin": self.plugin,
-        }
-
-
-@dataclass
-class Catalog:
-    """Manifests by id, plus the problems found while loading them."""
-
-    manifests: dict[str, Manifest] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    conflicts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-
-    def get(self, manifest_id: str, kind: str | None = None) -> Manifest:
-        found = self.manifests.get(manifest_id)
-        if found is not None and (kind is None or found.kind == kind):
-            return found
-        if manifest_id in self.conflicts:
-            claims = " and ".join(f"plugin {p} ({f})" for p, f in self.conflicts[manifest_id])
-            raise UnknownIdError(f"{manifest_id} is claimed by both {claims}; it is not loaded")
-        what = kind or "action or trigger"
-        pool = [m.id for m in self.manifests.values() if kind is None or m.kind == kind]
-        import difflib
-
-        close = difflib.get_close_matches(manifest_id, pool, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownIdError(f"unknown {what} {manifest_id!r}{hint}")
-
-    def of_kind(self, kind: str) -> list[Manifest]:
-        return sorted((m for m in self.manifests.values() if m.kind == kind), key=lambda m: m.id)
 
 
 # --------------------------------------------------------------------------- files
@@ -214,7 +123,7 @@ def _add(cat: Catalog, m: Manifest) -> None:
 
 def build(host: PluginHost, files: list[tuple[str, Path]]) -> Catalog:
     """Load and validate every file; problems are collected, never raised."""
-    from connector import manifests as loader  # jsonschema and Jinja2 load only here
+    from connector.catalog import manifests as loader  # jsonschema and Jinja2 load only here
 
     cat = Catalog()
     docs, resources = loader.read_files(files, cat.problems)
@@ -225,7 +134,7 @@ def build(host: PluginHost, files: list[tuple[str, Path]]) -> Catalog:
     for mid, claims in cat.conflicts.items():
         named = " and ".join(f"plugin {p} ({f})" for p, f in claims)
         cat.problems.append(f"{claims[-1][1]}:1: /id: {mid} is claimed by both {named}")
-    from connector.plugins import handler_map
+    from connector.catalog.plugins import handler_map
 
     handlers = handler_map(host)
     for m in list(cat.manifests.values()):
@@ -235,15 +144,11 @@ def build(host: PluginHost, files: list[tuple[str, Path]]) -> Catalog:
     return cat
 
 
-_CATALOGS: dict[int, Catalog] = {}
-
-
 def get_catalog(host: PluginHost | None = None) -> Catalog:
-    """The catalog of ``host`` (default: the process's), loaded once."""
+    """The catalog of ``host`` (default: the process's), loaded once per host."""
     host = host or get_host()
-    cached = _CATALOGS.get(id(host))
-    if cached is not None:
-        return cached
+    if isinstance(host.catalog, Catalog):
+        return host.catalog
     files = _plugin_files(host)
     key = _fingerprint(host, files)
     cat = _read_cache(key)
@@ -254,9 +159,5 @@ def get_catalog(host: PluginHost | None = None) -> Catalog:
         log.warning("%s", problem)
     if host.strict and cat.problems:
         raise ManifestError(cat.problems)
-    _CATALOGS[id(host)] = cat
+    host.catalog = cat
     return cat
-
-
-def forget() -> None:
-    _CATALOGS.clear()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from connector.state import StateStore, dumps
+from connector.state.store import StateStore, dumps
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,21 @@ action that supplies its choices and which item fields are the value and the lab
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from connector.catalog.types import Catalog
 from connector.errors import InputError
-from connector.runtime import Connector
 
 
-def option_spec(conn: Connector, action_id: str, field: str) -> dict[str, Any]:
+class Caller(Protocol):
+    """What options need of a connector: its catalog, and a way to call an action."""
+
+    catalog: Catalog
+
+    def call(self, action_id: str, inputs: Mapping[str, Any]) -> Any: ...
+
+
+def option_spec(conn: Caller, action_id: str, field: str) -> dict[str, Any]:
     manifest = conn.catalog.get(action_id)
     props = manifest.input_schema.get("properties", {})
     if field not in props:
@@ -25,7 +33,7 @@ def option_spec(conn: Connector, action_id: str, field: str) -> dict[str, Any]:
 
 
 def list_options(
-    conn: Connector, action_id: str, field: str, extra: Mapping[str, Any] | None = None
+    conn: Caller, action_id: str, field: str, extra: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """``[{value, label}]`` from the field's list action, every page."""
     spec = option_spec(conn, action_id, field)

@@ -1,0 +1,102 @@
+"""The catalog's types: one home below the loader, the index and the plugin host.
+
+:class:`Manifest` is one loaded action or trigger; :class:`Catalog` holds them by id.
+Everything in the catalog wing imports these; they import nothing of it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.errors import UnknownIdError
+
+
+@dataclass
+class Manifest:
+    """One loaded action or trigger manifest."""
+
+    data: dict[str, Any]
+    path: str
+    plugin: str
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.data["kind"])
+
+    @property
+    def title(self) -> str:
+        return str(self.data["title"])
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        return dict(self.data["input"])
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        return dict(self.data["output"])
+
+    @functools.cached_property
+    def input_validator(self) -> Any:
+        """The input schema's validator, built once (building one costs more than using it)."""
+        from connector.catalog.schemas import validator
+
+        return validator(self.data["input"])
+
+    @property
+    def request(self) -> dict[str, Any] | None:
+        req = self.data.get("request")
+        return dict(req) if req is not None else None
+
+    @property
+    def handler(self) -> str | None:
+        h = self.data.get("handler")
+        return str(h) if h is not None else None
+
+    @property
+    def idempotent(self) -> bool:
+        if "idempotent" in self.data:
+            return bool(self.data["idempotent"])
+        req = self.request
+        return req is not None and req["method"] in ("GET", "PUT", "DELETE")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "description": self.data["description"],
+            "plugin": self.plugin,
+        }
+
+
+@dataclass
+class Catalog:
+    """Manifests by id, plus the problems found while loading them."""
+
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    conflicts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def get(self, manifest_id: str, kind: str | None = None) -> Manifest:
+        found = self.manifests.get(manifest_id)
+        if found is not None and (kind is None or found.kind == kind):
+            return found
+        if manifest_id in self.conflicts:
+            claims = " and ".join(f"plugin {p} ({f})" for p, f in self.conflicts[manifest_id])
+            raise UnknownIdError(f"{manifest_id} is claimed by both {claims}; it is not loaded")
+        what = kind or "action or trigger"
+        pool = [m.id for m in self.manifests.values() if kind is None or m.kind == kind]
+        import difflib
+
+        close = difflib.get_close_matches(manifest_id, pool, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownIdError(f"unknown {what} {manifest_id!r}{hint}")
+
+    def of_kind(self, kind: str) -> list[Manifest]:
+        return sorted((m for m in self.manifests.values() if m.kind == kind), key=lambda m: m.id)
