@@ -22,6 +22,7 @@ FLOORS = {
     "connector.errors": 0,
     "connector.yamlio": 0,
     "connector._compat": 0,
+    "connector.sdk": 0,
     "connector.catalog": 1,
     "connector.state": 1,
     "connector.http": 2,

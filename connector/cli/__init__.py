@@ -60,6 +60,10 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConnectorError as exc:
+            if os.environ.get("WILLO_CONNECTOR_DEBUG") and exc.__cause__ is not None:
+                import traceback  # a plugin's bug: its traceback, on request
+
+                traceback.print_exception(exc.__cause__, file=sys.stderr)
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
