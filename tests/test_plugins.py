@@ -210,6 +210,11 @@ def test_prepare_request_and_template_filters_hooks(good: md.EntryPoint, tmp_pat
     assert expressions.evaluate("{{ 'hi' | shout }}", {}) == "HI!"
 
 
+HOOKS = sorted(
+    name for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "willo_connector_spec")
+)
+
+
 def test_every_hook_is_typed_and_documented() -> None:
     specs = [
         f
@@ -219,6 +224,7 @@ def test_every_hook_is_typed_and_documented() -> None:
     assert {f.__name__ for f in specs} == {
         "manifest_paths",
         "action_handlers",
+        "poll_handlers",
         "prepare_request",
         "template_filters",
         "event_received",
@@ -231,11 +237,5 @@ def test_every_hook_is_typed_and_documented() -> None:
 
 def test_readme_documents_every_hook() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for name in (
-        "manifest_paths",
-        "action_handlers",
-        "prepare_request",
-        "template_filters",
-        "event_received",
-    ):
-        assert name in readme, name
+    for name in HOOKS:
+        assert f"| `{name}(" in readme, name
