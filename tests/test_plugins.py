@@ -211,7 +211,9 @@ def test_prepare_request_and_template_filters_hooks(good: md.EntryPoint, tmp_pat
 
 
 HOOKS = sorted(
-    name for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "willo_connector_spec")
+    name
+    for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
+    if hasattr(f, "willo_connector_spec")
 )
 
 

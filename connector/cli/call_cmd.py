@@ -34,6 +34,8 @@ def call(
 
     with connector_for(dry_run=dry_run, sandbox=use_sandbox) as conn:
         manifest = conn.catalog.get(action_id, "action")
+        if manifest.deprecation():
+            click.echo(f"warning: {manifest.deprecation()}", err=True)
         values = parse_json_object(input_json, "--input-json") if input_json else {}
         values.update(parse_inputs(inputs, manifest.input_schema.get("properties")))
         result = conn.call(action_id, values)

@@ -87,7 +87,10 @@ def show(manifest_id: str, as_json: bool) -> None:
         emit_json({**m.data, "_source": {"path": m.path, "plugin": m.plugin}})
         return
     click.echo(f"{m.id} ({m.kind}): {m.title}")
+    if m.deprecation():
+        click.echo(f"  DEPRECATED: {m.deprecation()}")
     click.echo(f"  {m.data['description']}")
+    click.echo(f"  version: {m.version or 'not declared'}")
     click.echo(f"  source: {m.path} (plugin {m.plugin})")
     if m.request:
         click.echo(f"  request: {m.request['method']} {m.request['path']}")
@@ -166,9 +169,9 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     import sys
 
     from connector.catalog.validation import validate_paths
-    from connector.workflows.model import check_document
+    from connector.workflows.model import check_document, deprecations
 
-    results = validate_paths(paths, check_document)
+    results = validate_paths(paths, check_document, deprecations)
     if as_json:
         emit_json({"ok": all(r["ok"] for r in results), "files": results})
     else:
@@ -177,5 +180,7 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
                 click.echo(f"{r['path']}: ok ({r['kind']})")
             for problem in r["problems"]:
                 click.echo(problem, err=True)
+            for warning in r["warnings"]:
+                click.echo(f"warning: {warning}", err=True)
     if not all(r["ok"] for r in results):
         sys.exit(1)

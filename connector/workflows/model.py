@@ -10,6 +10,7 @@ problem reads ``file:line: /pointer: step ID: message``.
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from connector.catalog.index import Catalog
 from connector.errors import ManifestError, UnknownIdError
 from connector.workflows import expressions
 from connector.yamlio import Document, YamlError, escape, load_text
+
+log = logging.getLogger(__name__)
 
 SCOPE = ("inputs", "trigger", "steps", "item", "index")
 STEP_FIELDS = ("output", "status", "error")
@@ -70,6 +73,8 @@ def load(path: str | Path, catalog: Catalog, text: str | None = None) -> Workflo
     problems = check_document(doc, catalog)
     if problems:
         raise ManifestError(problems)
+    for warning in deprecations(doc, catalog):
+        log.warning("%s", warning)
     return Workflow(doc, text)
 
 
@@ -376,3 +381,28 @@ def check_document(doc: Document, catalog: Catalog) -> list[str]:
     """Every static problem of a parsed workflow document."""
     found = _Checker(doc, catalog).run()
     return sorted(found, key=lambda p: int(p[len(doc.path) + 1 :].split(":", 1)[0]))
+
+
+def deprecations(doc: Document, catalog: Catalog) -> list[str]:
+    """A warning for every step or trigger (at any depth) that uses a deprecated
+    action or trigger: ``file:line: /pointer: step ID: X is deprecated...``."""
+    found: list[str] = []
+
+    def visit(value: Any, ptr: str) -> None:
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                visit(v, f"{ptr}/{i}")
+        elif isinstance(value, dict):
+            use = value.get("use")
+            manifest = catalog.manifests.get(use) if isinstance(use, str) else None
+            line = manifest.deprecation() if manifest is not None else None
+            if line is not None:
+                who = f"step {value['id']}: " if isinstance(value.get("id"), str) else ""
+                found.append(f"{doc.where(ptr + '/use')}: {ptr}/use: {who}{line}")
+            for k, v in value.items():
+                visit(v, f"{ptr}/{escape(str(k))}")
+
+    if isinstance(doc.data, dict):
+        for key in ("trigger", "steps"):
+            visit(doc.data.get(key), f"/{key}")
+    return found
