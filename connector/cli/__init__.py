@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
     "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
+    "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
 }
 
 
