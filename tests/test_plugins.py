@@ -119,7 +119,7 @@ def test_plugin_that_fails_to_import_is_recorded_and_the_rest_work(
     assert "acme.count_interviews" in cat.manifests
     assert "willo.invite_participant" in cat.manifests
     result = CliRunner().invoke(main, ["plugins"])
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the listing in full, then a failing exit for scripts
     assert "[FAILED]" in result.output and "boom at import" in result.output
 
 

@@ -43,10 +43,10 @@ def test_every_scenario_records_on_the_sandbox_and_replays_strictly(tmp_path: Pa
         assert "sk_sandbox_" not in text, name
     conn = _offline(monkeypatch)
     for name in recorded:
-        action = name[: -len(".yaml")]
+        mid = name[: -len(".yaml")]
         with replay(out / name) as cassette:
-            conn.call(action, inputs[action])
-            assert cassette.all_played, action
+            scenarios.exercise(conn, conn.catalog.get(mid), inputs[mid], strict=True)
+            assert cassette.all_played, mid
 
 
 def _offline(monkeypatch: pytest.MonkeyPatch) -> Connector:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from functools import cache
@@ -36,8 +37,23 @@ def validator(schema: dict[str, Any]) -> Draft202012Validator:
 
 def check_schema(schema: Any) -> list[tuple[str, str]]:
     """Problems with ``schema`` itself, as ``(pointer, message)`` pairs."""
+    try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):  # not JSON (YAML dates...): the meta-schema says why
+        return list(_check_schema(schema))
+    return list(_checked(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(key: str) -> tuple[tuple[str, str], ...]:
+    """Checking against the meta-schema is the dearest part of loading a catalog; the
+    same schemas come back each time a process builds one (tests, embedding)."""
+    return _check_schema(json.loads(key))
+
+
+def _check_schema(schema: Any) -> tuple[tuple[str, str], ...]:
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
-    return [(pointer(e.absolute_path), e.message) for e in meta.iter_errors(schema)]
+    return tuple((pointer(e.absolute_path), e.message) for e in meta.iter_errors(schema))
 
 
 def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, json_option, parse_inputs
+from connector.cli.common import LazySubcommands, emit_json, json_option, parse_inputs
 
 
 def _catalog() -> Any:
@@ -15,10 +15,28 @@ def _catalog() -> Any:
     return get_catalog()
 
 
-@click.command()
+PLUGINS_SUBCOMMANDS = {
+    "verify": ("connector.cli.verify_cmd", "verify", "Check a plugin's conformance; list every problem."),
+}
+
+
+@click.group(
+    cls=LazySubcommands,
+    subcommands=PLUGINS_SUBCOMMANDS,
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
 @json_option
-def plugins(as_json: bool) -> None:
-    """Loaded plugins, their versions and sources, and any load errors."""
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """Loaded plugins, their versions and sources, and any load errors.
+
+    Exits 1 when a plugin failed to load or one of its manifests was rejected (the
+    listing is printed in full first), so scripts and CI can tell a broken install.
+    `plugins verify NAME` checks one plugin's conformance.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from connector.catalog.plugins import get_host
 
     host = get_host()
@@ -28,17 +46,19 @@ def plugins(as_json: bool) -> None:
         info["manifests"] = sorted(m.id for m in cat.manifests.values() if m.plugin == info["name"])
     if as_json:
         emit_json({"plugins": infos, "manifest_problems": cat.problems})
-        return
-    for info in infos:
-        state = "FAILED" if info["errors"] else "ok"
-        click.echo(
-            f"{info['name']} {info['version']}  [{state}]  {info['source']}  "
-            f"({len(info['manifests'])} manifests)"
-        )
-        for err in info["errors"]:
-            click.echo(f"  error: {err}")
-    for problem in cat.problems:
-        click.echo(f"manifest error: {problem}")
+    else:
+        for info in infos:
+            state = "FAILED" if info["errors"] else "ok"
+            click.echo(
+                f"{info['name']} {info['version']}  [{state}]  {info['source']}  "
+                f"({len(info['manifests'])} manifests)"
+            )
+            for err in info["errors"]:
+                click.echo(f"  error: {err}")
+        for problem in cat.problems:
+            click.echo(f"manifest error: {problem}")
+    if host.failures or cat.problems:
+        ctx.exit(1)
 
 
 def _listing(kind: str, as_json: bool) -> None:

@@ -62,8 +62,9 @@ class Scenario:
         return {"workflow": 1, "name": f"scenario {self.id}", "steps": steps}
 
 
-def load(path: str | Path, catalog: Catalog) -> dict[str, Scenario]:
-    """Read and check a scenario file; raise :class:`ManifestError` with every problem."""
+def load(path: str | Path, catalog: Catalog, only: set[str] | None = None) -> dict[str, Scenario]:
+    """Read and check a scenario file; raise :class:`ManifestError` with every problem.
+    With ``only``, other scenarios are skipped unchecked (``verify`` checks one plugin)."""
     try:
         doc = load_file(path)
     except YamlError as exc:
@@ -74,6 +75,8 @@ def load(path: str | Path, catalog: Catalog) -> dict[str, Scenario]:
     found: dict[str, Scenario] = {}
     for sid, body in doc.data.items():
         if sid == "scenarios":
+            continue
+        if only is not None and sid not in only:
             continue
         if not isinstance(sid, str) or not ID.match(sid):
             ptr = "/" + escape(str(sid))
