@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
     "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
+    "new": ("connector.cli.new_cmd", "new", "Start a plugin, or add an action or trigger to one."),
 }
 
 

@@ -267,14 +267,11 @@ class _Sandboxed:
 def _exercise_all(
     host: PluginHost, mine: list[Manifest], folder: Path | None, checked: list[str]
 ) -> list[str]:
-    todo = [m for m in mine if _needs_exercise(m) or (folder and (folder / f"{m.id}.yaml").is_file())]
-    if not todo:
-        return []
     if folder is None:
         return [
             f"{m.id}: not exercised: no cassettes folder (pass --cassettes DIR, holding {m.id}.yaml "
             "or a scenarios.yaml; by default tests/cassettes)"
-            for m in todo
+            for m in mine
             if _needs_exercise(m)
         ]
     inputs = load_inputs(folder)
@@ -282,9 +279,11 @@ def _exercise_all(
     found: dict[str, scenario_files.Scenario] = {}
     if scenarios_file.is_file():
         try:
-            found = scenario_files.load(scenarios_file, get_catalog(host), only={m.id for m in todo})
+            found = scenario_files.load(scenarios_file, get_catalog(host), only={m.id for m in mine})
         except ConnectorError as exc:
             return [str(exc)]
+    # actions and poll handlers always; other triggers when there is a way to exercise them
+    todo = [m for m in mine if _needs_exercise(m) or m.id in found or (folder / f"{m.id}.yaml").is_file()]
     problems: list[str] = []
     with contextlib.ExitStack() as stack:
         sandbox = _Sandboxed(host, stack)
