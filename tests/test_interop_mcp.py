@@ -219,6 +219,27 @@ def test_a_non_loopback_interface_needs_the_bearer_token(
     assert anyio.run(session) == 46
 
 
+@pytest.mark.subprocess
+def test_loopback_refuses_other_hosts_and_origins(http_server: Any) -> None:
+    """DNS rebinding: a web page whose name resolves to 127.x must not reach the server."""
+    import httpx2
+
+    url = http_server(host="127.0.0.2")
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    accept = {"Accept": "application/json, text/event-stream"}
+    url = url.replace("127.0.0.1", "127.0.0.2")
+    evil = httpx2.post(url, json=hello, headers={**accept, "Host": "evil.example"}, timeout=10)
+    assert evil.status_code == 421
+    origin = httpx2.post(url, json=hello, headers={**accept, "Origin": "http://evil.example"}, timeout=10)
+    assert origin.status_code == 403
+
+    async def session() -> int:
+        async with http_client(url) as client:
+            return len((await client.list_tools()).tools)
+
+    assert anyio.run(session) == 46  # its own name is fine
+
+
 def test_the_token_rule() -> None:
     for host in ("127.0.0.1", "localhost", "::1"):
         mcp.check_token(host, None)  # loopback: no token needed
@@ -466,3 +487,52 @@ def test_dry_run_in_process_returns_the_sample_and_sends_nothing(sandbox: Sandbo
     assert not result.is_error and result.structured_content == {}
     assert "DELETE http://127.0.0.1" in result.content[1].text
     assert conn.client.requests_sent == 0 and len(sandbox.store.table("interviews")) == interviews
+
+
+def test_a_port_in_use_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = CliRunner().invoke(main, ["mcp", "--dry-run", "--http", f"127.0.0.1:{port}"])
+    assert r.exit_code == 1
+    assert r.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+@pytest.mark.subprocess
+def test_sandbox_mode_needs_no_account(tmp_path: Path) -> None:
+    cmd = script()
+    env = script_env(WILLO_STATE_DIR=str(tmp_path / "state"))
+    params = StdioServerParameters(
+        command=cmd[0], args=[*cmd[1:], "mcp", "--sandbox", "--read-only"], env=env
+    )
+
+    async def session() -> tuple[int, Any]:
+        with (tmp_path / "err.txt").open("w") as err:
+            async with Client(stdio_client(params, errlog=err)) as client:
+                tools = (await client.list_tools()).tools
+                return len(tools), await client.call_tool("willo.list_interviews", {})
+
+    count, result = anyio.run(session)
+    assert count == len([t for t in tools_of_catalog() if t.read_only])
+    assert not result.is_error and result.structured_content["count"] >= 1
+    assert "sandbox: http://127.0.0.1:" in (tmp_path / "err.txt").read_text()
+
+
+def tools_of_catalog() -> list[mcp.Tool]:
+    return mcp.build_tools(Connector(settings=Settings.from_env(), dry_run=True))
+
+
+def test_the_docs_describe_every_option_and_the_readme_links_them() -> None:
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "interop.md").read_text()
+    documented = set(re.findall(r"^\| `(--[a-z-]+)", doc, flags=re.M))
+    helped = set(
+        re.findall(r"^  (--[a-z-]+)", CliRunner().invoke(main, ["mcp", "--help"]).stdout, flags=re.M)
+    )
+    assert documented == helped - {"--help"}
+    assert "(docs/interop.md)" in (root / "README.md").read_text()
+    listing = CliRunner().invoke(main, ["--help"]).stdout
+    assert "  mcp " in listing and "  export " in listing

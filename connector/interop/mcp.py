@@ -453,6 +453,22 @@ def check_token(host: str, token: str | None) -> None:
         )
 
 
+def rebinding_guard(host: str) -> Any:
+    """On a loopback address, accept only loopback ``Host`` and ``Origin`` headers, so a web
+    page cannot reach the server through DNS rebinding (the SDK does this itself only for
+    127.0.0.1, localhost and ::1, not for the rest of 127.0.0.0/8)."""
+    if not is_loopback(host):
+        return None  # a public interface: the bearer token guards it
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    names = sorted({f"[{host}]" if ":" in host else host, "127.0.0.1", "localhost", "[::1]"})
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{n}:*" for n in names],
+        allowed_origins=[f"http://{n}:*" for n in names],
+    )
+
+
 class BearerGate:
     """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``."""
 
@@ -493,7 +509,7 @@ def serve_http(server: Any, host: str, port: int, token: str | None, announce: C
     import uvicorn
 
     check_token(host, token)
-    app: Any = server.streamable_http_app(host=host)
+    app: Any = server.streamable_http_app(host=host, transport_security=rebinding_guard(host))
     if token:
         app = BearerGate(app, token)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
