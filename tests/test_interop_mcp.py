@@ -536,3 +536,50 @@ def test_the_docs_describe_every_option_and_the_readme_links_them() -> None:
     assert "(docs/interop.md)" in (root / "README.md").read_text()
     listing = CliRunner().invoke(main, ["--help"]).stdout
     assert "  mcp " in listing and "  export " in listing
+
+
+def test_a_plugin_action_whose_output_is_not_an_object_is_wrapped(tmp_path: Path, sandbox: Sandbox) -> None:
+    from connector.catalog import plugins
+    from tests.test_plugins import make_plugin
+
+    manifest = """\
+manifest: 1
+id: acme.language_codes
+kind: action
+title: Language codes
+description: Just the codes.
+input: {type: object, additionalProperties: false, properties: {}}
+output: {type: array, items: {type: string}}
+sample: [en, fr]
+handler: acme.language_codes
+"""
+    module = """
+from pathlib import Path
+from connector import hookimpl
+
+@hookimpl
+def manifest_paths():
+    return [Path(__file__).parent]
+
+@hookimpl
+def action_handlers():
+    return {"acme.language_codes": lambda inputs, client: ["en", "de"]}
+"""
+    plugins.set_host(
+        plugins.build_host([make_plugin(tmp_path, "acmewrap", module, {"codes.yaml": manifest})])
+    )
+    conn = Connector(settings=Settings.from_env())
+    server = serve_in_process(conn, patterns=["acme.*"])
+
+    async def session() -> tuple[Any, Any]:
+        async with Client(server, mode="legacy") as client:
+            (tool,) = (await client.list_tools()).tools
+            return tool, await client.call_tool("acme.language_codes", {})
+
+    tool, result = anyio.run(session)
+    assert tool.output_schema == {
+        "type": "object",
+        "required": ["result"],
+        "properties": {"result": {"type": "array", "items": {"type": "string"}}},
+    }
+    assert not result.is_error and result.structured_content == {"result": ["en", "de"]}

@@ -115,6 +115,8 @@ class Tool:
     destructive: bool
     idempotent: bool
     workflow: Workflow | None = None
+    #: the output goes under ``result``: MCP wants an object, the manifest's output is not one
+    wrapped: bool = False
 
     def annotations(self) -> dict[str, Any]:
         """MCP's hints; destructive and idempotent only mean something for a tool that writes."""
@@ -155,16 +157,21 @@ def action_tool(manifest: Manifest, naming: str, dry_run: bool) -> Tool:
     description = str(manifest.data["description"])
     if dry_run:
         description += " (Dry run: nothing is sent; the result is the manifest's sample.)"
+    output = manifest.output_schema
+    wrapped = output.get("type") != "object"
+    if wrapped:  # MCP's structured content is an object (through protocol 2025-11-25)
+        output = {"type": "object", "required": ["result"], "properties": {"result": output}}
     return Tool(
         name=tool_name(manifest.id, naming),
         ident=manifest.id,
         title=manifest.title,
         description=description,
         input_schema=manifest.input_schema,
-        output_schema=manifest.output_schema,
+        output_schema=output,
         read_only=read_only(manifest),
         destructive=method(manifest) == "DELETE",
         idempotent=manifest.idempotent,
+        wrapped=wrapped,
     )
 
 
@@ -298,7 +305,7 @@ class Toolbox:
 
     def _action(self, tool: Tool, arguments: dict[str, Any]) -> Outcome:
         result = self.conn.call(tool.ident, arguments)
-        output = self._scrubbed(result.output)
+        output = self._scrubbed({"result": result.output} if tool.wrapped else result.output)
         problems = self._output_problems(tool, output)
         if problems:
             # MCP clients reject structured content that breaks the advertised schema; the
