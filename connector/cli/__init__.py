@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
     "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
     "new": ("connector.cli.new_cmd", "new", "Start a plugin, or add an action or trigger to one."),
+    "mcp": ("connector.cli.interop_cmds", "mcp", "Serve the catalog as MCP tools."),
+    "export": ("connector.cli.interop_cmds", "export", "Export the catalog (OpenAPI, Swagger 2.0, docs)."),
 }
 
 
