@@ -16,6 +16,7 @@ ALL = [
     "bench_webhook_ingest",
     "bench_bulk_invite",
     "bench_interop",
+    "bench_scaffold",
 ]
 
 if __name__ == "__main__":
