@@ -211,3 +211,21 @@ willo.get_participant:
     assert r.exit_code == 1
     assert r.stderr.startswith(f"error: {path}:2: scenario willo.get_participant: setup failed: step gone: ")
     assert not (tmp_path / "willo.get_participant.yaml").exists()
+
+
+def test_concurrent_recordings_keep_every_input(tmp_path: Path) -> None:
+    import threading
+
+    from connector.kit.recording import load_inputs, save_inputs
+
+    def save(prefix: str) -> None:
+        for i in range(25):
+            save_inputs(tmp_path, {f"{prefix}.a{i}": {"i": i}})
+
+    threads = [threading.Thread(target=save, args=(p,)) for p in ("x", "y", "z")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(load_inputs(tmp_path)) == 75
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs.json"]  # no lock or temp file left

@@ -184,9 +184,36 @@ def test_generated_installed_tested_and_verified_in_a_fresh_venv(tmp_path: Path)
     ci = {**env, "CI": "true"}
     timings["pytest (CI: none)"] = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider"], root, ci, 300)
     timings["plugins verify"] = _run([cli, "plugins", "verify", "acme"], root, env, 120)
+    # the SDK is typed: the generated plugin (handlers, tests) type-checks against it
+    mypy = [str(Path(sys.executable).with_name("mypy")), "--python-executable", py, "--strict"]
+    mypy += ["--cache-dir", str(tmp_path / "mypy"), "--ignore-missing-imports", "src", "tests"]
+    timings["mypy --strict"] = _run(mypy, root, env, 300)
     listing = subprocess.run([cli, "plugins"], cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert (
         listing.returncode == 0
         and "acme 0.1.0  [ok]  willo-acme (willo_acme)  (3 manifests)" in listing.stdout
     )
     print("scaffold timings:", {k: round(v, 2) for k, v in timings.items()})
+
+
+def test_a_failed_new_action_puts_the_plugins_files_back(tmp_path: Path, monkeypatch) -> None:
+    plugin = scaffold.new_plugin("delta", tmp_path / "willo-delta")
+    handlers = plugin.package_dir / "handlers.py"
+    scenarios = plugin.cassettes / "scenarios.yaml"
+    before = (handlers.read_text(), scenarios.read_text())
+
+    def boom(plugin: scaffold.Plugin, only=None):
+        raise scaffold.ScaffoldError("plugin delta: failed to import: NameError: HANDLERS")
+
+    monkeypatch.setattr(scaffold, "record_cassettes", boom)
+    r = invoke("new", "action", "count_matching", "--handler", "--dir", str(plugin.root))
+    one_line_error(r, "failed to import")
+    assert (handlers.read_text(), scenarios.read_text()) == before
+    assert not (plugin.manifests / "count_matching.yaml").exists()
+
+
+def test_an_unwritable_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("x")
+    one_line_error(
+        invoke("new", "plugin", "acme", "--dir", str(tmp_path / "a_file" / "sub")), "cannot create"
+    )

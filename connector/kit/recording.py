@@ -139,14 +139,23 @@ def record_scenarios(
 
 
 def save_inputs(out_dir: Path, inputs: dict[str, Any]) -> None:
-    """Merge ``{id: inputs}`` into ``out_dir/inputs.json`` (sorted, written atomically)."""
+    """Merge ``{id: inputs}`` into ``out_dir/inputs.json`` (sorted, written atomically,
+    under a lock: two recordings at once both keep their entries)."""
+    import fcntl
+    import threading
+
     path = out_dir / INPUTS_FILE
-    saved = load_inputs(out_dir)
-    saved.update(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    folder = os.open(out_dir, os.O_RDONLY)  # the lock is the folder's: no stray lock file
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        saved = load_inputs(out_dir)
+        saved.update(inputs)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        os.close(folder)
 
 
 def load_inputs(out_dir: str | Path) -> dict[str, Any]:

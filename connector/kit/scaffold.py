@@ -105,6 +105,10 @@ def new_plugin(name: str, directory: str | Path | None = None, *, record: bool =
     base = TEMPLATES / "plugin"
     written: list[Path] = []
     try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScaffoldError(f"{root}: cannot create: {exc.strerror}") from None
+    try:
         for template in sorted(p for p in base.rglob("*.tmpl") if p.is_file()):
             rel = render(str(template.relative_to(base))[: -len(".tmpl")], values)
             target = root / (".gitignore" if rel == "gitignore" else rel)
@@ -223,22 +227,39 @@ def new_part(
         ("trigger", False): "trigger.yaml",
         ("trigger", True): "poll_trigger.yaml",
     }[(kind, handler)]
-    changed = [manifest]
-    manifest.write_text(_part(yaml_template, values), encoding="utf-8")
-    if handler:
-        code = _part("handler.py" if kind == "action" else "poller.py", values)
-        with handlers.open("a", encoding="utf-8") as fh:
-            fh.write(code)
-        changed.append(handlers)
     scenarios = plugin.cassettes / "scenarios.yaml"
-    if scenarios.is_file():
-        with scenarios.open("a", encoding="utf-8") as fh:
-            fh.write(f"\n{mid}:\n  with: {{search: Backend}}\n")
-        changed.append(scenarios)
-        if record:
-            changed += [Path(p) for p in record_cassettes(plugin, only=[mid])]
-            changed.append(plugin.cassettes / "inputs.json")
+    with _undo_on_failure([manifest, handlers, scenarios, plugin.cassettes / f"{mid}.yaml"]):
+        changed = [manifest]
+        manifest.write_text(_part(yaml_template, values), encoding="utf-8")
+        if handler:
+            code = _part("handler.py" if kind == "action" else "poller.py", values)
+            with handlers.open("a", encoding="utf-8") as fh:
+                fh.write(code)
+            changed.append(handlers)
+        if scenarios.is_file():
+            with scenarios.open("a", encoding="utf-8") as fh:
+                fh.write(f"\n{mid}:\n  with: {{search: Backend}}\n")
+            changed.append(scenarios)
+            if record:
+                changed += [Path(p) for p in record_cassettes(plugin, only=[mid])]
+                changed.append(plugin.cassettes / "inputs.json")
     return changed
+
+
+@contextmanager
+def _undo_on_failure(paths: list[Path]) -> Iterator[None]:
+    """Put ``paths`` back as they were (or absent) if the block fails: a plugin's own
+    files are never left half-changed."""
+    before = {p: p.read_bytes() if p.is_file() else None for p in paths}
+    try:
+        yield
+    except BaseException:
+        for path, data in before.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(data)
+        raise
 
 
 def _part(template: str, values: dict[str, str]) -> str:
