@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -75,6 +76,52 @@ def _message(err: ValidationError) -> str:
     if err.validator == "pattern":
         return f"{_short(err.instance)} does not match {err.validator_value}"
     return err.message.replace("\n", " ")
+
+
+# ---------------------------------------------------------------------- decimals
+
+#: A schema keyword of this project: the value is a decimal, which Django REST framework
+#: sends as a string ("4.5"); the schema accepts the string, expressions get the number.
+DECIMAL = "x-decimal"
+_DECIMAL_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def decimal_tree(schema: Any) -> Any:
+    """The parts of ``schema`` that lead to an ``x-decimal`` (None if there are none):
+    ``True`` at a decimal, ``{"properties": {...}}``, ``{"items": ...}``, ``{"any": [...]}``."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get(DECIMAL):
+        return True
+    tree: dict[str, Any] = {}
+    props = {k: t for k, p in (schema.get("properties") or {}).items() if (t := decimal_tree(p)) is not None}
+    if props:
+        tree["properties"] = props
+    items = decimal_tree(schema.get("items"))
+    if items is not None:
+        tree["items"] = items
+    branches = [t for key in ("anyOf", "oneOf", "allOf") for b in schema.get(key, []) if (t := decimal_tree(b))]
+    if branches:
+        tree["any"] = branches
+    return tree or None
+
+
+def numbers(value: Any, tree: Any) -> Any:
+    """``value`` with each decimal string that ``tree`` marks turned into an int or float."""
+    if tree is True:
+        if isinstance(value, str) and _DECIMAL_TEXT.match(value.strip()):
+            return float(value) if "." in value else int(value)
+        return value
+    if not isinstance(tree, dict):
+        return value
+    for branch in tree.get("any", []):
+        value = numbers(value, branch)
+    props = tree.get("properties")
+    if props and isinstance(value, dict):
+        value = {k: numbers(v, props[k]) if k in props else v for k, v in value.items()}
+    if "items" in tree and isinstance(value, list):
+        value = [numbers(v, tree["items"]) for v in value]
+    return value
 
 
 def _short(value: Any) -> str:
