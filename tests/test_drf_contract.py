@@ -87,12 +87,20 @@ class Target:
 CHECKS: dict[str, Check] = {
     # authentication (18.11: DRF's 401 carries WWW-Authenticate)
     "401 without a key": Check("GET", "/participants/", auth=None, exact=True, headers=("WWW-Authenticate",)),
-    "401 with a wrong key": Check("GET", "/participants/", auth="nope", exact=True, headers=("WWW-Authenticate",)),
+    "401 with a wrong key": Check(
+        "GET", "/participants/", auth="nope", exact=True, headers=("WWW-Authenticate",)
+    ),
     "Bearer scheme": Check("GET", "/languages/", auth="Bearer KEY"),
     # APPEND_SLASH (18.5): 301, empty body, Location with the slash
-    "GET without the slash": Check("GET", "/participants", params={"page": 2}, exact=True, headers=("Location",)),
-    "POST without the slash": Check("POST", "/participants", body={"email": "x@example.com"}, exact=True, headers=("Location",)),
-    "PATCH without the slash": Check("PATCH", f"/participants/{ADA}", body={"first_name": "A"}, exact=True, headers=("Location",)),
+    "GET without the slash": Check(
+        "GET", "/participants", params={"page": 2}, exact=True, headers=("Location",)
+    ),
+    "POST without the slash": Check(
+        "POST", "/participants", body={"email": "x@example.com"}, exact=True, headers=("Location",)
+    ),
+    "PATCH without the slash": Check(
+        "PATCH", f"/participants/{ADA}", body={"first_name": "A"}, exact=True, headers=("Location",)
+    ),
     "unknown path": Check("GET", "/nothing/here/", exact=True),
     # 404 and 405 (18.11)
     "404 participant": Check("GET", f"/participants/{UNKNOWN}/", exact=True),
@@ -113,7 +121,9 @@ CHECKS: dict[str, Check] = {
     "list interview templates": Check("GET", "/interview-templates/"),
     "create interview": Check("POST", "/interviews/", body={"title": "SRE", "questions": [{"text": "Why?"}]}),
     "create text-question interview": Check(
-        "POST", "/interviews/", body={"title": "SRE", "questions": [{"text": "Why?", "answer_type": "text", "max_characters": 50}]}
+        "POST",
+        "/interviews/",
+        body={"title": "SRE", "questions": [{"text": "Why?", "answer_type": "text", "max_characters": 50}]},
     ),
     "invite": Check("POST", "/participants/", body={"interview": BACKEND, "email": "new@example.com"}),
     "create department": Check("POST", "/departments/", body={"name": "Sales"}),
@@ -121,12 +131,25 @@ CHECKS: dict[str, Check] = {
     "nested errors": Check(
         "POST",
         "/interviews/",
-        body={"title": "x", "settings": {"deadline": "soon"}, "questions": [{"text": "ok"}, {"text": "y" * 1001}]},
+        body={
+            "title": "x",
+            "settings": {"deadline": "soon"},
+            "questions": [{"text": "ok"}, {"text": "y" * 1001}],
+        },
         exact=True,
     ),
-    "question without text": Check("POST", "/interviews/", body={"title": "x", "questions": [{"answer_type": "video"}]}, exact=True),
-    "questions not a list": Check("POST", "/interviews/", body={"title": "x", "questions": "three"}, exact=True),
-    "list field errors": Check("POST", "/webhooks/", body={"url": "https://h.example.com/", "events": ["new_score", "bogus"]}, exact=True),
+    "question without text": Check(
+        "POST", "/interviews/", body={"title": "x", "questions": [{"answer_type": "video"}]}, exact=True
+    ),
+    "questions not a list": Check(
+        "POST", "/interviews/", body={"title": "x", "questions": "three"}, exact=True
+    ),
+    "list field errors": Check(
+        "POST",
+        "/webhooks/",
+        body={"url": "https://h.example.com/", "events": ["new_score", "bogus"]},
+        exact=True,
+    ),
     "required and blank": Check("POST", "/departments/", body={"name": " "}, exact=True),
     "missing required": Check("POST", "/departments/", body={}, exact=True),
     "not an object": Check("POST", "/departments/", body=b"[1, 2]", exact=True),
@@ -134,11 +157,21 @@ CHECKS: dict[str, Check] = {
     # email case (18.4) and Django's email validation (18.11)
     "email filter is exact": Check("GET", "/participants/", params={"email": "ADA@example.com"}),
     "email filter exact match": Check("GET", "/participants/", params={"email": "ada@example.com"}),
-    "invite in another case": Check("POST", "/participants/", body={"interview": BACKEND, "email": "ADA@example.com"}),
-    "invite the same email": Check("POST", "/participants/", body={"interview": BACKEND, "email": "ada@example.com"}, exact=True),
-    "invite a@b.c": Check("POST", "/participants/", body={"interview": BACKEND, "email": "a@b.c"}, exact=True),
-    "user with the same email": Check("POST", "/users/", body={"email": "admin@sandbox.example", "role": "admin"}, exact=True),
-    "user email in another case": Check("POST", "/users/", body={"email": "ADMIN@sandbox.example", "role": "admin"}),
+    "invite in another case": Check(
+        "POST", "/participants/", body={"interview": BACKEND, "email": "ADA@example.com"}
+    ),
+    "invite the same email": Check(
+        "POST", "/participants/", body={"interview": BACKEND, "email": "ada@example.com"}, exact=True
+    ),
+    "invite a@b.c": Check(
+        "POST", "/participants/", body={"interview": BACKEND, "email": "a@b.c"}, exact=True
+    ),
+    "user with the same email": Check(
+        "POST", "/users/", body={"email": "admin@sandbox.example", "role": "admin"}, exact=True
+    ),
+    "user email in another case": Check(
+        "POST", "/users/", body={"email": "ADMIN@sandbox.example", "role": "admin"}
+    ),
     # choices are exact (18.6)
     "stage in another case": Check("PATCH", f"/participants/{ADA}/", body={"stage": "hired"}, exact=True),
     "stage exactly": Check("PATCH", f"/participants/{ADA}/", body={"stage": "Hired"}),
@@ -148,7 +181,9 @@ CHECKS: dict[str, Check] = {
     "unknown key in a filter": Check("GET", "/participants/", params={"interview": UNKNOWN}, exact=True),
     "unknown department filter": Check("GET", "/interviews/", params={"department": UNKNOWN}, exact=True),
     "unknown owner filter": Check("GET", "/interviews/", params={"owner": UNKNOWN}, exact=True),
-    "unknown category filter": Check("GET", "/interview-templates/", params={"category": UNKNOWN}, exact=True),
+    "unknown category filter": Check(
+        "GET", "/interview-templates/", params={"category": UNKNOWN}, exact=True
+    ),
     "bad choice filter": Check("GET", "/users/", params={"role": "boss"}, exact=True),
     "bad status filter": Check("GET", "/participants/", params={"status": "done"}, exact=True),
     "known department filter": Check("GET", "/interviews/", params={"department": ENG}),
@@ -257,7 +292,9 @@ def test_throttles_count_a_rejected_request_against_every_throttle(
         drf_server.reset()
 
 
-def test_throttled_body_and_retry_after(targets: dict[str, Target], sandbox_server: Sandbox, drf_server: DrfServer, monkeypatch) -> None:
+def test_throttled_body_and_retry_after(
+    targets: dict[str, Target], sandbox_server: Sandbox, drf_server: DrfServer, monkeypatch
+) -> None:
     _reset(sandbox_server, drf_server)
     monkeypatch.setattr(sandbox_server.app, "throttle", Throttle(windows=[(2, 60.0)]))
     drf_server.reset(throttle={"burst": "2/min"})

@@ -100,7 +100,9 @@ def decimal_tree(schema: Any) -> Any:
     items = decimal_tree(schema.get("items"))
     if items is not None:
         tree["items"] = items
-    branches = [t for key in ("anyOf", "oneOf", "allOf") for b in schema.get(key, []) if (t := decimal_tree(b))]
+    branches = [
+        t for key in ("anyOf", "oneOf", "allOf") for b in schema.get(key, []) if (t := decimal_tree(b))
+    ]
     if branches:
         tree["any"] = branches
     return tree or None

@@ -45,6 +45,7 @@ TEMPLATE_REF_RULES: dict[str, v.Rule] = dict.fromkeys(
 )
 QUESTION_DEFAULTS = {"answer_type": "video", "max_retakes": 1, "max_duration": 120, "thinking_time": 30}
 
+
 class ApiError(Exception):
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
         self.status, self.body, self.headers = status, body, headers or {}
@@ -210,7 +211,9 @@ class SandboxApp:
             raise detail(400, f"JSON parse error - {exc}") from None
         if not isinstance(data, dict):
             kind = type(data).__name__
-            raise ApiError(400, {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {kind}."]})
+            raise ApiError(
+                400, {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {kind}."]}
+            )
         return data
 
     # -------------------------------------------------------------- helpers
@@ -316,7 +319,16 @@ class SandboxApp:
         "name": v.text(200),
         "description": v.nullable(v.text(5000, allow_blank=True)),
         "is_global": v.boolean,
-        "branding": v.nullable(v.nested({"logo_url": v.nullable(v.url), "primary_colour": v.nullable(v.matches(v.COLOUR, "This value does not match the required pattern."))})),
+        "branding": v.nullable(
+            v.nested(
+                {
+                    "logo_url": v.nullable(v.url),
+                    "primary_colour": v.nullable(
+                        v.matches(v.COLOUR, "This value does not match the required pattern.")
+                    ),
+                }
+            )
+        ),
     }
 
     def dept_out(self, d: dict[str, Any]) -> dict[str, Any]:
@@ -525,7 +537,9 @@ class SandboxApp:
             raise ApiError(400, {"phone": ["A phone number is required to send an SMS."]})
         for p in self.store.table("participants").values():
             if p["interview"] == data["interview"] and p["email"] == data["email"]:  # unique_together
-                raise ApiError(400, {"non_field_errors": ["The fields interview, email must make a unique set."]})
+                raise ApiError(
+                    400, {"non_field_errors": ["The fields interview, email must make a unique set."]}
+                )
         now = self.store.clock.now()
         record = self.store.insert(
             "participants",
@@ -687,7 +701,9 @@ class SandboxApp:
 
     def users_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         items = self.filtered(
-            request, list(self.store.table("users").values()), {"role": ("role", ("owner", "admin", "standard"))}
+            request,
+            list(self.store.table("users").values()),
+            {"role": ("role", ("owner", "admin", "standard"))},
         )
         items = _search(items, request.args.get("search"), ("email", "full_name"))
         return self.page(request, [_public(u) for u in _newest(items)])

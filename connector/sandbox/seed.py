@@ -238,7 +238,7 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
             },
         )
         rec["invite_link"] = f"{request_host}invite/{rec['key']}"
-        rec["questions"] = [question(q) for q in rec["questions"]]  # type: ignore[attr-defined]
+        rec["questions"] = [question(q) for q in rec["questions"]]
         return rec
 
     backend = interview("Backend Engineer", eng["key"], owner["key"])

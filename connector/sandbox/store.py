@@ -23,7 +23,15 @@ RESOURCES = (
 )
 
 
-QUESTION_FIELDS = ("text", "order", "answer_type", "max_retakes", "max_duration", "thinking_time", "max_characters")
+QUESTION_FIELDS = (
+    "text",
+    "order",
+    "answer_type",
+    "max_retakes",
+    "max_duration",
+    "thinking_time",
+    "max_characters",
+)
 
 
 def new_key() -> str:

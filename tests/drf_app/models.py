@@ -11,11 +11,11 @@ def new_key() -> str:
     return secrets.token_hex(16)
 
 
-def Key() -> models.CharField:  # noqa: N802 (reads like a field class)
+def Key() -> models.CharField:
     return models.CharField(primary_key=True, max_length=32, default=new_key, editable=False)
 
 
-def Text(max_length: int) -> models.CharField:  # noqa: N802
+def Text(max_length: int) -> models.CharField:
     return models.CharField(max_length=max_length, null=True, blank=True)
 
 
@@ -26,7 +26,9 @@ class User(models.Model):
     last_name = models.CharField(max_length=100, blank=True, default="")
     full_name = models.CharField(max_length=201, blank=True, default="")
     role = models.CharField(max_length=10, choices=[(r, r) for r in ("owner", "admin", "standard")])
-    status = models.CharField(max_length=10, default="active", choices=[("invited", "invited"), ("active", "active")])
+    status = models.CharField(
+        max_length=10, default="active", choices=[("invited", "invited"), ("active", "active")]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     is_authenticated = True  # what DRF's IsAuthenticated and UserRateThrottle ask of a user
@@ -103,7 +105,9 @@ class Participant(models.Model):
     last_name = Text(100)
     phone = Text(16)
     stage = models.CharField(max_length=100, default="Invited")
-    status = models.CharField(max_length=10, default="invited", choices=[("invited", "invited"), ("completed", "completed")])
+    status = models.CharField(
+        max_length=10, default="invited", choices=[("invited", "invited"), ("completed", "completed")]
+    )
     score = models.DecimalField(max_digits=3, decimal_places=1, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

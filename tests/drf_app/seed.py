@@ -26,8 +26,19 @@ def _questions(owner: dict[str, Any], questions: list[dict[str, Any]]) -> None:
 
 @transaction.atomic
 def reset(which: str, host: str) -> None:
-    for model in (m.Participant, m.Question, m.Interview, m.Department, m.MessageTemplate, m.Webhook,
-                  m.InterviewTemplate, m.Category, m.Child, m.ApiKey, m.User):
+    for model in (
+        m.Participant,
+        m.Question,
+        m.Interview,
+        m.Department,
+        m.MessageTemplate,
+        m.Webhook,
+        m.InterviewTemplate,
+        m.Category,
+        m.Child,
+        m.ApiKey,
+        m.User,
+    ):
         model.objects.all().delete()
     store = Store()
     if which == "demo":
@@ -36,7 +47,9 @@ def reset(which: str, host: str) -> None:
         seeds.base(store, API_KEY["key"])
     t = store.tables
     for u in t["users"].values():
-        m.User.objects.create(**{k: u[k] for k in ("key", "email", "first_name", "last_name", "role", "status")})
+        m.User.objects.create(
+            **{k: u[k] for k in ("key", "email", "first_name", "last_name", "role", "status")}
+        )
     for api_key, user in store.api_keys.items():
         m.ApiKey.objects.create(key=api_key, user_id=user)
     for c in t["categories"].values():
@@ -53,7 +66,16 @@ def reset(which: str, host: str) -> None:
         fields = ("key", "name", "description", "is_global", "branding")
         m.Department.objects.create(owner_id=d["_owner"], **{k: d[k] for k in fields})
     for i in t["interviews"].values():
-        fields = ("key", "title", "default_language", "description", "salary", "settings", "message_templates", "stages")
+        fields = (
+            "key",
+            "title",
+            "default_language",
+            "description",
+            "salary",
+            "settings",
+            "message_templates",
+            "stages",
+        )
         row = m.Interview.objects.create(
             owner_id=i["_owner"], department_id=i["department"], **{k: i[k] for k in fields}
         )

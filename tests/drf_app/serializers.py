@@ -11,7 +11,13 @@ from tests.drf_app import models as m
 
 STAGES = ["Invited", "Completed", "Reviewed", "Shortlisted", "Rejected", "Hired"]
 EVENTS = ["new_response", "stage_change", "new_comment", "new_score"]
-TEMPLATE_REFS = ["invitation_email", "invitation_sms", "reminder_email", "reminder_sms", "interview_completed_email"]
+TEMPLATE_REFS = [
+    "invitation_email",
+    "invitation_sms",
+    "reminder_email",
+    "reminder_sms",
+    "interview_completed_email",
+]
 E164 = r"^\+[1-9][0-9]{1,14}$"
 
 
@@ -37,7 +43,16 @@ class DepartmentSerializer(serializers.ModelSerializer):
 class QuestionSerializer(serializers.ModelSerializer):
     class Meta:
         model = m.Question
-        fields = ["key", "text", "order", "answer_type", "max_retakes", "max_duration", "thinking_time", "max_characters"]
+        fields = [
+            "key",
+            "text",
+            "order",
+            "answer_type",
+            "max_retakes",
+            "max_duration",
+            "thinking_time",
+            "max_characters",
+        ]
 
 
 class SettingsSerializer(serializers.Serializer):
@@ -69,8 +84,19 @@ class InterviewSerializer(serializers.ModelSerializer):
     class Meta:
         model = m.Interview
         fields = [
-            "key", "title", "owner", "department", "default_language", "description", "salary",
-            "invite_link", "questions", "settings", "message_templates", "stages", "created_at",
+            "key",
+            "title",
+            "owner",
+            "department",
+            "default_language",
+            "description",
+            "salary",
+            "invite_link",
+            "questions",
+            "settings",
+            "message_templates",
+            "stages",
+            "created_at",
         ]
         extra_kwargs = {"default_language": {"validators": []}}
 
@@ -111,7 +137,9 @@ class InterviewSerializer(serializers.ModelSerializer):
 class ParticipantSerializer(serializers.ModelSerializer):
     invite_link = serializers.SerializerMethodField()
     phone = serializers.RegexField(
-        E164, allow_null=True, required=False,
+        E164,
+        allow_null=True,
+        required=False,
         error_messages={"invalid": "Enter a valid phone number in E.164 format, e.g. +447700900123."},
     )
     send_email = serializers.BooleanField(write_only=True, required=False)
@@ -120,8 +148,21 @@ class ParticipantSerializer(serializers.ModelSerializer):
     class Meta:
         model = m.Participant
         fields = [
-            "key", "interview", "email", "first_name", "last_name", "phone", "stage", "status", "score",
-            "invite_link", "created_at", "updated_at", "completed_at", "send_email", "send_sms",
+            "key",
+            "interview",
+            "email",
+            "first_name",
+            "last_name",
+            "phone",
+            "stage",
+            "status",
+            "score",
+            "invite_link",
+            "created_at",
+            "updated_at",
+            "completed_at",
+            "send_email",
+            "send_sms",
         ]
         read_only_fields = ["stage", "status", "score", "completed_at"]
 
@@ -149,7 +190,9 @@ class ParticipantUpdateSerializer(ParticipantSerializer):
     def validate_stage(self, stage: str) -> str:
         board = self.instance.interview.stages
         if stage not in board:
-            raise serializers.ValidationError(f'"{stage}" is not a stage of this interview ({", ".join(board)}).')
+            raise serializers.ValidationError(
+                f'"{stage}" is not a stage of this interview ({", ".join(board)}).'
+            )
         return stage
 
 
@@ -160,7 +203,10 @@ class MessageTemplateSerializer(serializers.ModelSerializer):
         read_only_fields = ["is_default"]
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        merged = {**({"type": self.instance.type, "channel": self.instance.channel} if self.instance else {}), **data}
+        merged = {
+            **({"type": self.instance.type, "channel": self.instance.channel} if self.instance else {}),
+            **data,
+        }
         if merged.get("type") == "success" and merged.get("channel") == "sms":
             raise serializers.ValidationError({"channel": ["Success messages are sent by email only."]})
         return data

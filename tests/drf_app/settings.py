@@ -24,7 +24,11 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("DRF_APP_DB", ":memory:"),
-        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+        },
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
@@ -33,7 +37,10 @@ LOGGING = {"version": 1, "disable_existing_loggers": True}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tests.drf_app.policy.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["tests.drf_app.policy.BurstThrottle", "tests.drf_app.policy.SustainedThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "tests.drf_app.policy.BurstThrottle",
+        "tests.drf_app.policy.SustainedThrottle",
+    ],
     "DEFAULT_PAGINATION_CLASS": "tests.drf_app.policy.Pagination",
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",

@@ -15,6 +15,7 @@ from tests.drf_app import models as m
 from tests.drf_app import serializers as s
 from tests.drf_app.policy import RATES
 
+
 class IsAdmin(permissions.BasePermission):
     def has_permission(self, request: Any, view: Any) -> bool:
         return request.user.role in ("owner", "admin")
@@ -58,7 +59,13 @@ class ParticipantViewSet(viewsets.ModelViewSet):
     def idv_info(self, request: Any, pk: str) -> Response:
         p = self.get_object()
         return Response(
-            {"participant": p.key, "status": "not_started", "document_type": None, "country": None, "verified_at": None}
+            {
+                "participant": p.key,
+                "status": "not_started",
+                "document_type": None,
+                "country": None,
+                "verified_at": None,
+            }
         )
 
     @action(detail=True, url_path="idv-media")
@@ -82,8 +89,12 @@ class MessageTemplateViewSet(viewsets.ModelViewSet):
 
 
 class UserViewSet(
-    mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin,
-    mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
 ):
     queryset = m.User.objects.all()
     permission_classes = [permissions.IsAuthenticated, AdminWrites]
@@ -105,8 +116,11 @@ class UserViewSet(
 
 
 class WebhookViewSet(
-    mixins.ListModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
-    mixins.DestroyModelMixin, viewsets.GenericViewSet,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
 ):
     queryset = m.Webhook.objects.all()
     serializer_class = s.WebhookSerializer
