@@ -68,8 +68,10 @@ class WilloError(ConnectorError):
         code = f"{self.status} " if self.status else ""
         text = f"{code}{self.message}"
         if self.field_errors:
-            fields = "; ".join(f"{name}: {_join(msgs)}" for name, msgs in self.field_errors.items())
-            text += f" ({fields})"
+            shown = list(self.field_errors.items())[:SHOWN]
+            fields = "; ".join(f"{name}: {_join(msgs)}" for name, msgs in shown)
+            more = len(self.field_errors) - len(shown)
+            text += f" ({fields}{f'; and {more} more' if more > 0 else ''})"
         return text
 
 
@@ -80,6 +82,10 @@ def _join(msgs: Any) -> str:
 
 
 NON_FIELD = "non_field_errors"
+#: Field errors shown in an error's one line (all are kept in ``field_errors``).
+SHOWN = 10
+#: Deeper than this, an error body is shown as text at the pointer it reached.
+MAX_DEPTH = 16
 
 
 def field_errors(body: Any) -> tuple[list[str], dict[str, list[str]]]:
@@ -107,7 +113,9 @@ def field_errors(body: Any) -> tuple[list[str], dict[str, list[str]]]:
         return not isinstance(value, list)
 
     def walk(value: Any, at: list[str]) -> None:
-        if isinstance(value, dict) and not leaf(value):
+        if len(at) > MAX_DEPTH and not leaf(value):
+            add(at, _text(value))
+        elif isinstance(value, dict) and not leaf(value):
             for key, inner in value.items():
                 walk(inner, at if key == NON_FIELD else [*at, _escape(str(key))])
         elif isinstance(value, list):
@@ -120,6 +128,16 @@ def field_errors(body: Any) -> tuple[list[str], dict[str, list[str]]]:
 
     walk(body, [])
     return general, found
+
+
+def _text(value: Any) -> str:
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = "..."
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _escape(key: str) -> str:

@@ -19,7 +19,7 @@ from connector.catalog.index import get_catalog
 from connector.catalog.options import list_options
 from connector.catalog.schemas import validator
 from connector.cli import main
-from connector.errors import BadRequest, InputError
+from connector.errors import BadRequest, InputError, MethodNotAllowed, NotFound, RateLimited, Unauthorized
 from connector.http.client import Settings, WilloClient, parse_error_body
 from connector.http.pacing import Pacer
 from connector.sandbox.framework import Throttle
@@ -150,6 +150,23 @@ def test_non_field_errors_and_a_list_body_are_the_message() -> None:
         {},
     )
     assert parse_error_body(_response(400, ["One.", "Two."])) == ("One. Two.", {})
+
+
+def _raw(status: int, text: str) -> requests.Response:
+    resp = requests.Response()
+    resp.status_code, resp.reason, resp._content = status, "Bad Request", text.encode()
+    return resp
+
+
+def test_hostile_error_bodies_stay_one_bounded_line() -> None:
+    assert parse_error_body(_raw(400, "[" * 5000 + "]" * 5000)) == ("Bad Request", {})
+    message, fields = parse_error_body(_raw(400, '{"a":' * 500 + '["x"]' + "}" * 500))
+    ((pointer, (text,)),) = fields.items()
+    assert pointer.count("/") == 16 and text.startswith('{"a": {"a"') and len(text) <= 200
+    many = json.dumps({f"f{i}": ["bad"] for i in range(5000)})
+    message, fields = parse_error_body(_raw(400, many))
+    line = str(BadRequest(message, status=400, field_errors=fields))
+    assert len(fields) == 5000 and line.endswith("f9: bad; and 4990 more)") and "\n" not in line
 
 
 def test_nested_errors_from_the_server_name_their_pointers(target: Any) -> None:
@@ -437,3 +454,31 @@ def test_a_429_holds_every_request_until_retry_after() -> None:
     pacer.throttled(3)
     pacer.acquire()
     assert clock.now == 3
+
+
+# ---------------------------------------------------------------------- the client against DRF itself
+
+
+def test_the_client_against_drf(drf: Any) -> None:
+    """Pages, typed errors, key forms and DRF's own throttles, from the real framework."""
+    client = WilloClient(Settings.from_env(backoff=0.01))
+    assert len(client.paginate("GET", "/languages/", params={"page_size": 5})) == 12
+    with pytest.raises(NotFound, match="404 No Participant matches the given query."):
+        client.request("GET", f"/participants/{'0' * 32}/")
+    with pytest.raises(MethodNotAllowed):
+        client.request("DELETE", "/languages/")
+    with pytest.raises(Unauthorized) as unauth:
+        WilloClient(Settings.from_env(api_key="sk_wrong_key")).request("GET", "/interviews/")
+    assert "sk_wrong_key" not in str(unauth.value)
+    assert WilloClient(Settings.from_env(auth_scheme="Bearer")).request("GET", "/languages/")["count"] == 12
+    drf.reset(throttle={"burst": "3/min"})
+    try:
+        limited = WilloClient(Settings.from_env(rate="0", max_retries=0))
+        for _ in range(3):
+            limited.request("GET", "/languages/")
+        with pytest.raises(RateLimited) as err:
+            limited.request("GET", "/languages/")
+        assert err.value.retry_after and err.value.retry_after >= 1
+        assert "Request was throttled. Expected available in" in str(err.value)
+    finally:
+        drf.reset()

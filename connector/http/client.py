@@ -444,7 +444,7 @@ def parse_error_body(resp: requests.Response) -> tuple[str, dict[str, list[str]]
     :func:`connector.errors.field_errors`)."""
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
         return resp.reason or f"HTTP {resp.status_code}", {}
     if isinstance(body, dict):
         detail = next(

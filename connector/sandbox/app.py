@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
@@ -34,15 +33,6 @@ MAX_BODY = 1024 * 1024
 FAULTS = ("error_before", "drop_before", "error_after", "drop_after")
 
 
-SETTINGS_RULES: dict[str, v.Rule] = {
-    "show_hints_and_tips": v.boolean,
-    "show_availability_calendar": v.boolean,
-    "deadline": v.nullable(v.datetime_iso),
-}
-TEMPLATE_REF_RULES: dict[str, v.Rule] = dict.fromkeys(
-    ("invitation_email", "invitation_sms", "reminder_email", "reminder_sms", "interview_completed_email"),
-    v.nullable(v.text(allow_blank=True)),
-)
 QUESTION_DEFAULTS = {"answer_type": "video", "max_retakes": 1, "max_duration": 120, "thinking_time": 30}
 
 
@@ -131,7 +121,7 @@ class SandboxApp:
             except MethodNotAllowed:
                 raise detail(405, f'Method "{request.method}" not allowed.') from None
             except (NotFound, RequestRedirect):
-                return self.unrouted(adapter, request)
+                return fw.unrouted(adapter, request)
             except HTTPException as exc:
                 raise detail(exc.code or 400, exc.description or "Bad request.") from None
             simulation = endpoint.startswith("sim_")
@@ -147,25 +137,6 @@ class SandboxApp:
             return _json(status, payload)
         except ApiError as err:
             return _json(err.status, err.body, err.headers)
-
-    @staticmethod
-    def unrouted(adapter: Any, request: Request) -> Response:
-        """Django's answers where no route matches: ``APPEND_SLASH``'s 301 (any method,
-        empty body) when the path with a slash would match, else its HTML 404 page."""
-        if not request.path.endswith("/"):
-            try:
-                adapter.match(request.path + "/", method=request.method)
-                matched = True
-            except MethodNotAllowed:
-                matched = True
-            except (NotFound, RequestRedirect):
-                matched = False
-            if matched:
-                query = request.query_string.decode("latin-1")
-                path = quote(request.root_path + request.path + "/", safe="/:@&+$,-_.!~*'()")
-                location = path + (f"?{query}" if query else "")
-                return Response(b"", 301, {"Location": location}, content_type="text/html; charset=utf-8")
-        return Response(fw.NOT_FOUND_HTML, 404, content_type="text/html; charset=utf-8")
 
     def authenticate(self, request: Request, simulation: bool) -> dict[str, Any]:
         raw = request.headers.get("Authorization", "").strip()
@@ -384,8 +355,8 @@ class SandboxApp:
         "default_language": v.language,
         "salary": v.nullable(v.text(200, allow_blank=True)),
         "questions": v.question_list,
-        "settings": v.nested(SETTINGS_RULES),
-        "message_templates": v.nested(TEMPLATE_REF_RULES),
+        "settings": v.nested(v.SETTINGS_RULES),
+        "message_templates": v.nested(v.TEMPLATE_REF_RULES),
     }
 
     def interview_out(self, itv: dict[str, Any]) -> dict[str, Any]:
@@ -414,10 +385,10 @@ class SandboxApp:
                 "show_hints_and_tips": True,
                 "show_availability_calendar": False,
                 "deadline": None,
-                **v.known(SETTINGS_RULES, data.get("settings") or {}),
+                **v.known(v.SETTINGS_RULES, data.get("settings") or {}),
             },
-            "message_templates": dict.fromkeys(TEMPLATE_REF_RULES)
-            | v.known(TEMPLATE_REF_RULES, data.get("message_templates") or {}),
+            "message_templates": dict.fromkeys(v.TEMPLATE_REF_RULES)
+            | v.known(v.TEMPLATE_REF_RULES, data.get("message_templates") or {}),
             "stages": list(DEFAULT_STAGES),
         }
 
@@ -477,7 +448,7 @@ class SandboxApp:
             data["questions"] = self._interview_record(
                 {"title": itv["title"], "questions": data["questions"]}, request
             )["questions"]
-        for name, rules in (("settings", SETTINGS_RULES), ("message_templates", TEMPLATE_REF_RULES)):
+        for name, rules in (("settings", v.SETTINGS_RULES), ("message_templates", v.TEMPLATE_REF_RULES)):
             if name in data:
                 data[name] = {**itv[name], **v.known(rules, data[name])}
         itv.update(data)

@@ -15,7 +15,11 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
+from werkzeug.wrappers import Request, Response
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 30
@@ -141,3 +145,22 @@ def decimal_text(value: Any, places: int = 1) -> str | None:
         return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-places)))
     except InvalidOperation:
         return str(value)
+
+
+def unrouted(adapter: Any, request: Request) -> Response:
+    """Django's answers where no route matches: ``APPEND_SLASH``'s 301 (any method,
+    empty body) when the path with a slash would match, else its HTML 404 page."""
+    if not request.path.endswith("/"):
+        try:
+            adapter.match(request.path + "/", method=request.method)
+            matched = True
+        except MethodNotAllowed:
+            matched = True
+        except (NotFound, RequestRedirect):
+            matched = False
+        if matched:
+            query = request.query_string.decode("latin-1")
+            path = quote(request.root_path + request.path + "/", safe="/:@&+$,-_.!~*'()")
+            location = path + (f"?{query}" if query else "")
+            return Response(b"", 301, {"Location": location}, content_type="text/html; charset=utf-8")
+    return Response(NOT_FOUND_HTML, 404, content_type="text/html; charset=utf-8")

@@ -183,6 +183,15 @@ QUESTION_RULES: dict[str, Rule] = {
     "thinking_time": nullable(integer(0)),
     "max_characters": nullable(integer(0)),
 }
+SETTINGS_RULES: dict[str, Rule] = {
+    "show_hints_and_tips": boolean,
+    "show_availability_calendar": boolean,
+    "deadline": nullable(datetime_iso),
+}
+TEMPLATE_REF_RULES: dict[str, Rule] = dict.fromkeys(
+    ("invitation_email", "invitation_sms", "reminder_email", "reminder_sms", "interview_completed_email"),
+    nullable(text(allow_blank=True)),
+)
 question_list = many(QUESTION_RULES, ("text",))
 events = list_of(choice(*EVENTS), allow_empty=False)
 
