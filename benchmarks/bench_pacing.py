@@ -69,7 +69,12 @@ def drf_app(throttle: str) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WILLO_", "DJANGO_"))}
     env["DRF_APP_THROTTLE"] = throttle
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.drf_app"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tests.drf_app"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,19 +77,23 @@ class DrfServer:
 
     def __init__(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WILLO_", "DJANGO_"))}
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the server)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.drf_app"],
             cwd=ROOT,
             env=env,
+            stdin=subprocess.PIPE,  # the app stops when this closes, even if the run is killed
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.log,
             text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(timeout=10)
-            raise RuntimeError(f"the DRF app did not start (exit {self.proc.returncode})")
+            self.log.seek(0)
+            tail = self.log.read()[-2000:]
+            raise RuntimeError(f"the DRF app did not start (exit {self.proc.returncode}): {tail}")
         info = json.loads(line)
         self.base_url: str = info["base_url"]
         self.api_key: str = info["api_key"]
@@ -103,12 +108,15 @@ class DrfServer:
         resp.raise_for_status()
 
     def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 @pytest.fixture(scope="session")

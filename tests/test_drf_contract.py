@@ -101,6 +101,11 @@ CHECKS: dict[str, Check] = {
     "PATCH without the slash": Check(
         "PATCH", f"/participants/{ADA}", body={"first_name": "A"}, exact=True, headers=("Location",)
     ),
+    "DELETE without the slash": Check("DELETE", "/languages", exact=True, headers=("Location",)),
+    "OPTIONS without the slash": Check("OPTIONS", "/participants", exact=True, headers=("Location",)),
+    "escaped path without the slash": Check(
+        "GET", "/participants/%E2%9C%93", exact=True, headers=("Location",)
+    ),
     "unknown path": Check("GET", "/nothing/here/", exact=True),
     # 404 and 405 (18.11)
     "404 participant": Check("GET", f"/participants/{UNKNOWN}/", exact=True),

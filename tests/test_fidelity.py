@@ -454,6 +454,9 @@ def test_a_429_holds_every_request_until_retry_after() -> None:
     pacer.throttled(3)
     pacer.acquire()
     assert clock.now == 3
+    pacer.throttled(86400)  # a hostile or broken Retry-After holds a minute at most
+    pacer.acquire()
+    assert clock.now == 63
 
 
 # ---------------------------------------------------------------------- the client against DRF itself

@@ -37,6 +37,9 @@ MAX_SLACK = 1.6
 MAX_CUT = 5
 #: Quiet seconds (no 429) after which the pacer relaxes one step.
 RECOVERY = 60.0
+#: The longest a ``Retry-After`` holds every request (a longer one is the retrying
+#: request's own business: one bad header must not stall the process for a day).
+MAX_HOLD = 60.0
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -122,7 +125,7 @@ class Pacer:
             now = self._clock()
             self.throttles += 1
             if retry_after:
-                self._hold_until = max(self._hold_until, now + retry_after)
+                self._hold_until = max(self._hold_until, now + min(retry_after, MAX_HOLD))
             self.slack = min(MAX_SLACK, self.slack * 2)
             self.cut = min(MAX_CUT, self.cut + 1)
             self._relaxed_at = now

@@ -1,6 +1,7 @@
 """``python -m tests.drf_app``: serve the test-only DRF app on a free loopback port.
 
-Prints one JSON line, ``{"base_url": ..., "api_key": ...}``, then serves until killed.
+Prints one JSON line, ``{"base_url": ..., "api_key": ...}``, then serves until killed or
+until its standard input closes (so a killed test run leaves no server behind).
 The database is a temporary SQLite file, gone when the process ends.
 ``DRF_APP_THROTTLE=burst=10/s,sustained=100/min`` sets DRF's throttle rates.
 """
@@ -12,6 +13,14 @@ import os
 import secrets
 import sys
 import tempfile
+import threading
+
+
+def _exit_with_parent(tmp: tempfile.TemporaryDirectory[str]) -> None:
+    """The test run holds our stdin: when it closes (the run ended or was killed), stop."""
+    sys.stdin.read()
+    tmp.cleanup()
+    os._exit(0)
 
 
 def main() -> None:
@@ -36,6 +45,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{server.effective_port}"
     seed.reset("demo", base + "/")
     print(json.dumps({"base_url": base + "/api/integrations/v2", "api_key": seed.API_KEY["key"]}), flush=True)
+    threading.Thread(target=_exit_with_parent, args=(tmp,), daemon=True).start()
     try:
         server.run()
     finally:
