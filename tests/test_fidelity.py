@@ -485,3 +485,23 @@ def test_the_client_against_drf(drf: Any) -> None:
         assert "Request was throttled. Expected available in" in str(err.value)
     finally:
         drf.reset()
+
+
+def test_the_readme_links_what_drf_decides() -> None:
+    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs/drf-assumptions.md").read_text()
+    assert "docs/drf-assumptions.md" in readme
+    for topic in (
+        "APPEND_SLASH",
+        "WWW-Authenticate",
+        "null",
+        "case-sensitive",
+        "exact",
+        "django-filter",
+        "OrderingFilter",
+        "DecimalField",
+        "UserRateThrottle",
+        "Invalid page.",
+        "no fraction",
+    ):
+        assert topic in page, topic
