@@ -12,7 +12,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from connector.yamlio import pointer
+from connector.yamlio import escape, pointer
 
 FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
 
@@ -36,9 +36,57 @@ def validator(schema: dict[str, Any]) -> Draft202012Validator:
 
 
 def check_schema(schema: Any) -> list[tuple[str, str]]:
-    """Problems with ``schema`` itself, as ``(pointer, message)`` pairs."""
+    """Problems with ``schema`` itself, as ``(pointer, message)`` pairs: what the
+    draft 2020-12 meta-schema rejects, and keywords no vocabulary defines."""
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
-    return [(pointer(e.absolute_path), e.message) for e in meta.iter_errors(schema)]
+    found = [(pointer(e.absolute_path), e.message) for e in meta.iter_errors(schema)]
+    return found + unknown_keywords(schema)
+
+
+#: Where a schema keyword holds subschemas: a mapping of them, one, or a list of them.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+_SCHEMA_ONE = (
+    "items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+    "unevaluatedItems", "unevaluatedProperties", "contentSchema",
+)  # fmt: skip
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+
+
+@cache
+def _keywords() -> frozenset[str]:
+    """Every keyword of the draft 2020-12 vocabularies, read off their meta-schemas."""
+    from jsonschema_specifications import REGISTRY
+
+    found: set[str] = set()
+    for uri in REGISTRY:
+        if "/draft/2020-12/meta/" in uri:
+            found |= set(REGISTRY.contents(uri).get("properties", {}))
+    return frozenset(found)
+
+
+def unknown_keywords(schema: Any, at: str = "") -> list[tuple[str, str]]:
+    """Keys of schema objects that no vocabulary defines and that are not ``x-``
+    extensions: a typo, or YAML that split a flow mapping at a comma
+    (``{description: Owner, Admin or Standard.}`` has a key ``Admin or Standard.``)."""
+    if not isinstance(schema, dict):
+        return []
+    found = [
+        (f"{at}/{escape(str(k))}", f"unknown schema keyword {str(k)[:40]!r} (custom keywords start with x-;"
+         " in a YAML flow mapping, quote text that holds a comma)")
+        for k in schema
+        if k not in _keywords() and not str(k).startswith("x-")
+    ]  # fmt: skip
+    for key in _SCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            for name, sub in schema[key].items():
+                found += unknown_keywords(sub, f"{at}/{key}/{escape(str(name))}")
+    for key in _SCHEMA_ONE:
+        found += unknown_keywords(schema.get(key), f"{at}/{key}")
+    for key in _SCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            for i, sub in enumerate(schema[key]):
+                found += unknown_keywords(sub, f"{at}/{key}/{i}")
+    return found
 
 
 def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
