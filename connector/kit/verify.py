@@ -88,9 +88,9 @@ def verify(name: str, *, host: PluginHost | None = None, cassettes: str | Path |
         report.problems += _conformance(m, namespace, cat)
     problems, broken = _signatures(host, name, _named_handlers(files))
     report.problems += problems
-    report.problems += _filter_clashes(host, name)
     runnable = [m for m in mine if not {m.handler, m.poll_handler} & broken]  # reported already
     report.problems += _exercise_all(host, runnable, _cassette_dir(cassettes), report.checked)
+    report.problems += _filter_clashes(host, name)  # after: a host that checks them has by now
     # last: exercising builds connectors, and the host records what goes wrong meanwhile
     recorded = [f"plugin {name}: {err}" for err in host.plugins[name].errors]
     report.problems = recorded + [p for p in report.problems if p not in recorded]
