@@ -217,3 +217,19 @@ def test_an_unwritable_folder_is_a_one_line_error(tmp_path: Path) -> None:
     one_line_error(
         invoke("new", "plugin", "acme", "--dir", str(tmp_path / "a_file" / "sub")), "cannot create"
     )
+
+
+def test_verify_says_to_install_the_plugin_of_the_current_folder(tmp_path: Path, monkeypatch) -> None:
+    scaffold.new_plugin("eps", tmp_path / "willo-eps", record=False)
+    monkeypatch.chdir(tmp_path / "willo-eps" / "tests")
+    one_line_error(
+        invoke("plugins", "verify", "eps"), f"install it first: pip install -e {tmp_path / 'willo-eps'}"
+    )
+
+
+def test_help_lists_the_kit_commands() -> None:
+    out = invoke("--help").stdout
+    for cmd in ("new", "record", "export", "plugins"):
+        assert f"  {cmd} " in out, cmd
+    assert "  verify " in invoke("plugins", "--help").stdout
+    assert "  docs " in invoke("export", "--help").stdout

@@ -75,7 +75,7 @@ def verify(name: str, *, host: PluginHost | None = None, cassettes: str | Path |
     info = host.plugins.get(name)
     if info is None:
         known = ", ".join(sorted(host.plugins)) or "none"
-        raise ConnectorError(f"no plugin {name!r} is installed (plugins: {known})")
+        raise ConnectorError(f"no plugin {name!r} is installed (plugins: {known}){_install_hint(name)}")
     report = Report(name, info.version, info.source)
     cat = get_catalog(host)
     files = _files(host, name)
@@ -95,6 +95,17 @@ def verify(name: str, *, host: PluginHost | None = None, cassettes: str | Path |
     recorded = [f"plugin {name}: {err}" for err in host.plugins[name].errors]
     report.problems = recorded + [p for p in report.problems if p not in recorded]
     return report
+
+
+def _install_hint(name: str) -> str:
+    """When the current folder is the plugin's project: say to install it."""
+    from connector.kit.scaffold import find_plugin
+
+    try:
+        project = find_plugin()
+    except ConnectorError:
+        return ""
+    return f"; install it first: pip install -e {project.root}" if project.name == name else ""
 
 
 # --------------------------------------------------------------------------- manifests
