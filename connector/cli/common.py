@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,7 +24,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    """``value`` as JSON on stdout, secrets scrubbed; text that is not valid Unicode (a
+    lone surrogate from the data) is written as a JSON escape rather than crashing."""
+    from connector.redaction import scrub
+
+    text = scrub(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    if _SURROGATE.search(text):
+        text = scrub(json.dumps(value, indent=2, ensure_ascii=True, default=str))
+    click.echo(text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _load_file_value(spec: str, name: str) -> Any:

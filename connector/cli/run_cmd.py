@@ -149,6 +149,7 @@ def runs(limit: int, state_dir: str | None, as_json: bool) -> None:
     """List journaled runs, newest first."""
     import datetime
 
+    from connector.redaction import scrub
     from connector.state.store import StateStore
 
     store = StateStore(state_dir)
@@ -163,7 +164,7 @@ def runs(limit: int, state_dir: str | None, as_json: bool) -> None:
                 "workflow": row["name"],
                 "file": row["workflow"],
                 "status": _status(row),
-                "error": row["error"],
+                "error": scrub(row["error"]) if row["error"] else row["error"],
                 "attempts": row["attempts"],
                 "units_succeeded": done,
                 "units": len(units),

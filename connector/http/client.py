@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from connector import __version__
+from connector import __version__, redaction
 from connector.errors import (
     AmbiguousRequestError,
     CassetteMiss,
@@ -35,6 +36,7 @@ from connector.errors import (
     NetworkError,
     WilloError,
     error_for_status,
+    short,
 )
 from connector.http.pacing import Pacer, parse_rate, shared_pacer
 
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.willotalent.com/api/integrations/v2"
 DEFAULT_RATE = "10/100"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
-REDACTED = "***"
+REDACTED = redaction.REDACTED
 
 #: Hook called with the request dict (method, url, params, json, headers) before sending.
 PrepareHook = Callable[[Mapping[str, Any], dict[str, Any]], None]
@@ -91,28 +93,36 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
-        timeout = env.get("WILLO_TIMEOUT", "")
+        redaction.register_env(env)
         s = cls(
             base_url=env.get("WILLO_BASE_URL") or DEFAULT_BASE_URL,
             api_key=env.get("WILLO_API_KEY") or None,
-            auth_scheme=env.get("WILLO_AUTH_SCHEME", "").strip(),
+            auth_scheme=env.get("WILLO_AUTH_SCHEME", ""),
             rate=env.get("WILLO_RATE_LIMIT") or DEFAULT_RATE,
         )
-        if timeout:
-            try:
-                s.read_timeout = float(timeout)
-            except ValueError:
-                raise ConfigError(f"WILLO_TIMEOUT={timeout!r} is not a number of seconds") from None
+        if env.get("WILLO_TIMEOUT", "").strip():
+            s.read_timeout = _seconds("WILLO_TIMEOUT", env["WILLO_TIMEOUT"])
         if env.get("WILLO_MAX_RETRIES"):
             try:
                 s.max_retries = int(env["WILLO_MAX_RETRIES"])
             except ValueError:
                 raise ConfigError("WILLO_MAX_RETRIES is not a whole number") from None
+            if s.max_retries < 0:
+                raise ConfigError("WILLO_MAX_RETRIES cannot be negative")
         for k, v in overrides.items():
             if v is not None:
                 setattr(s, k, v)
         s.base_url = s.base_url.rstrip("/")
+        s.normalize()
         return s
+
+    def normalize(self) -> None:
+        """Strip the whitespace a key file or a Kubernetes secret leaves around the key
+        and the scheme, refuse what cannot go in a header, and register the key as a
+        secret. Error messages name the setting, never its value."""
+        self.api_key = _header_token("WILLO_API_KEY", self.api_key)
+        self.auth_scheme = _header_token("WILLO_AUTH_SCHEME", self.auth_scheme) or ""
+        redaction.register(self.api_key)
 
     def authorization(self) -> str:
         if not self.api_key:
@@ -120,7 +130,43 @@ class Settings:
                 "set WILLO_API_KEY to your Willo API key (Willo: Settings > Integrations), "
                 "or use --sandbox to try the connector without an account"
             )
+        self.normalize()  # settings may have been changed after from_env
+        assert self.api_key is not None
         return f"{self.auth_scheme} {self.api_key}" if self.auth_scheme else self.api_key
+
+
+def _header_token(name: str, value: str | None) -> str | None:
+    """``value`` stripped; a ConfigError (that does not quote it) if it holds anything
+    but visible ASCII: a line break or NUL inside, a space, a non-ASCII character."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    bad = next((c for c in value if not "!" <= c <= "~"), None)
+    if bad is not None:
+        what = (
+            "a space"
+            if bad == " "
+            else "a non-ASCII character"
+            if ord(bad) > 127
+            else f"a control character (U+{ord(bad):04X})"
+        )
+        raise ConfigError(
+            f"{name} holds {what} inside it and cannot be sent in a header; "
+            "fix the setting (its value is not shown)"
+        )
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={short(raw)} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={short(raw)}: give a number of seconds greater than 0")
+    return value
 
 
 class _Refuse(HTTPAdapter):
@@ -143,6 +189,7 @@ class WilloClient:
         dry_run: bool = False,
     ):
         self.settings = settings or Settings.from_env()
+        self.settings.normalize()
         check_url(self.settings.base_url)
         self._prepare = prepare
         per_s, per_m = parse_rate(self.settings.rate)
@@ -359,10 +406,7 @@ class WilloClient:
         return self.scrub(str(value))
 
     def scrub(self, text: str) -> str:
-        for secret in (self.settings.api_key, os.environ.get("WILLO_WEBHOOK_SECRET")):
-            if secret:
-                text = text.replace(secret, REDACTED)
-        return text
+        return redaction.scrub(text)
 
     def paginate(
         self,

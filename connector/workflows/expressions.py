@@ -59,7 +59,11 @@ def _path_environment() -> ImmutableSandboxedEnvironment:
 
 
 def add_filters(filters: Mapping[str, Callable[..., Any]]) -> None:
-    """Make plugin filters available to every expression from now on."""
+    """Make plugin filters available to every expression from now on. A built-in
+    filter is never replaced (the plugin host records such a clash)."""
+    from connector.catalog.plugins import builtin_filters
+
+    filters = {k: v for k, v in filters.items() if k not in builtin_filters()}
     _EXTRA_FILTERS.update(filters)
     _CACHE.clear()
     for env in (_ENV, _PATH_ENV):
