@@ -156,9 +156,9 @@ def get_catalog(host: PluginHost | None = None) -> Catalog:
     if cat is None:
         cat = build(host, files)
         _write_cache(key, cat)
+    if host.strict and cat.problems:  # the error lists them; no warnings first
+        raise ManifestError(cat.problems)
     for problem in cat.problems:
         log.warning("%s", problem)
-    if host.strict and cat.problems:
-        raise ManifestError(cat.problems)
     host.catalog = cat
     return cat

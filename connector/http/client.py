@@ -444,6 +444,13 @@ class WilloClient:
         self.session.close()
 
 
+def full_url(url: str, params: Mapping[str, Any] | None) -> str:
+    """``url`` with ``params`` encoded exactly as :meth:`WilloClient.request` sends them."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, {k: _param(v) for k, v in (params or {}).items() if v is not None})
+    return str(prepared.url)
+
+
 def _param(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
