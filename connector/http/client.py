@@ -38,6 +38,7 @@ from connector.errors import (
     error_for_status,
     short,
 )
+from connector.http.deadline import DeadlineAdapter, DeadlineExceeded, deadline
 from connector.http.pacing import Pacer, parse_rate, shared_pacer
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.willotalent.com/api/integrations/v2"
 DEFAULT_RATE = "10/100"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: ``next`` links followed at most, for one list (30 a page: 300,000 items)
+MAX_PAGES = 10_000
 REDACTED = redaction.REDACTED
 
 #: Hook called with the request dict (method, url, params, json, headers) before sending.
@@ -87,6 +90,10 @@ class Settings:
     rate: str = DEFAULT_RATE
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    #: one attempt, from sending to the answer's last byte (WILLO_TOTAL_TIMEOUT)
+    total_timeout: float = 120.0
+    #: the longest Retry-After the client waits for; a longer one is reported instead
+    max_retry_after: float = 120.0
     max_retries: int = 4
     backoff: float = 0.5
 
@@ -102,6 +109,8 @@ class Settings:
         )
         if env.get("WILLO_TIMEOUT", "").strip():
             s.read_timeout = _seconds("WILLO_TIMEOUT", env["WILLO_TIMEOUT"])
+        if env.get("WILLO_TOTAL_TIMEOUT", "").strip():
+            s.total_timeout = _seconds("WILLO_TOTAL_TIMEOUT", env["WILLO_TOTAL_TIMEOUT"])
         if env.get("WILLO_MAX_RETRIES"):
             try:
                 s.max_retries = int(env["WILLO_MAX_RETRIES"])
@@ -197,7 +206,7 @@ class WilloClient:
         self.dry_run = dry_run
         self.session = session or requests.Session()
         adapter: HTTPAdapter = (
-            _Refuse() if dry_run else HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+            _Refuse() if dry_run else DeadlineAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -210,6 +219,7 @@ class WilloClient:
         self.session.headers["User-Agent"] = f"willo-connector/{__version__}"
         self.session.headers["Accept"] = "application/json"
         self.requests_sent = 0
+        self.max_pages = MAX_PAGES
 
     # ------------------------------------------------------------------ building
 
@@ -281,7 +291,7 @@ class WilloClient:
         if idempotent is None:
             idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         resp = self._send(req, idempotent)
-        return self._decode(req, resp, binary)
+        return self._decode(req, resp, binary, idempotent)
 
     def _retry(self, idempotent: bool) -> Retry:
         n = self.settings.max_retries
@@ -327,9 +337,9 @@ class WilloClient:
                 try:
                     retry = retry.increment(method, url, error=cause)
                 except MaxRetryError:
-                    raise NetworkError(
-                        f"cannot reach Willo: {_reason(cause)}", method=method, url=url
-                    ) from None
+                    unreachable = isinstance(cause, (NewConnectionError, ConnectTimeoutError))
+                    what = "cannot reach Willo" if unreachable else "no answer from Willo"
+                    raise NetworkError(f"{what}: {_reason(cause)}", method=method, url=url) from None
                 except Exception:  # Retry re-raises errors it will not retry
                     raise NetworkError(f"{_reason(cause)}", method=method, url=url) from None
                 log.info("retrying %s %s after %s", method, url, _reason(cause))
@@ -339,6 +349,16 @@ class WilloClient:
             if code in (retry.status_forcelist or ()) and retry.is_retry(
                 method, code, "Retry-After" in resp.headers
             ):
+                wait = _retry_after(resp)
+                if wait is not None and wait > self.settings.max_retry_after:
+                    log.warning(
+                        "%s %s: Retry-After %g s is more than the %g s the client waits; not retried",
+                        method,
+                        url,
+                        wait,
+                        self.settings.max_retry_after,
+                    )
+                    return resp
                 try:
                     retry = retry.increment(method, url, response=resp.raw)
                 except MaxRetryError:
@@ -351,23 +371,36 @@ class WilloClient:
     def _send_once(
         self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
     ) -> requests.Response:
-        try:
-            return self.session.send(
-                prepared, timeout=timeout, allow_redirects=False, proxies=self._proxies, verify=self._verify
-            )
-        except requests.RequestException:
-            raise
-        except Exception as exc:
-            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
-                raise CassetteMiss(
-                    "the cassette does not hold this request", method=method, url=url
-                ) from None
-            raise
+        """One attempt, within the total deadline (a watchdog ends a trickled answer)."""
+        with deadline(self.settings.total_timeout) as attempt:
+            try:
+                return self.session.send(
+                    prepared,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxies=self._proxies,
+                    verify=self._verify,
+                )
+            except Exception as exc:
+                if attempt.expired:
+                    raise requests.ReadTimeout(DeadlineExceeded(attempt.seconds)) from None
+                if isinstance(exc, requests.RequestException):
+                    raise
+                self._cassette_miss(exc, method, url)
+                raise
 
-    def _decode(self, req: dict[str, Any], resp: requests.Response, binary: bool) -> Any:
+    def _cassette_miss(self, exc: Exception, method: str, url: str) -> None:
+        if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
+            raise CassetteMiss("the cassette does not hold this request", method=method, url=url) from None
+
+    def _decode(
+        self, req: dict[str, Any], resp: requests.Response, binary: bool, idempotent: bool = True
+    ) -> Any:
         method, url = req["method"], _plain(req["url"])
         if resp.status_code >= 400:
             raise self._error(resp, method, url)
+        if 300 <= resp.status_code < 400:
+            raise self._redirect(resp, method, url, idempotent)
         if binary:
             body = resp.content
             return {
@@ -389,7 +422,12 @@ class WilloClient:
 
     def _error(self, resp: requests.Response, method: str, url: str) -> WilloError:
         message, fields = parse_error_body(resp)
-        retry_after = resp.headers.get("Retry-After")
+        retry_after = _retry_after(resp)
+        if retry_after is not None and retry_after > self.settings.max_retry_after:
+            message += (
+                f" (Retry-After {retry_after:g} s is more than the {self.settings.max_retry_after:g} s "
+                "the client waits; try again later)"
+            )
         cls = error_for_status(resp.status_code)
         return cls(
             self.scrub(message),
@@ -397,8 +435,25 @@ class WilloClient:
             method=method,
             url=url,
             field_errors={k: self._scrub_all(v) for k, v in fields.items()},
-            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            retry_after=retry_after,
         )
+
+    def _redirect(self, resp: requests.Response, method: str, url: str, idempotent: bool) -> WilloError:
+        """A 3xx is never success: the client follows no redirect (the key would go
+        with it), and Django answers a path without its trailing slash with a 301
+        and an empty body, having done nothing."""
+        location = resp.headers.get("Location", "")
+        target = urljoin(resp.url or url, location) if location else ""
+        hint = ""
+        if target and urlsplit(target).path == urlsplit(url).path + "/":
+            hint = "; the request path needs a trailing slash"
+        text = (
+            f"redirect to {short(target, 200)[1:-1] if target else '(no Location)'}, which the client "
+            f"does not follow{hint}"
+        )
+        # a 303 answers a request that was carried out: for a create, it may have landed
+        cls = AmbiguousRequestError if resp.status_code == 303 and not idempotent else WilloError
+        return cls(self.scrub(text), status=resp.status_code, method=method, url=url)
 
     def _scrub_all(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -419,15 +474,31 @@ class WilloClient:
         manifest: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> list[Any]:
-        """Every item of a paged list, following ``next`` links on the same host."""
+        """Every item of a paged list, following ``next`` links on the same host; a
+        link already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
         found: list[Any] = []
+        seen = {full_url(self.url(path), params)}
         page = self.request(method, path, params=params, manifest=manifest)
         while True:
             found.extend(page.get(items) or [])
             nxt = page.get(next_field)
             if not nxt or (limit is not None and len(found) >= limit):
                 return found
-            page = self.request(method, self._rebase(urljoin(self.url(path), nxt)), manifest=manifest)
+            link = self._rebase(urljoin(self.url(path), str(nxt)))
+            if full_url(link, None) in seen:
+                raise WilloError(
+                    f"pagination loops: the next link {short(link, 120)} was already fetched",
+                    method=method,
+                    url=_plain(link),
+                )
+            if len(seen) >= self.max_pages:
+                raise WilloError(
+                    f"more than {self.max_pages} pages; stopped (is the next link ever null?)",
+                    method=method,
+                    url=_plain(link),
+                )
+            seen.add(full_url(link, None))
+            page = self.request(method, link, manifest=manifest)
 
     def _rebase(self, url: str) -> str:
         """A ``next`` link as a URL on the configured base: the key goes nowhere else.
@@ -475,7 +546,22 @@ def _transport_cause(exc: requests.RequestException) -> Exception:
     return ProtocolError(str(cause))
 
 
+def _retry_after(resp: requests.Response) -> float | None:
+    """The Retry-After header in seconds (a number or an HTTP date), if usable."""
+    raw = resp.headers.get("Retry-After", "").strip()
+    if not raw:
+        return None
+    try:
+        if raw.isdigit():
+            return float(raw)
+        return max(0.0, float(Retry().parse_retry_after(raw)))
+    except Exception:  # urllib3 raises InvalidHeader for a value it cannot read
+        return None
+
+
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DeadlineExceeded):
+        return f"no complete answer within {exc.seconds:g} s (WILLO_TOTAL_TIMEOUT)"
     if isinstance(exc, NewConnectionError):
         return "connection refused or host not found"
     if isinstance(exc, ConnectTimeoutError):
