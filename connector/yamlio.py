@@ -86,13 +86,28 @@ class _BoundedComposer(Composer):
 
 
 class _CheckedConstructor(SafeConstructor):
-    """The safe constructor; a value it cannot build is an error at that value's line."""
+    """The safe constructor; a value it cannot build is an error at that value's line,
+    and so is a mapping key that JSON cannot hold (a date, bytes): quote it."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        mapping = super().construct_mapping(node, deep)
+        for key in mapping:
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                raise ConstructorError(
+                    None,
+                    None,
+                    f"a mapping key must be text or a number, not {type(key).__name__} (quote it)",
+                    node.start_mark,
+                )
+        return mapping
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
-            reason = str(exc).split(";")[0]  # not Python's advice on sys.set_int_max_str_digits
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # ValueError (2001-13-45), AttributeError (!!timestamp ''), ...
+            reason = (str(exc) or type(exc).__name__).split(";")[0]  # not Python's advice on int digits
             raise ConstructorError(None, None, f"cannot read this value: {reason}", node.start_mark) from None
 
 
@@ -118,16 +133,6 @@ else:  # pragma: no cover - PyYAML's pure-Python parser, as yaml.SafeLoader has 
             Composer.__init__(self)
             _CheckedConstructor.__init__(self)
             Resolver.__init__(self)
-
-
-def safe_load(text: str) -> Any:
-    """Parse one YAML document safely and within bounds; raise :class:`yaml.YAMLError`."""
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        return loader.construct_document(node) if node is not None else None
-    finally:
-        loader.dispose()
 
 
 @dataclass
@@ -192,15 +197,20 @@ def load_text(text: str, path: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
+        raise YamlError(f"{path}:{line}: invalid YAML: {_first_line(exc.problem or exc)}") from None
     except yaml.YAMLError as exc:
-        raise YamlError(f"{path}:1: invalid YAML: {exc}") from None
+        raise YamlError(f"{path}:1: invalid YAML: {_first_line(exc)}") from None
     except RecursionError:  # pragma: no cover - the depth bound comes first
         raise YamlError(f"{path}:1: invalid YAML: nested too deep") from None
     lines: dict[str, int] = {}
     if node is not None:
         _walk(node, "", lines, set())
     return Document(path, data, lines)
+
+
+def _first_line(message: object) -> str:
+    lines = str(message).strip().splitlines()
+    return lines[0] if lines else "unreadable"
 
 
 def load_file(path: str | Path) -> Document:

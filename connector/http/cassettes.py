@@ -68,16 +68,12 @@ class SafeYamlSerializer:
 
     @staticmethod
     def deserialize(cassette_string: str) -> Any:
-        from connector.yamlio import safe_load
+        from connector.yamlio import YamlError, load_text
 
         try:
-            data = safe_load(cassette_string)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = f"line {mark.line + 1}: " if mark else ""
-            raise _NotACassette(f"{line}invalid YAML: {exc.problem or exc}") from None
-        except yaml.YAMLError as exc:
-            raise _NotACassette(f"invalid YAML: {exc}") from None
+            data = load_text(cassette_string, "").data  # the error reads ":LINE: ...": replay adds the file
+        except YamlError as exc:
+            raise _NotACassette(str(exc)) from None
         _check_shape(data)
         return data
 
@@ -183,7 +179,8 @@ def replay(path: str | Path) -> Iterator[Any]:
         try:
             cassette = stack.enter_context(make_vcr("none").use_cassette(str(p)))
         except _NotACassette as exc:
-            raise CassetteError(f"{p}: {exc}") from None
+            sep = "" if str(exc).startswith(":") else ": "
+            raise CassetteError(f"{p}{sep}{exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             reason = f"{type(exc).__name__}: {short(str(exc))}"
             raise CassetteError(f"{p}: not a valid cassette ({reason})") from None

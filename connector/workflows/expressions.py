@@ -539,20 +539,23 @@ def is_expression(value: Any) -> bool:
 
 
 def _describe(exc: Exception, text: str) -> str:
-    quoted = short(text)
+    """One line, of a bounded length: the messages of Jinja2 and Python quote values."""
     if isinstance(exc, ExpressionLimit):
-        return f"{quoted}: over a limit: {exc}"
-    if isinstance(exc, SecurityError):
-        return f"{quoted}: not allowed in the sandbox ({exc})"
-    if isinstance(exc, UndefinedError):
-        return f"{quoted}: {exc.message}"
-    if isinstance(exc, TemplateError):
-        return f"{quoted}: {exc.message or type(exc).__name__}"
-    if isinstance(exc, MemoryError):
-        return f"{quoted}: out of memory"
-    if isinstance(exc, RecursionError):
-        return f"{quoted}: recursion too deep"
-    return f"{quoted}: {type(exc).__name__}: {short(str(exc), 200)[1:-1]}"
+        why = f"over a limit: {exc}"
+    elif isinstance(exc, SecurityError):
+        why = f"not allowed in the sandbox ({exc})"
+    elif isinstance(exc, UndefinedError):
+        why = str(exc.message)
+    elif isinstance(exc, TemplateError):
+        why = str(exc.message or type(exc).__name__)
+    elif isinstance(exc, MemoryError):
+        why = "out of memory"
+    elif isinstance(exc, RecursionError):
+        why = "recursion too deep"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    why = " ".join(why[:400].split())
+    return f"{short(text)}: {why if len(why) <= 200 else why[:197] + '...'}"
 
 
 def evaluate(text: str, scope: Mapping[str, Any], *, omit_undefined: bool = False) -> Any:
