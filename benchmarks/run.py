@@ -15,6 +15,7 @@ ALL = [
     "bench_poll",
     "bench_webhook_ingest",
     "bench_bulk_invite",
+    "bench_hostile",
 ]
 
 if __name__ == "__main__":

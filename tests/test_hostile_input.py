@@ -360,6 +360,12 @@ def test_errors_quote_only_a_short_prefix_of_a_huge_value(tmp_path: Path) -> Non
     assert len(r.stderr) < 500
 
 
+def test_an_unknown_huge_id_is_quoted_short() -> None:
+    r = invoke("call", "willo." + "x" * 100_000)
+    err = assert_one_line_error(r, "unknown action 'willo.xxx")
+    assert len(err) < 200
+
+
 def test_dry_run_shows_the_query_as_it_is_sent() -> None:
     r = invoke("call", "willo.list_interviews", "--dry-run", "-i", "search=a b&c=d/é")
     assert r.exit_code == 0, r.output

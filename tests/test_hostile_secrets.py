@@ -163,6 +163,33 @@ def test_a_key_quoted_in_an_error_is_scrubbed_from_the_journal_runs_and_output(
     assert key not in as_json.output and "***" in as_json.output
 
 
+def test_the_state_store_scrubs_error_and_output_columns(tmp_path: Path) -> None:
+    from connector.state.store import StateStore
+    from connector.triggers.dispatch import finish
+
+    Settings.from_env({"WILLO_API_KEY": KEY})
+    store = StateStore(tmp_path / "st")
+    run = store.new_run("wf.yaml", "wf", "", {}, None, {})
+    store.mark_unit(run, "s", -1, "a", "succeeded", output={"echo": f"key={KEY}", KEY: [KEY]})
+    store.mark_unit(run, "t", -1, "a", "failed", error=f"bad {KEY}")
+    store.set_run(run, "failed", f"step t: bad {KEY}")
+    with store.tx() as db:
+        event = db.execute(
+            "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
+            " VALUES ('webhook', 't', 'd', '{}', 'dispatching', 0)"
+        ).lastrowid
+    finish(store, event, "parked", f"workflow wf: {KEY}")
+    db = sqlite3.connect(store.path)
+    text = json.dumps(
+        [
+            list(r)
+            for q in ("SELECT * FROM runs", "SELECT * FROM units", "SELECT * FROM events")
+            for r in db.execute(q)
+        ]
+    )
+    assert KEY not in text and text.count("***") == 6
+
+
 def test_an_internal_error_quoting_the_key_is_scrubbed(monkeypatch) -> None:
     def explode(self, *args, **kwargs):
         raise RuntimeError(f"bad value {KEY!r}")
@@ -171,6 +198,27 @@ def test_an_internal_error_quoting_the_key_is_scrubbed(monkeypatch) -> None:
     r = invoke("call", "willo.list_departments", WILLO_API_KEY=KEY)
     assert r.exit_code == 70
     assert KEY not in r.output and "***" in r.stderr
+
+
+def test_a_dry_run_never_shows_the_key_a_plugin_put_in_a_header(tmp_path: Path) -> None:
+    from connector import hookimpl
+
+    class CopiesTheKey:
+        @hookimpl
+        def prepare_request(self, manifest, request):
+            request["headers"]["X-Upstream-Token"] = KEY  # a careless plugin
+            request["url"] += f"?token={KEY}"
+
+    plugins.set_host(plugins.build_host([], extra=[("copier", CopiesTheKey())]))
+    for args in (
+        ["call", "willo.list_departments", "--dry-run"],
+        ["run", str(EXAMPLES / "screening.yaml"), "--dry-run"],
+    ):
+        r = invoke(*args, WILLO_API_KEY=KEY)
+        assert r.exit_code == 0, r.output
+        assert KEY not in r.output and "X-Upstream-Token: ***" in r.output
+        r = invoke(*args, "--json", WILLO_API_KEY=KEY)
+        assert r.exit_code == 0 and KEY not in r.output
 
 
 def test_log_records_are_scrubbed(caplog) -> None:

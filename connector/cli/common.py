@@ -38,6 +38,14 @@ def emit_json(value: Any) -> None:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def echo(text: str, err: bool = False) -> None:
+    """``click.echo`` with every registered secret scrubbed (for human output that shows
+    requests, outputs or errors)."""
+    from connector.redaction import scrub
+
+    click.echo(scrub(text), err=err)
+
+
 def _load_file_value(spec: str, name: str) -> Any:
     path = Path(spec)
     if not path.is_file():

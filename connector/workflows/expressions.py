@@ -560,24 +560,29 @@ def _describe(exc: Exception, text: str) -> str:
 
 def evaluate(text: str, scope: Mapping[str, Any], *, omit_undefined: bool = False) -> Any:
     """Evaluate one string: native value for a single expression, else rendered text."""
+    if not is_expression(text):
+        return text
     env = environment()
     expr = single_expression(text)
+    own = getattr(_local, "budget", None) is None  # (a try/finally: cheaper than `with`)
+    if own:
+        _local.budget = _Budget(MAX_STEPS, MAX_SECONDS)
     try:
-        with _budget():
-            if expr is not None:
-                value = _compiled(env, "expr", expr)(**scope)
-                if isinstance(value, Undefined):
-                    if omit_undefined:
-                        raise Omit
-                    value._fail_with_undefined_error()
-                return _check_text(value, text)
-            if not is_expression(text):
-                return text
-            return _check_text(_compiled(env, "template", text).render(**scope), text)
+        if expr is not None:
+            value = _compiled(env, "expr", expr)(**scope)
+            if isinstance(value, Undefined):
+                if omit_undefined:
+                    raise Omit
+                value._fail_with_undefined_error()
+            return _check_text(value, text)
+        return _check_text(_compiled(env, "template", text).render(**scope), text)
     except (Omit, ExpressionError):
         raise
     except Exception as exc:  # any failure inside the sandbox is the expression's fault
         raise ExpressionError(_describe(exc, text)) from None
+    finally:
+        if own:
+            _local.budget = None
 
 
 # --------------------------------------------------------------------------- static check
