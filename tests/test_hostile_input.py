@@ -194,6 +194,8 @@ def test_validate_flags_constant_bombs_statically(tmp_path: Path, expr: str) -> 
         "{% for a in inputs.rows %}{% for b in inputs.rows %}{% for c in inputs.rows %}"
         "{% endfor %}{% endfor %}{% endfor %}",
         "{{ inputs.rows | map('string') | join(',') * 100000 }}",
+        "{{ [" + ", ".join(["inputs.rows * 500"] * 11) + "] | length }}",
+        "{% for r in inputs.rows %}{% set x = inputs.rows * 500 %}{% endfor %}",
     ],
 )
 def test_expression_limits(text: str) -> None:

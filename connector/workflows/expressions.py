@@ -12,6 +12,8 @@ hang a run or exhaust memory:
   ``+``, ``~``, ``%``, ``format``, ``center``, ``join``, ``replace``, ``indent``,
   ``wordwrap``, ``batch``, ``slice``, ``sum``, the string methods that pad, a
   template's output...), checked *before* it is built;
+- all the operations of one evaluation may build :data:`MAX_BUILT` in all (a loop
+  or a list of operations, each within bounds, cannot pile up gigabytes);
 - an integer may have at most :data:`MAX_INT_BITS` bits (``10 ** 10 ** 9`` is
   refused before it is computed);
 - an evaluation may take at most :data:`MAX_STEPS` steps (every call, attribute
@@ -48,6 +50,8 @@ _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
 
 #: characters (or items) one operation may build, and a template may output
 MAX_SIZE = 1_000_000
+#: characters or items all the operations of one evaluation may build together
+MAX_BUILT = 10 * MAX_SIZE
 #: bits of an integer an operation may build (about 4,900 decimal digits)
 MAX_INT_BITS = 16_384
 #: steps of one evaluation: calls, lookups, operators, loop turns
@@ -73,11 +77,12 @@ class Omit(Exception):
 
 
 class _Budget:
-    __slots__ = ("deadline", "steps")
+    __slots__ = ("built", "deadline", "steps")
 
     def __init__(self, steps: int, seconds: float):
         self.steps = steps
         self.deadline = _clock() + seconds
+        self.built = 0
 
 
 _local = threading.local()
@@ -105,6 +110,19 @@ def _tick(n: int = 1) -> None:
         raise ExpressionLimit(f"more than {MAX_STEPS:,} steps (the step limit)")
     if _clock() > budget.deadline:
         raise ExpressionLimit(f"took longer than {MAX_SECONDS:g} s (the time limit)")
+
+
+def _built(result: Any) -> Any:
+    """Count what an operation built against :data:`MAX_BUILT`; return it."""
+    n = _size(result)
+    budget: _Budget | None = getattr(_local, "budget", None)
+    if n and budget is not None:
+        budget.built += n
+        if budget.built > MAX_BUILT:
+            raise ExpressionLimit(
+                f"built more than {MAX_BUILT:,} characters or items in all (the size limit)"
+            )
+    return result
 
 
 def _over(what: str, amount: int, limit: int = MAX_SIZE, unit: str = "characters or items") -> None:
@@ -262,12 +280,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def _center(value: Any, width: int = 80) -> str:
     if _is_int(width):
         _over("center", width)
-    return jfilters.do_center(value, width)
+    return _built(jfilters.do_center(value, width))
 
 
 def _format(value: Any, *args: Any, **kwargs: Any) -> str:
     _check_printf(str(value), args or kwargs)
-    return jfilters.do_format(value, *args, **kwargs)
+    return _built(jfilters.do_format(value, *args, **kwargs))
 
 
 def _indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
@@ -276,7 +294,7 @@ def _indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = Fal
         raise ExpressionLimit(f"indent({short(width, 20)}) is over the size limit")
     text = str(s)
     _over("indent", len(text) + (text.count("\n") + 1) * len(unit))
-    return jfilters.do_indent(s, width, first, blank)
+    return _built(jfilters.do_indent(s, width, first, blank))
 
 
 @pass_environment
@@ -292,13 +310,13 @@ def _wordwrap(
     sep = wrapstring if wrapstring is not None else environment.newline_sequence
     lines = len(text) // max(width if _is_int(width) else 1, 1) + text.count("\n") + 1
     _over("wordwrap", len(text) + lines * len(str(sep)))
-    return jfilters.do_wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
+    return _built(jfilters.do_wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens))
 
 
 @pass_eval_context
 def _replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> str:
     _check_replace(str(s), str(old), str(new), -1 if count is None else count)
-    return jfilters.do_replace(eval_ctx, s, old, new, count)
+    return _built(jfilters.do_replace(eval_ctx, s, old, new, count))
 
 
 @pass_eval_context
@@ -314,19 +332,19 @@ def _join(eval_ctx: Any, value: Iterable[Any], d: str = "", attribute: str | int
         total += len(part) + (len(sep) if parts else 0)
         _over("join", total)
         parts.append(part)
-    return sep.join(parts)
+    return _built(sep.join(parts))
 
 
 def _batch(value: Any, linecount: int, fill_with: Any = None) -> Any:
     if fill_with is not None and _is_int(linecount):
         _over("batch", linecount)
-    return jfilters.do_batch(value, linecount, fill_with)
+    return _built(jfilters.do_batch(value, linecount, fill_with))
 
 
 def _slice(value: Any, slices: int, fill_with: Any = None) -> Any:
     if _is_int(slices):
         _over("slice", slices)
-    return jfilters.sync_do_slice(value, slices, fill_with)
+    return _built(jfilters.sync_do_slice(value, slices, fill_with))
 
 
 @pass_environment
@@ -338,15 +356,15 @@ def _sum(
         if attribute is not None:
             items = list(map(jfilters.make_attrgetter(environment, attribute), items))
         _over("sum", len(start) + sum(_size(x) for x in items))
-        return jfilters.sync_do_sum(environment, items, None, start)
-    return jfilters.sync_do_sum(environment, iterable, attribute, start)
+        return _built(jfilters.sync_do_sum(environment, items, None, start))
+    return _built(jfilters.sync_do_sum(environment, iterable, attribute, start))
 
 
 @pass_eval_context
 def _tojson(eval_ctx: Any, value: Any, indent: Any = None) -> Markup:
     if _size(indent) > 64 or (_is_int(indent) and indent > 64):
         raise ExpressionLimit("tojson indent over 64 is over the expression limits")
-    return jfilters.do_tojson(eval_ctx, value, indent)
+    return _built(jfilters.do_tojson(eval_ctx, value, indent))
 
 
 _BOUNDED_FILTERS: dict[str, Callable[..., Any]] = {
@@ -409,7 +427,7 @@ def _bounded_concat(parts: Iterable[Any]) -> str:
         total += len(text)
         _over("the template's output", total)
         out.append(text)
-    return "".join(out)
+    return _built("".join(out))
 
 
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
@@ -422,7 +440,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _tick()
         _check_binop(operator, left, right)
-        return self.binop_table[operator](left, right)
+        return _built(self.binop_table[operator](left, right))
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         _tick()
@@ -435,7 +453,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _tick()
         _check_call(__obj, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        return _built(super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """``str.format`` and ``format_map`` through a formatter that bounds each field."""
