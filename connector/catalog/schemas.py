@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any
@@ -13,7 +14,7 @@ from jsonschema.exceptions import ValidationError
 from referencing.exceptions import Unresolvable
 
 from connector.errors import short
-from connector.yamlio import pointer
+from connector.yamlio import escape, pointer
 
 FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
 
@@ -37,13 +38,61 @@ def validator(schema: dict[str, Any]) -> Draft202012Validator:
 
 
 def check_schema(schema: Any, resources: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-    """Problems with ``schema`` itself, as ``(pointer, message)`` pairs: the
-    meta-schema's, then every ``$ref`` that does not resolve (nothing is fetched:
-    a remote or relative reference cannot resolve). ``resources`` are the shared
+    """Problems with ``schema`` itself, as ``(pointer, message)`` pairs: what the
+    draft 2020-12 meta-schema rejects, keywords no vocabulary defines, and (for a schema
+    the meta-schema accepts) every ``$ref`` that does not resolve: nothing is fetched,
+    so a remote or relative reference cannot resolve. ``resources`` are the shared
     schemas a ``resource:NAME`` reference may name (before they are inlined)."""
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
-    problems = [(pointer(e.absolute_path), _message(e)) for e in meta.iter_errors(schema)]
-    return problems or unresolvable_refs(schema, resources)
+    found = [(pointer(e.absolute_path), _message(e)) for e in meta.iter_errors(schema)]
+    found += unknown_keywords(schema)
+    return found or unresolvable_refs(schema, resources)
+
+
+#: Where a schema keyword holds subschemas: a mapping of them, one, or a list of them.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+_SCHEMA_ONE = (
+    "items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+    "unevaluatedItems", "unevaluatedProperties", "contentSchema",
+)  # fmt: skip
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+
+
+@cache
+def _keywords() -> frozenset[str]:
+    """Every keyword of the draft 2020-12 vocabularies, read off their meta-schemas."""
+    from jsonschema_specifications import REGISTRY
+
+    found: set[str] = set()
+    for uri in REGISTRY:
+        if "/draft/2020-12/meta/" in uri:
+            found |= set(REGISTRY.contents(uri).get("properties", {}))
+    return frozenset(found)
+
+
+def unknown_keywords(schema: Any, at: str = "") -> list[tuple[str, str]]:
+    """Keys of schema objects that no vocabulary defines and that are not ``x-``
+    extensions: a typo, or YAML that split a flow mapping at a comma
+    (``{description: Owner, Admin or Standard.}`` has a key ``Admin or Standard.``)."""
+    if not isinstance(schema, dict):
+        return []
+    found = [
+        (f"{at}/{escape(str(k))}", f"unknown schema keyword {str(k)[:40]!r} (custom keywords start with x-;"
+         " in a YAML flow mapping, quote text that holds a comma)")
+        for k in schema
+        if k not in _keywords() and not str(k).startswith("x-")
+    ]  # fmt: skip
+    for key in _SCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            for name, sub in schema[key].items():
+                found += unknown_keywords(sub, f"{at}/{key}/{escape(str(name))}")
+    for key in _SCHEMA_ONE:
+        found += unknown_keywords(schema.get(key), f"{at}/{key}")
+    for key in _SCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            for i, sub in enumerate(schema[key]):
+                found += unknown_keywords(sub, f"{at}/{key}/{i}")
+    return found
 
 
 #: keywords whose values are data, not schemas: a "$ref" key inside them is no reference
@@ -131,6 +180,54 @@ def _message(err: ValidationError) -> str:
     if len(msg) > MESSAGE_LIMIT:
         msg = msg[: MESSAGE_LIMIT - 3] + "..."
     return msg
+
+
+# ---------------------------------------------------------------------- decimals
+
+#: A schema keyword of this project: the value is a decimal, which Django REST framework
+#: sends as a string ("4.5"); the schema accepts the string, expressions get the number.
+DECIMAL = "x-decimal"
+_DECIMAL_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def decimal_tree(schema: Any) -> Any:
+    """The parts of ``schema`` that lead to an ``x-decimal`` (None if there are none):
+    ``True`` at a decimal, ``{"properties": {...}}``, ``{"items": ...}``, ``{"any": [...]}``."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get(DECIMAL):
+        return True
+    tree: dict[str, Any] = {}
+    props = {k: t for k, p in (schema.get("properties") or {}).items() if (t := decimal_tree(p)) is not None}
+    if props:
+        tree["properties"] = props
+    items = decimal_tree(schema.get("items"))
+    if items is not None:
+        tree["items"] = items
+    branches = [
+        t for key in ("anyOf", "oneOf", "allOf") for b in schema.get(key, []) if (t := decimal_tree(b))
+    ]
+    if branches:
+        tree["any"] = branches
+    return tree or None
+
+
+def numbers(value: Any, tree: Any) -> Any:
+    """``value`` with each decimal string that ``tree`` marks turned into an int or float."""
+    if tree is True:
+        if isinstance(value, str) and _DECIMAL_TEXT.match(value.strip()):
+            return float(value) if "." in value else int(value)
+        return value
+    if not isinstance(tree, dict):
+        return value
+    for branch in tree.get("any", []):
+        value = numbers(value, branch)
+    props = tree.get("properties")
+    if props and isinstance(value, dict):
+        value = {k: numbers(v, props[k]) if k in props else v for k, v in value.items()}
+    if "items" in tree and isinstance(value, list):
+        value = [numbers(v, tree["items"]) for v in value]
+    return value
 
 
 def _short(value: Any) -> str:

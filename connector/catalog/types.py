@@ -48,6 +48,19 @@ class Manifest:
 
         return validator(self.data["input"])
 
+    @functools.cached_property
+    def decimals(self) -> Any:
+        """Where the output holds decimals (``x-decimal``), for :func:`~.schemas.numbers`."""
+        from connector.catalog.schemas import decimal_tree
+
+        return decimal_tree(self.data["output"])
+
+    def numbers(self, output: Any) -> Any:
+        """``output`` with its decimal strings as numbers (after validation)."""
+        from connector.catalog.schemas import numbers
+
+        return numbers(output, self.decimals) if self.decimals is not None else output
+
     @property
     def request(self) -> dict[str, Any] | None:
         req = self.data.get("request")

@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
     "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
+    "mcp": ("connector.cli.interop_cmds", "mcp", "Serve the catalog as MCP tools."),
+    "export": ("connector.cli.interop_cmds", "export", "Export the catalog (OpenAPI, Swagger 2.0)."),
 }
 
 

@@ -36,6 +36,7 @@ from connector.errors import (
     NetworkError,
     WilloError,
     error_for_status,
+    field_errors,
     short,
 )
 from connector.http.deadline import DeadlineAdapter, DeadlineExceeded, deadline
@@ -346,6 +347,8 @@ class WilloClient:
                 retry.sleep()
                 continue
             code = resp.status_code
+            if code == 429:
+                self.pacer.throttled(_retry_after(resp))
             if code in (retry.status_forcelist or ()) and retry.is_retry(
                 method, code, "Retry-After" in resp.headers
             ):
@@ -434,7 +437,7 @@ class WilloClient:
             status=resp.status_code,
             method=method,
             url=url,
-            field_errors={k: self._scrub_all(v) for k, v in fields.items()},
+            field_errors={self.scrub(k): self._scrub_all(v) for k, v in fields.items()},
             retry_after=retry_after,
         )
 
@@ -571,23 +574,25 @@ def _reason(exc: BaseException) -> str:
     return "connection closed without a response"
 
 
-def parse_error_body(resp: requests.Response) -> tuple[str, dict[str, Any]]:
-    """Willo's (DRF-style) error body: ``{"detail": ...}`` or ``{"field": [msgs]}``."""
+def parse_error_body(resp: requests.Response) -> tuple[str, dict[str, list[str]]]:
+    """Willo's (DRF-style) error body: the message, and the field errors by pointer
+    (``{"detail": ...}``, ``{"field": [msgs]}`` and every nested shape, see
+    :func:`connector.errors.field_errors`)."""
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
         return resp.reason or f"HTTP {resp.status_code}", {}
-    if not isinstance(body, dict):
-        return resp.reason or f"HTTP {resp.status_code}", {}
-    detail = body.get("detail") or body.get("message") or body.get("error")
-    fields = {
-        k: v
-        for k, v in body.items()
-        if k not in ("detail", "message", "error", "code", "status") and isinstance(v, (list, str))
-    }
-    if "non_field_errors" in fields:
-        extra = fields.pop("non_field_errors")
-        detail = detail or (" ".join(extra) if isinstance(extra, list) else extra)
+    if isinstance(body, dict):
+        detail = next(
+            (body.pop(k) for k in ("detail", "message", "error") if isinstance(body.get(k), str)), None
+        )
+        for k in ("code", "status"):
+            if not isinstance(body.get(k), (dict, list)):
+                body.pop(k, None)
+    else:
+        detail = None
+    general, fields = field_errors(body)
+    detail = detail or " ".join(general) or None
     if not detail:
         detail = "invalid request" if fields else (resp.reason or f"HTTP {resp.status_code}")
     return str(detail), fields

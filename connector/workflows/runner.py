@@ -182,12 +182,19 @@ class Runner:
 
     # ------------------------------------------------------------------ execution
 
+    def _event(self, trigger: Any) -> Any:
+        """The trigger event as expressions see it: decimals as numbers."""
+        if trigger is None:
+            return {}
+        use = (self.wf.trigger or {}).get("use")
+        return self.conn.catalog.get(use, "trigger").numbers(trigger) if use else trigger
+
     def _execute(
         self, run_id: str | None, inputs: dict[str, Any], trigger: Any, journal: dict[tuple[str, int], Any]
     ) -> RunResult:
         scope: dict[str, Any] = {
             "inputs": inputs,
-            "trigger": trigger if trigger is not None else {},
+            "trigger": self._event(trigger),
             "steps": {},
         }
         results: list[StepResult] = []

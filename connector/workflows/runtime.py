@@ -116,7 +116,7 @@ class Connector:
         else:
             output = self._declarative(manifest, inputs)
         self.check_output(manifest, output)
-        return Call(manifest.id, output)
+        return Call(manifest.id, manifest.numbers(output))
 
     def request_parts(self, manifest: Manifest, inputs: Mapping[str, Any]) -> dict[str, Any]:
         req = manifest.request
