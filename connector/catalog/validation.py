@@ -60,7 +60,7 @@ def validate_paths(
         warnings: list[str] = []
         if kind == "resources":
             for name, schema in (doc.data.get("resources") or {}).items():
-                for ptr, msg in schemas.check_schema(schema):
+                for ptr, msg in schemas.check_schema(schema, resources):
                     problems.append(
                         f"{doc.where('/resources/' + name + ptr)}: "
                         f"/resources/{name}{ptr}: not a valid JSON Schema: {msg}"

@@ -85,8 +85,10 @@ class LazyGroup(click.Group):
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print ``error: message`` (each line of it) to stderr and exit."""
-    for line in message.splitlines() or [""]:
+    """Print ``error: message`` (each line of it, secrets scrubbed) to stderr and exit."""
+    from connector.redaction import scrub
+
+    for line in scrub(message).splitlines() or [""]:
         click.echo(f"error: {line}" if not line.startswith(("error:", " ")) else line, err=True)
     sys.exit(code)
 
@@ -116,4 +118,7 @@ def main(verbose: int) -> None:
     WILLO_AUTH_SCHEME (e.g. Bearer), WILLO_RATE_LIMIT (per second/per minute, default
     10/100), WILLO_SCHEMA_MODE (warn, strict or off), WILLO_STATE_DIR.
     """
+    from connector.redaction import register_env
+
+    register_env()  # from here on, no output, error or log line shows these values
     setup_logging(verbose)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from connector import redaction
 from connector.errors import ConfigError
 
 SCHEMA = """
@@ -199,6 +200,7 @@ class StateStore:
 
     def set_run(self, run_id: str, status: str, error: str | None = None) -> None:
         finished = time.time() if status != "running" else None
+        error = redaction.scrub(error) if error else error
         with self.tx() as db:
             db.execute(
                 "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
@@ -244,8 +246,8 @@ class StateStore:
                     action,
                     status,
                     None if inputs is None else dumps(inputs),
-                    None if output is None else dumps(output),
-                    error,
+                    None if output is None else dumps(redaction.scrub_value(output)),
+                    redaction.scrub(error) if error else error,
                     time.time(),
                 ),
             )

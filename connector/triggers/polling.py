@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from typing import Any
 
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
-from connector.errors import BadRequest, InputError, PluginError
+from connector.errors import BadRequest, ConfigError, InputError, PluginError, short
 from connector.state.store import StateStore, dumps
 from connector.workflows import expressions
 from connector.workflows.runtime import ActionContext, Connector
@@ -72,6 +73,7 @@ class Poller:
             raise InputError(f"{trigger_id} is a webhook trigger; use `willo-connector listen`")
         self.options = dict(options or {})
         check_options(self.manifest, self.options)
+        self.window_days = seen_window_days()
         self.spec = self.manifest.data["polling"]
         self._ordering_honoured: bool | None = None
         self.name = ledger_name(self.manifest.id, self.options)
@@ -242,7 +244,7 @@ class Poller:
         return item
 
     def prune(self) -> int:
-        days = float(os.environ.get("WILLO_SEEN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS))
+        days = self.window_days
         cutoff = time.time() - days * 86400
         with self.store.tx() as db:
             cur = db.execute(
@@ -254,6 +256,20 @@ class Poller:
 
     def reset(self) -> None:
         reset_ledger(self.store, self.name)
+
+
+def seen_window_days() -> float:
+    """``WILLO_SEEN_WINDOW_DAYS``: a finite number of days, not below 0."""
+    raw = os.environ.get("WILLO_SEEN_WINDOW_DAYS", "").strip()
+    if not raw:
+        return DEFAULT_WINDOW_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days < 0:
+        raise ConfigError(f"WILLO_SEEN_WINDOW_DAYS={short(raw)}: give a number of days (default 90)")
+    return days
 
 
 def reset_ledger(store: StateStore, name: str) -> None:

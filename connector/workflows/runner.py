@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from connector import redaction
 from connector.catalog import schemas
 from connector.errors import ConnectorError, InputError
 from connector.state.store import StateStore, loads
@@ -364,8 +365,8 @@ class Runner:
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, ConnectorError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return str(exc)  # scrubbed by ConnectorError itself
+    return redaction.scrub(f"{type(exc).__name__}: {exc}")
 
 
 def summarize(output: Any) -> str:

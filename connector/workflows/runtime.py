@@ -91,9 +91,7 @@ class Connector:
         self.schema_mode = schema_mode or os.environ.get("WILLO_SCHEMA_MODE", "warn")
         if self.schema_mode not in ("warn", "strict", "off"):
             raise ConfigError(f"WILLO_SCHEMA_MODE={self.schema_mode!r}: use warn, strict or off")
-        filters: dict[str, Any] = {}
-        for _plugin, extra in self.host.call_each("template_filters"):
-            filters.update(extra)
+        filters = self.host.template_filters()
         if filters:
             expressions.add_filters(filters)
 
