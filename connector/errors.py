@@ -34,6 +34,9 @@ class InputError(ConnectorError):
 class OutputError(ConnectorError):
     """A response that does not satisfy the action's output schema (strict mode)."""
 
+    sent = False  # True when Willo answered 2xx: the request landed
+    output: Any = None  # then, the answer
+
 
 class WilloError(ConnectorError):
     """An error answer from Willo (or a failure to reach it)."""
