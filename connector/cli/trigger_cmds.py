@@ -68,7 +68,7 @@ def poll(
     """Poll TRIGGER_ID; print new items (one JSON object per line with --json)."""
     from connector.cli.context import connector_for
     from connector.state.store import StateStore
-    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, workflow_handler
+    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, requeue_parked, workflow_handler
     from connector.triggers.polling import Poller
     from connector.workflows.model import load
 
@@ -87,6 +87,7 @@ def poll(
 
         dispatcher = Dispatcher(conn, store, "poll", handle)
         requeue_interrupted(store, "poll")
+        requeue_parked(store, "poll")  # parked by an outage: tried again at each start
         dispatcher.drain(poller.name)  # events queued before a crash go first
         while True:
             result = poller.poll(backfill=backfill)

@@ -266,6 +266,7 @@ class Dispatcher:
             return
         delay = min(self.max_delay, self.backoff * 2 ** min(attempts - 1, 40))
         delay *= random.uniform(0.8, 1.0)  # spread the retries of a burst
+        delay = min(self.max_delay, max(delay, getattr(exc, "retry_after", None) or 0))
         log.warning("event %s failed (attempt %d), retrying in %.0fs: %s", eid, attempts, delay, message)
         finish(
             self.store,

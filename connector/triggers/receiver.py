@@ -2,8 +2,9 @@
 
 A delivery is checked (size, signature when ``WILLO_WEBHOOK_SECRET`` is set, JSON,
 a known event), written to the durable inbox (the state store's event queue) and
-only then answered 2xx. Duplicates (same delivery id, else the same body hash) are
-answered 200 and not queued again. A dispatcher thread runs the workflows whose
+only then answered 2xx. Duplicates (the same event id inside the body, else the same
+body) are answered 200 and not queued again; the ``X-Willo-Delivery`` header is not
+signed, so it never decides what is a duplicate. A dispatcher thread runs the workflows whose
 trigger matches; queued events survive a crash and are processed at the next start.
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +37,24 @@ SIGNATURE_HEADER = "X-Willo-Signature"
 TIMESTAMP_HEADER = "X-Willo-Timestamp"
 DELIVERY_HEADER = "X-Willo-Delivery"
 PATH = "/willo/webhooks"
+
+
+_DIGITS = re.compile(r"[0-9]{1,15}")
+MAX_DEDUPE = 200
+
+
+def dedupe_key(payload: Mapping[str, Any], body: bytes) -> str:
+    """What makes two deliveries the same event: the event id inside the (signed) body,
+    else the body itself. Ids over 200 characters are hashed, never cut (two long ids
+    sharing a prefix are two events)."""
+    eid = payload.get("id")
+    if isinstance(eid, int) and not isinstance(eid, bool):
+        eid = str(eid)
+    if isinstance(eid, str) and eid:
+        if len(eid) <= MAX_DEDUPE and not eid.startswith("sha256"):
+            return eid
+        return "sha256-id:" + hashlib.sha256(eid.encode("utf-8", "surrogatepass")).hexdigest()
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -71,10 +91,9 @@ class Inbox:
         if not given:
             return Verdict(401, {"error": "missing signature"})
         if ts:
-            try:
-                skew = abs(self.clock() - float(ts))
-            except ValueError:
+            if not _DIGITS.fullmatch(ts):  # Unix seconds: no sign, fraction, exponent, nan or inf
                 return Verdict(400, {"error": "bad timestamp"})
+            skew = abs(self.clock() - int(ts))
             if skew > TOLERANCE:
                 return Verdict(401, {"error": "timestamp outside tolerance"})
         expected = (
@@ -103,14 +122,11 @@ class Inbox:
             return Verdict(400, {"error": "unknown or missing event"})
         if not isinstance(payload.get("data"), dict):
             return Verdict(400, {"error": "missing data"})
-        dedupe = headers.get(DELIVERY_HEADER) or payload.get("id")
-        if not isinstance(dedupe, str) or not dedupe:
-            dedupe = "sha256:" + hashlib.sha256(body).hexdigest()
         with self.store.tx() as db:
             cur = db.execute(
                 "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
                 " VALUES ('webhook', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-                (EVENTS[event], dedupe[:200], dumps(payload), self.clock()),
+                (EVENTS[event], dedupe_key(payload, body), dumps(payload), self.clock()),
             )
             fresh = bool(cur.rowcount)
         if fresh and self.on_queued is not None:
