@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,12 +133,18 @@ class Leases:
             return
         db.execute("DELETE FROM leases WHERE resource = ? AND owner = ?", (resource, self.owner))
 
-    def release_all(self) -> None:
-        """Give back every lease of this owner (at a clean exit)."""
+    def release_all(self, keep: Iterable[str] = ()) -> None:
+        """Give back every lease of this owner (at a clean exit), but those in ``keep``
+        (left to expire)."""
+        keep = set(keep)
         with self._lock:
-            self._held.clear()
+            self._held &= keep
         with self.store.tx() as db:
-            db.execute("DELETE FROM leases WHERE owner = ?", (self.owner,))
+            for resource in {
+                r["resource"]
+                for r in db.execute("SELECT resource FROM leases WHERE owner = ?", (self.owner,))
+            } - keep:
+                db.execute("DELETE FROM leases WHERE resource = ? AND owner = ?", (resource, self.owner))
 
     # ------------------------------------------------------------------ looking
 

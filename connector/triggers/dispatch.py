@@ -25,6 +25,7 @@ import math
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -184,6 +185,7 @@ class Dispatcher:
         horizon: float | None = None,
         max_attempts: int | None = None,
         batch: int = 32,
+        cancel: threading.Event | None = None,
     ):
         self.conn = conn
         self.store = store
@@ -195,6 +197,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.batch = batch
+        self.cancel = cancel  # set: claimed events not yet started go back to the queue
         self._next_sweep = 0.0
 
     def one(self, trigger: str | None = None) -> int:
@@ -203,6 +206,18 @@ class Dispatcher:
         events = claim(self.store, self.source, trigger, limit=self.batch)
         quiet: list[int] = []  # handled without a run: marked done together
         for event in events:
+            if self.cancel is not None and self.cancel.is_set():
+                finish(
+                    self.store,
+                    event["id"],
+                    "queued",
+                    event["error"],
+                    retry_in=0,
+                    uncounted=True,
+                    failure=event["failure"],
+                    failing_since=event["failing_since"],
+                )
+                continue
             run_id = self._dispatch(event)
             if run_id is _FAILED:
                 continue
@@ -248,7 +263,17 @@ class Dispatcher:
         eid, attempts = event["id"], event["attempts"]
         if kind == "interrupted":
             log.info("event %s: run interrupted; queued again", eid)
-            finish(self.store, eid, "queued", message, retry_in=0, run_id=run_id, uncounted=True)
+            finish(
+                self.store,
+                eid,
+                "queued",
+                message,
+                retry_in=0,
+                run_id=run_id,
+                uncounted=True,
+                failure=event["failure"],
+                failing_since=event["failing_since"],
+            )
             return
         since = event.get("failing_since") or time.time()
         over = time.time() - since >= self.horizon or (
@@ -281,7 +306,7 @@ class Dispatcher:
 
     def drain(self, trigger: str | None = None) -> int:
         n = 0
-        while done := self.one(trigger):
+        while not (self.cancel is not None and self.cancel.is_set()) and (done := self.one(trigger)):
             n += done
         return n
 

@@ -134,14 +134,19 @@ class Inbox:
         return Verdict(200 if not fresh else 202, {"status": "queued" if fresh else "duplicate"})
 
 
-def make_app(inbox: Inbox) -> Callable[..., Iterable[bytes]]:
-    """The WSGI app: POST ``/willo/webhooks``; GET ``/health``."""
+def make_app(
+    inbox: Inbox, health: Callable[[], dict[str, Any]] | None = None
+) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app: POST ``/willo/webhooks``; GET ``/health`` (``{"status": "ok"}``,
+    plus what ``health()`` adds, e.g. the state of this receiver's subscription)."""
     from werkzeug.wrappers import Request, Response
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         req = Request(environ)
         if req.path == "/health" and req.method == "GET":
-            resp = Response(json.dumps({"status": "ok"}), content_type="application/json")
+            resp = Response(
+                json.dumps({"status": "ok", **(health() if health else {})}), content_type="application/json"
+            )
         elif req.path.rstrip("/") != PATH:
             resp = Response(json.dumps({"error": "not found"}), 404, content_type="application/json")
         elif req.method != "POST":
@@ -165,10 +170,18 @@ def make_app(inbox: Inbox) -> Callable[..., Iterable[bytes]]:
 
 
 class Listener:
-    """Serves the inbox and runs a dispatcher thread until stopped."""
+    """Serves the inbox and runs a dispatcher thread until stopped.
+
+    ``stopping`` (set by :meth:`stop`) is also the dispatcher's and the runs' cancel
+    signal: no new event or unit starts once it is set."""
 
     def __init__(
-        self, app: Callable[..., Iterable[bytes]], host: str, port: int, dispatch_one: Callable[[], int]
+        self,
+        app: Callable[..., Iterable[bytes]],
+        host: str,
+        port: int,
+        dispatch_one: Callable[[], int],
+        stopping: threading.Event | None = None,
     ):
         import waitress.server
 
@@ -187,8 +200,9 @@ class Listener:
         )
         self.dispatch_one = dispatch_one
         self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.stopping = stopping or threading.Event()
+        self._serving: threading.Thread | None = None
+        self._dispatching: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -206,15 +220,32 @@ class Listener:
                 self.wake.clear()
 
     def start(self) -> None:
-        for target in (self.server.run, self._dispatch_loop):
-            t = threading.Thread(target=target, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._serving = threading.Thread(target=self.server.run, name="willo-http", daemon=True)
+        self._dispatching = threading.Thread(target=self._dispatch_loop, name="willo-dispatch", daemon=True)
+        self._serving.start()
+        self._dispatching.start()
 
     def stop(self) -> None:
+        """Stop at once: no new event or unit of work starts, every connection is
+        closed (even one a sender holds open), the HTTP threads end. A unit already
+        in flight may finish: see :meth:`join`."""
+        from waitress import wasyncore
+
         self.stopping.set()
         self.wake.set()
-        self.server.close()  # stops accepting; run() returns once its sockets are gone
-        self.server.task_dispatcher.shutdown()
-        for t in self._threads:
-            t.join(timeout=10)
+        server = self.server
+        # Close every socket inside waitress's loop thread (closing them from here
+        # races its select() into "Bad file descriptor"); the loop then ends.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
+        if self._serving is not None:
+            self._serving.join(timeout=0.5)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=0.2)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the dispatcher thread (a run's unit in flight);
+        True when it has ended. A unit still in flight stays journaled as sending: the
+        next start looks it up before it is ever sent again."""
+        if self._dispatching is None:
+            return True
+        self._dispatching.join(max(0.0, timeout))
+        return not self._dispatching.is_alive()
