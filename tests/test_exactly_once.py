@@ -41,20 +41,26 @@ def named(sandbox, table: str, field: str, value: str) -> list[dict[str, Any]]:
     return [r for r in sandbox.store.table(table).values() if r.get(field) == value]
 
 
-def fault_on(sandbox, monkeypatch, method: str, path_end: str, fault: str, times: int = 1) -> list[int]:
-    """Plan ``fault`` for the next ``times`` requests of ``method`` to a path ending in
-    ``path_end`` (other requests pass untouched)."""
-    real = sandbox.app.dispatch
+def fault_on(sandbox, monkeypatch, method: str, path_end: str, fault: str, times: int = 1) -> None:
+    """Inject ``fault`` into the next ``times`` requests of ``method`` to a path ending
+    in ``path_end``, and into no other request (whatever else reaches the sandbox)."""
+    real_dispatch, real_next = sandbox.app.dispatch, sandbox.app.faults.next
+    here = threading.local()
     left = [times]
 
     def dispatch(request):
-        if left[0] > 0 and request.method == method and request.path.rstrip("/").endswith(path_end):
+        here.target = left[0] > 0 and request.method == method and request.path.rstrip("/").endswith(path_end)
+        if here.target:
             left[0] -= 1
-            sandbox.app.faults.planned.append(fault)
-        return real(request)
+        try:
+            return real_dispatch(request)
+        finally:
+            here.target = False
 
     monkeypatch.setattr(sandbox.app, "dispatch", dispatch)
-    return left
+    monkeypatch.setattr(
+        sandbox.app.faults, "next", lambda: fault if getattr(here, "target", False) else real_next()
+    )
 
 
 def units(run_id: str) -> dict[tuple[str, int], Any]:
@@ -86,9 +92,9 @@ steps:
 # ---------------------------------------------------------------------- 9.1: resume
 
 
-def test_an_ambiguous_create_is_reconciled_on_resume_not_resent(sandbox, tmp_path: Path) -> None:
+def test_an_ambiguous_create_is_reconciled_on_resume_not_resent(sandbox, tmp_path: Path, monkeypatch) -> None:
     wf = write(tmp_path, ONE_DEPT)
-    sandbox.app.faults.planned.append("drop_after")
+    fault_on(sandbox, monkeypatch, "POST", "/departments", "drop_after")
     first = invoke("run", str(wf), "--json")
     assert first.exit_code == 1
     run_id = json.loads(first.stdout)["run_id"]
@@ -104,10 +110,10 @@ def test_an_ambiguous_create_is_reconciled_on_resume_not_resent(sandbox, tmp_pat
 
 
 def test_without_a_reconcile_lookup_an_ambiguous_unit_stays_blocked_until_settled(
-    sandbox, tmp_path: Path
+    sandbox, tmp_path: Path, monkeypatch
 ) -> None:
     wf = write(tmp_path, INTERVIEW_THEN_GET)
-    sandbox.app.faults.planned.append("drop_after")
+    fault_on(sandbox, monkeypatch, "POST", "/interviews", "drop_after")
     run_id = json.loads(invoke("run", str(wf), "--json").stdout)["run_id"]
     made = named(sandbox, "interviews", "title", "Ambiguous Role")
     assert len(made) == 1
@@ -137,9 +143,9 @@ def test_without_a_reconcile_lookup_an_ambiguous_unit_stays_blocked_until_settle
     assert len(named(sandbox, "interviews", "title", "Ambiguous Role")) == 1
 
 
-def test_not_sent_lets_resume_send_it_again(sandbox, tmp_path: Path) -> None:
+def test_not_sent_lets_resume_send_it_again(sandbox, tmp_path: Path, monkeypatch) -> None:
     wf = write(tmp_path, INTERVIEW_THEN_GET)
-    sandbox.app.faults.planned.append("drop_after")
+    fault_on(sandbox, monkeypatch, "POST", "/interviews", "drop_after")
     run_id = json.loads(invoke("run", str(wf), "--json").stdout)["run_id"]
     for key in [r["key"] for r in named(sandbox, "interviews", "title", "Ambiguous Role")]:
         del sandbox.store.table("interviews")[key]  # the operator checked: it is not in Willo
@@ -173,7 +179,9 @@ def test_sent_uses_the_reconcile_lookup_when_there_is_one(sandbox, tmp_path: Pat
 # ---------------------------------------------------------------------- 9.1: the event retry
 
 
-def test_the_dispatchers_retry_reconciles_instead_of_resending(conn, sandbox, tmp_path: Path) -> None:
+def test_the_dispatchers_retry_reconciles_instead_of_resending(
+    conn, sandbox, tmp_path: Path, monkeypatch
+) -> None:
     wf = load(
         write(
             tmp_path,
@@ -199,7 +207,7 @@ steps:
     ).encode()
     assert Inbox(store).accept({}, body).status == 202
     dispatcher = Dispatcher(conn, store, "webhook", workflow_handler(conn, store, [wf]), backoff=0.01)
-    sandbox.app.faults.planned.append("drop_after")
+    fault_on(sandbox, monkeypatch, "POST", "/departments", "drop_after")
     assert dispatcher.one() == 1
     assert store.query("SELECT status FROM events")[0]["status"] == "queued"  # to be retried
     time.sleep(0.05)
@@ -223,14 +231,15 @@ def test_find_or_invite_never_resends_when_the_lookup_fails_after_an_ambiguous_i
 ) -> None:
     from connector.errors import WilloError
 
-    fault_on(sandbox, monkeypatch, "POST", "/participants", "drop_after")
     calls = {"n": 0}
     real = sandbox.app.dispatch
 
-    def dispatch(request):  # every lookup after the first fails
-        if request.method == "GET" and request.path.rstrip("/").endswith("/participants"):
+    def dispatch(request):  # the invite is dropped after it lands; every later lookup fails
+        if request.path.rstrip("/").endswith("/participants"):
             calls["n"] += 1
-            if calls["n"] > 1:
+            if request.method == "POST":
+                sandbox.app.faults.planned.append("drop_after")
+            elif calls["n"] > 1:
                 sandbox.app.faults.planned.append("error_before")
         return real(request)
 
@@ -264,7 +273,7 @@ CREATES = [
 
 @pytest.mark.parametrize("action,inputs,table,field", CREATES, ids=[c[0] for c in CREATES])
 def test_every_create_with_a_natural_key_reconciles(
-    conn, sandbox, tmp_path: Path, action, inputs, table, field
+    conn, sandbox, tmp_path: Path, monkeypatch, action, inputs, table, field
 ) -> None:
     manifest = conn.catalog.get(action, "action")
     assert manifest.data.get("reconcile"), f"{action} has no reconcile lookup"
@@ -280,7 +289,8 @@ def test_every_create_with_a_natural_key_reconciles(
         conn.catalog,
     )
     store = StateStore()
-    sandbox.app.faults.planned.append("drop_after")
+    path = conn.catalog.get(action, "action").request["path"].rstrip("/")
+    fault_on(sandbox, monkeypatch, "POST", path, "drop_after")
     first = Runner(conn, wf, store=store, executor=LocalExecutor()).start({})
     assert first.status == "failed"
     second = Runner(conn, wf, store=store, executor=LocalExecutor()).resume(first.run_id, {}, None)
@@ -400,3 +410,55 @@ def test_resume_refuses_a_run_another_live_process_holds(sandbox, tmp_path: Path
     assert named(sandbox, "departments", "name", "Ops") == []
     other.release(f"run:{run_id}")
     assert invoke("resume", run_id).exit_code == 0
+
+
+def test_a_blocked_event_run_is_parked_then_settled_and_finished_by_the_dispatcher(
+    conn, sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    wf = load(
+        write(
+            tmp_path,
+            """\
+workflow: 1
+name: interview-per-score
+trigger: {use: willo.new_score}
+steps:
+  - id: make
+    use: willo.create_interview
+    with: {title: "Follow-up {{ trigger.data.participant.key }}"}
+""",
+        ),
+        conn.catalog,
+    )
+    store = StateStore()
+    body = json.dumps(
+        {"id": "evt_blocked", "event": "new_score", "data": {"participant": {"key": "p9"}}}
+    ).encode()
+    assert Inbox(store).accept({}, body).status == 202
+    dispatcher = Dispatcher(conn, store, "webhook", workflow_handler(conn, store, [wf]), backoff=0.01)
+    fault_on(sandbox, monkeypatch, "POST", "/interviews", "drop_after")
+    assert dispatcher.one() == 1  # ambiguous: transient, retried
+    with store.tx() as db:
+        db.execute("UPDATE events SET next_at = 0")
+    assert dispatcher.one() == 1  # the retry finds it blocked: parked for an operator
+    event = store.query("SELECT * FROM events")[0]
+    assert (event["status"], event["failure"]) == ("parked", "blocked")
+    assert "runs resolve" in event["error"]
+    assert len(named(sandbox, "interviews", "title", "Follow-up p9")) == 1
+    (made,) = named(sandbox, "interviews", "title", "Follow-up p9")
+    out = invoke(
+        "runs",
+        "resolve",
+        event["run_id"],
+        "--step",
+        "make",
+        "--sent",
+        "--output-json",
+        json.dumps(sandbox.app.interview_out(made)),
+    )
+    assert out.exit_code == 0 and "requeued" in out.stdout, out.output
+    assert dispatcher.one() == 1
+    event = store.query("SELECT * FROM events")[0]
+    assert event["status"] == "dispatched"
+    assert StateStore().run(event["run_id"])["status"] == "succeeded"
+    assert len(named(sandbox, "interviews", "title", "Follow-up p9")) == 1

@@ -166,7 +166,9 @@ def test_health_says_when_this_receiver_has_no_live_subscription(
         del sandbox.store.table("webhooks")[hook["key"]]  # removed behind its back
         wait_for(lambda: lp.health()["subscription"]["live"] is False, timeout=10)
         health = lp.health()
-        assert health["status"] == "no_subscription" and "no longer in Willo" in health["subscription"]["reason"]
+        assert (
+            health["status"] == "no_subscription" and "no longer in Willo" in health["subscription"]["reason"]
+        )
         monkeypatch.setattr(sandbox.app, "dispatch", real)
         # it subscribes again on its own
         wait_for(lambda: lp.health()["subscription"]["live"] is True, timeout=10)

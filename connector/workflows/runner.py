@@ -592,6 +592,8 @@ def settle(
                 f"step {step} is a foreach: give --item N (items to settle: "
                 f"{', '.join(map(str, open_items)) or 'none'})"
             )
+    elif item != SINGLE and SINGLE in in_step:
+        raise InputError(f"step {step} is not a foreach step: leave out --item")
     row = in_step.get(item)
     where = _where(step, item)
     if row is None:
