@@ -231,21 +231,22 @@ def test_find_or_invite_never_resends_when_the_lookup_fails_after_an_ambiguous_i
 ) -> None:
     from connector.errors import WilloError
 
-    calls = {"n": 0}
+    posted = []
     real = sandbox.app.dispatch
 
     def dispatch(request):  # the invite is dropped after it lands; every later lookup fails
         if request.path.rstrip("/").endswith("/participants"):
-            calls["n"] += 1
             if request.method == "POST":
+                posted.append(request)
                 sandbox.app.faults.planned.append("drop_after")
-            elif calls["n"] > 1:
+            elif posted:
                 sandbox.app.faults.planned.append("error_before")
         return real(request)
 
     monkeypatch.setattr(sandbox.app, "dispatch", dispatch)
     with pytest.raises(WilloError):
         conn.call("willo.find_or_invite_participant", {"interview": BACKEND, "email": "amb2@example.com"})
+    assert len(posted) == 1
     assert len(named(sandbox, "participants", "email", "amb2@example.com")) == 1
 
 

@@ -253,7 +253,7 @@ steps:
     r = invoke("run", str(wf))
     assert r.exit_code == 1
     assert r.stderr.strip().startswith("error: step second: GET ")
-    assert "404 Not found." in r.stderr
+    assert "404 No Participant matches the given query." in r.stderr
     runs = json.loads(invoke("runs", "--json").stdout)
     assert runs[0]["status"] == "failed" and runs[0]["units_succeeded"] == 1
 

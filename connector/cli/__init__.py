@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
     "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
+    "mcp": ("connector.cli.interop_cmds", "mcp", "Serve the catalog as MCP tools."),
+    "export": ("connector.cli.interop_cmds", "export", "Export the catalog (OpenAPI, Swagger 2.0)."),
 }
 
 
@@ -77,8 +79,10 @@ class LazyGroup(click.Group):
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print ``error: message`` (each line of it) to stderr and exit."""
-    for line in message.splitlines() or [""]:
+    """Print ``error: message`` (each line of it, secrets scrubbed) to stderr and exit."""
+    from connector.redaction import scrub
+
+    for line in scrub(message).splitlines() or [""]:
         click.echo(f"error: {line}" if not line.startswith(("error:", " ")) else line, err=True)
     sys.exit(code)
 
@@ -108,4 +112,7 @@ def main(verbose: int) -> None:
     WILLO_AUTH_SCHEME (e.g. Bearer), WILLO_RATE_LIMIT (per second/per minute, default
     10/100), WILLO_SCHEMA_MODE (warn, strict or off), WILLO_STATE_DIR.
     """
+    from connector.redaction import register_env
+
+    register_env()  # from here on, no output, error or log line shows these values
     setup_logging(verbose)

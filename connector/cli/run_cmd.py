@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, input_option, json_option, parse_inputs
+from connector.cli.common import echo, emit_json, input_option, json_option, parse_inputs
 
 state_dir_option = click.option(
     "--state-dir",
@@ -55,11 +55,11 @@ def _report(result: Any, as_json: bool) -> None:
                 click.echo(f"  step {step.id} ({step.action}) would send:")
                 show_requests(step.requests)
             detail = step.error if step.error else summarize(step.output)
-            click.echo(f"  {step.status:<9} {step.id:<16} {step.action:<36} {detail}")
+            echo(f"  {step.status:<9} {step.id:<16} {step.action:<36} {detail}")
         click.echo(result.status if not result.dry_run else f"{result.status} (dry run: nothing sent)")
     if result.status != "succeeded":
         if not as_json:
-            click.echo(f"error: {result.error}", err=True)
+            echo(f"error: {result.error}", err=True)
         raise SystemExit(1)
 
 
@@ -152,6 +152,7 @@ def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -
         return
     import datetime
 
+    from connector.redaction import scrub
     from connector.state.store import StateStore
 
     store = StateStore(state_dir)
@@ -166,7 +167,7 @@ def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -
                 "workflow": row["name"],
                 "file": row["workflow"],
                 "status": _status(row, store),
-                "error": row["error"],
+                "error": scrub(row["error"]) if row["error"] else row["error"],
                 "attempts": row["attempts"],
                 "units_succeeded": done,
                 "units": len(units),

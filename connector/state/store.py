@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from connector import redaction
 from connector.errors import ConfigError
 from connector.state.leases import Leases
 
@@ -243,6 +244,7 @@ class StateStore:
 
     def set_run(self, run_id: str, status: str, error: str | None = None) -> None:
         finished = time.time() if status != "running" else None
+        error = redaction.scrub(error) if error else error
         with self.tx() as db:
             db.execute(
                 "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
@@ -293,8 +295,8 @@ class StateStore:
                     action,
                     status,
                     None if inputs is None else dumps(inputs),
-                    None if output is None else dumps(output),
-                    error,
+                    None if output is None else dumps(redaction.scrub_value(output)),
+                    redaction.scrub(error) if error else error,
                     time.time(),
                 ),
             )

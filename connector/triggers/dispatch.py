@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from connector import redaction
 from connector.errors import ConfigError, ConnectorError
 from connector.state.leases import live_clause
 from connector.state.store import StateStore, loads
@@ -110,6 +111,7 @@ def finish(
 ) -> None:
     """Settle a claimed event (dispatched, parked, or queued again in ``retry_in``
     seconds) and give back its lease."""
+    error = redaction.scrub(error) if error else error
     with store.tx() as db:
         if retry_in is not None:
             db.execute(

@@ -17,8 +17,10 @@ Seen keys are pruned only when both older than ``WILLO_SEEN_WINDOW_DAYS`` (defau
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -28,7 +30,7 @@ from typing import Any
 
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
-from connector.errors import InputError
+from connector.errors import BadRequest, ConfigError, InputError, short
 from connector.state.store import StateStore, dumps
 from connector.workflows import expressions
 from connector.workflows.runtime import Connector
@@ -95,7 +97,9 @@ class Poller:
             raise InputError(f"{trigger_id} is a webhook trigger; use `willo-connector listen`")
         self.options = dict(options or {})
         check_options(self.manifest, self.options)
+        self.window_days = seen_window_days()
         self.spec = self.manifest.data["polling"]
+        self._ordering_honoured: bool | None = None
         self.name = ledger_name(self.manifest.id, self.options)
         with store.tx() as db:
             db.execute(
@@ -135,7 +139,10 @@ class Poller:
         newest: str | None = None
         page = 1
         while True:
-            result = self.conn.call(self.spec["action"], {**inputs, "page": page}).output
+            try:
+                result = self.conn.call(self.spec["action"], {**inputs, "page": page}).output
+            except BadRequest as exc:
+                raise self._refused(exc) from None
             batch = result.get("results") or []
             items.extend(batch)
             if not result.get("next"):
@@ -144,10 +151,51 @@ class Poller:
                 keys = [k for k in (order_key(i.get(order)) for i in batch) if k is not None]
                 newest = max([*keys, *([newest] if newest else [])], default=None)
                 target = cursor if cursor is not None else newest
-                if target is not None and any(k < target for k in keys):
+                if (
+                    target is not None
+                    and any(k < target for k in keys)
+                    and self._sorted_as_asked(inputs, items)
+                ):
                     break
             page += 1
         return items, self.conn.client.requests_sent - before
+
+    def _refused(self, exc: BadRequest) -> Exception:
+        """A 400 naming an option (django-filter refuses a key that names nothing)."""
+        named = {p: m for p, m in exc.field_errors.items() if p.split("/")[0] in self.options}
+        if not named:
+            return exc
+        text = "; ".join(f"{p}: {' '.join(m)}" for p, m in named.items())
+        return InputError(f"{self.manifest.id}: --with {text}")
+
+    def _sorted_as_asked(self, inputs: dict[str, Any], items: list[dict[str, Any]]) -> bool:
+        """May paging stop at the cursor? Only if the server sorts as asked.
+
+        DRF's OrderingFilter silently ignores a field it does not know, and the list then
+        comes in its default order: a page holding the cursor says nothing of the next.
+        Items out of order show it at once; otherwise the first item of the reversed
+        ordering is asked for, once per poller: the same item both ways means ignored.
+        """
+        order = self.spec.get("order")
+        values = [k for k in (order_key(i.get(order)) for i in items) if k is not None]
+        if any(a < b for a, b in itertools.pairwise(values)):
+            return False
+        if self._ordering_honoured is None:
+            wanted = inputs.get("ordering")
+            self._ordering_honoured = True
+            if isinstance(wanted, str) and wanted and items:
+                flipped = wanted[1:] if wanted.startswith("-") else f"-{wanted}"
+                probe = {**inputs, "ordering": flipped, "page_size": 1, "page": 1}
+                first = (self.conn.call(self.spec["action"], probe).output.get("results") or [{}])[0]
+                same = first.get(self.spec["id"]) == items[0].get(self.spec["id"])
+                self._ordering_honoured = not same or order_key(first.get(order)) == order_key(
+                    items[-1].get(order)
+                )
+                if not self._ordering_honoured:
+                    log.warning(
+                        "%s: the server ignores ordering=%s; every poll reads every page", self.name, wanted
+                    )
+        return self._ordering_honoured
 
     # ------------------------------------------------------------------ polling
 
@@ -211,7 +259,7 @@ class Poller:
         return item
 
     def prune(self) -> int:
-        days = float(os.environ.get("WILLO_SEEN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS))
+        days = self.window_days
         cutoff = time.time() - days * 86400
         with self.store.tx() as db:
             cur = db.execute(
@@ -223,6 +271,20 @@ class Poller:
 
     def reset(self) -> None:
         reset_ledger(self.store, self.name)
+
+
+def seen_window_days() -> float:
+    """``WILLO_SEEN_WINDOW_DAYS``: a finite number of days, not below 0."""
+    raw = os.environ.get("WILLO_SEEN_WINDOW_DAYS", "").strip()
+    if not raw:
+        return DEFAULT_WINDOW_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days < 0:
+        raise ConfigError(f"WILLO_SEEN_WINDOW_DAYS={short(raw)}: give a number of days (default 90)")
+    return days
 
 
 def reset_ledger(store: StateStore, name: str) -> None:

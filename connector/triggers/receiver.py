@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connector.limits import LimitError, loads_json
 from connector.state.store import StateStore, dumps
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,9 @@ class Inbox:
         if bad is not None:
             return bad
         try:
-            payload = json.loads(body)
+            payload = loads_json(body)
+        except LimitError as exc:
+            return Verdict(400, {"error": f"body is {exc}"})
         except (ValueError, UnicodeDecodeError):
             return Verdict(400, {"error": "body is not JSON"})
         if not isinstance(payload, dict):
@@ -169,11 +172,72 @@ def make_app(
     return app
 
 
+#: connections served at once (fewer if the process may open fewer files)
+CONNECTION_LIMIT = 1000
+#: seconds a connection has to deliver a whole request (headers and body), from
+#: opening it or from its previous request: a slow or silent sender is dropped
+REQUEST_TIMEOUT = 30
+#: seconds an idle keep-alive connection is kept
+CHANNEL_TIMEOUT = 30
+
+
+def default_connection_limit(wanted: int = CONNECTION_LIMIT) -> int:
+    """``wanted``, or fewer if the open-files limit would not allow that many sockets."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return min(wanted, 500)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - 64))
+
+
+def _guard(server: Any, request_timeout: float) -> None:
+    """Make a waitress server drop connections that do not deliver a request in time.
+
+    waitress keeps a connection for as long as bytes trickle in (its channel_timeout
+    counts silence), so 100 slow senders (its default connection limit) shut every
+    delivery out. Here each connection must complete a request within
+    ``request_timeout`` of opening or of its previous request."""
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+
+    class GuardedChannel(HTTPChannel):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.quiet_since = time.monotonic()
+
+        def received(self, data: bytes) -> Any:
+            before = len(self.requests)
+            result = super().received(data)
+            if len(self.requests) > before or (self.request is None and not self.requests):
+                self.quiet_since = time.monotonic()  # a whole request arrived
+            return result
+
+    def maintenance(self: Any, now: Any) -> None:
+        BaseWSGIServer.maintenance(self, now)  # waitress's own idle timeout
+        cutoff = time.monotonic() - request_timeout
+        for channel in list(self.active_channels.values()):
+            if not channel.requests and getattr(channel, "quiet_since", cutoff) < cutoff:
+                channel.will_close = True
+
+    servers = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
+    for one in servers:
+        if isinstance(one, BaseWSGIServer):
+            one.channel_class = GuardedChannel
+            one.maintenance = maintenance.__get__(one)  # type: ignore[method-assign]
+
+
 class Listener:
     """Serves the inbox and runs a dispatcher thread until stopped.
 
-    ``stopping`` (set by :meth:`stop`) is also the dispatcher's and the runs' cancel
-    signal: no new event or unit starts once it is set."""
+    Tuned against slow senders (see docs/webhooks.md): up to ``connection_limit``
+    connections at once, each of which must deliver a whole request within
+    ``request_timeout`` seconds; idle keep-alive connections close after
+    ``channel_timeout``. ``stopping`` (set by :meth:`stop`) is also the dispatcher's
+    and the runs' cancel signal: no new event or unit starts once it is set."""
 
     def __init__(
         self,
@@ -182,6 +246,10 @@ class Listener:
         port: int,
         dispatch_one: Callable[[], int],
         stopping: threading.Event | None = None,
+        *,
+        connection_limit: int | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        channel_timeout: int = CHANNEL_TIMEOUT,
     ):
         import waitress.server
 
@@ -197,7 +265,12 @@ class Listener:
             threads=8,
             ident="willo-connector",
             clear_untrusted_proxy_headers=True,
+            connection_limit=connection_limit or default_connection_limit(),
+            channel_timeout=channel_timeout,
+            cleanup_interval=max(1, min(5, int(request_timeout))),
+            asyncore_use_poll=True,  # select() cannot watch more than 1024 sockets
         )
+        _guard(self.server, request_timeout)
         self.dispatch_one = dispatch_one
         self.wake = threading.Event()
         self.stopping = stopping or threading.Event()
@@ -233,10 +306,16 @@ class Listener:
 
         self.stopping.set()
         self.wake.set()
+        from waitress.server import BaseWSGIServer
+
         server = self.server
         # Close every socket inside waitress's loop thread (closing them from here
-        # races its select() into "Bad file descriptor"); the loop then ends.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map, ignore_all=True))
+        # races its select() into "Bad file descriptor"); the loop then ends. One
+        # address: one server; several (a name with IPv4 and IPv6): one shared map.
+        single = isinstance(server, BaseWSGIServer)
+        sock_map: dict[Any, Any] = server._map if single else server.map
+        first: Any = server if single else next(v for v in sock_map.values() if isinstance(v, BaseWSGIServer))
+        first.trigger.pull_trigger(lambda: wasyncore.close_all(sock_map, ignore_all=True))
         if self._serving is not None:
             self._serving.join(timeout=0.5)
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=0.2)

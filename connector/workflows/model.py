@@ -19,7 +19,7 @@ from jinja2.exceptions import TemplateSyntaxError
 
 from connector.catalog import schemas
 from connector.catalog.index import Catalog
-from connector.errors import ManifestError, UnknownIdError
+from connector.errors import ManifestError, UnknownIdError, short
 from connector.workflows import expressions
 from connector.yamlio import Document, YamlError, escape, load_text
 
@@ -118,7 +118,7 @@ class _Checker:
 
     def _steps(self, steps: list[Any]) -> None:
         seen: dict[str, int] = {}
-        all_ids = {s.get("id") for s in steps if isinstance(s, dict)}
+        all_ids = {s.get("id") for s in steps if isinstance(s, dict) and isinstance(s.get("id"), str)}
         for i, step in enumerate(steps):
             if not isinstance(step, dict) or not isinstance(step.get("id"), str):
                 continue
@@ -192,8 +192,11 @@ class _Checker:
         try:
             ast = expressions.environment().parse(text)
         except TemplateSyntaxError as exc:
-            self.add(ptr, f"bad expression {text!r}: {exc.message}", sid)
+            self.add(ptr, f"bad expression {short(text)}: {exc.message}", sid)
             return None
+        over = expressions.limit_problem(ast)
+        if over is not None:
+            self.add(ptr, f"expression {short(text)} is over a limit: {over}", sid)
         local = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
         result = None
         for name, keys in _chains(ast):

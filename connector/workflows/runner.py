@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from connector import redaction
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
 from connector.errors import AmbiguousRequestError, ConnectorError, InputError, RateLimited, WilloError
@@ -287,12 +288,19 @@ class Runner:
 
     # ------------------------------------------------------------------ execution
 
+    def _event(self, trigger: Any) -> Any:
+        """The trigger event as expressions see it: decimals as numbers."""
+        if trigger is None:
+            return {}
+        use = (self.wf.trigger or {}).get("use")
+        return self.conn.catalog.get(use, "trigger").numbers(trigger) if use else trigger
+
     def _execute(
         self, run_id: str | None, inputs: dict[str, Any], trigger: Any, journal: dict[tuple[str, int], Any]
     ) -> RunResult:
         scope: dict[str, Any] = {
             "inputs": inputs,
-            "trigger": trigger if trigger is not None else {},
+            "trigger": self._event(trigger),
             "steps": {},
         }
         results: list[StepResult] = []
@@ -483,7 +491,7 @@ class Runner:
                         f"refused: {exc}; not resent. {_how_to_settle(run_id, unit)}, or allow the "
                         "output (WILLO_SCHEMA_MODE=warn) and resume"
                     ) from None
-                return output
+                return manifest.numbers(output)
         landed = reconcile(self.conn, manifest, kept, where)
         if landed is not None:
             return landed
@@ -642,8 +650,8 @@ def settle(
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, ConnectorError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return str(exc)  # scrubbed by ConnectorError itself
+    return redaction.scrub(f"{type(exc).__name__}: {exc}")
 
 
 def summarize(output: Any) -> str:
