@@ -213,6 +213,11 @@ class RateLimited(WilloError):
     status = 429
 
 
+class QuotaExhausted(WilloError):
+    """The account's daily quota is spent (counted here, before sending: nothing was
+    sent); ``retry_after`` is the time until it renews. Transient, like a 429."""
+
+
 class ServerError(WilloError):
     status = 500
 

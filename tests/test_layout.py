@@ -26,8 +26,10 @@ FLOORS = {
     "connector._compat": 0,
     "connector.sdk": 0,
     "connector.catalog": 1,
-    "connector.state": 1,
+    "connector.config": 1,  # the config file: settings, connections' specs, secret references
+    "connector.state": 1,  # state.budget: the shared rate budgets
     "connector.http": 2,
+    "connector.connections": 2,  # named accounts: settings, keys, budgets of a connection
     "connector.workflows": 3,
     "connector.engines": 4,
     "connector.triggers": 4,

@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -40,7 +41,7 @@ from connector.errors import (
     short,
 )
 from connector.http.deadline import DeadlineAdapter, DeadlineExceeded, deadline
-from connector.http.pacing import Pacer, parse_rate, shared_pacer
+from connector.http.pacing import Pacing, parse_rate, shared_pacer
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Settings:
         redaction.register_env(env)
         s = cls(
             base_url=env.get("WILLO_BASE_URL") or DEFAULT_BASE_URL,
-            api_key=env.get("WILLO_API_KEY") or None,
+            api_key=env.get("WILLO_API_KEY") or (None if "api_key" in overrides else key_from_file(env)),
             auth_scheme=env.get("WILLO_AUTH_SCHEME", ""),
             rate=env.get("WILLO_RATE_LIMIT") or DEFAULT_RATE,
         )
@@ -130,8 +131,8 @@ class Settings:
         """Strip the whitespace a key file or a Kubernetes secret leaves around the key
         and the scheme, refuse what cannot go in a header, and register the key as a
         secret. Error messages name the setting, never its value."""
-        self.api_key = _header_token("WILLO_API_KEY", self.api_key)
-        self.auth_scheme = _header_token("WILLO_AUTH_SCHEME", self.auth_scheme) or ""
+        self.api_key = header_token("WILLO_API_KEY", self.api_key)
+        self.auth_scheme = header_token("WILLO_AUTH_SCHEME", self.auth_scheme) or ""
         redaction.register(self.api_key)
 
     def authorization(self) -> str:
@@ -145,7 +146,21 @@ class Settings:
         return f"{self.auth_scheme} {self.api_key}" if self.auth_scheme else self.api_key
 
 
-def _header_token(name: str, value: str | None) -> str | None:
+def key_from_file(env: Mapping[str, str]) -> str | None:
+    """The key in the file ``WILLO_API_KEY_FILE`` names (a Docker or Kubernetes
+    secret), stripped; None when it is not set. Both it and ``WILLO_API_KEY`` set is
+    an error, as is a file that cannot be read (named, its content never shown)."""
+    path = env.get("WILLO_API_KEY_FILE", "").strip()
+    if not path:
+        return None
+    if env.get("WILLO_API_KEY", "").strip():
+        raise ConfigError("WILLO_API_KEY and WILLO_API_KEY_FILE are both set: set one of them")
+    from connector.config import read_secret_file
+
+    return read_secret_file(Path(path).expanduser(), "WILLO_API_KEY_FILE")
+
+
+def header_token(name: str, value: str | None) -> str | None:
     """``value`` stripped; a ConfigError (that does not quote it) if it holds anything
     but visible ASCII: a line break or NUL inside, a space, a non-ASCII character."""
     if value is None:
@@ -194,7 +209,7 @@ class WilloClient:
         settings: Settings | None = None,
         *,
         prepare: PrepareHook | None = None,
-        pacer: Pacer | None = None,
+        pacer: Pacing | None = None,
         session: requests.Session | None = None,
         dry_run: bool = False,
     ):
@@ -203,7 +218,7 @@ class WilloClient:
         check_url(self.settings.base_url)
         self._prepare = prepare
         per_s, per_m = parse_rate(self.settings.rate)
-        self.pacer = pacer or shared_pacer(per_s, per_m)
+        self.pacer: Pacing = pacer or shared_pacer(per_s, per_m, _budget_name(self.settings))
         self.dry_run = dry_run
         self.session = session or requests.Session()
         adapter: HTTPAdapter = (
@@ -516,6 +531,13 @@ class WilloClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _budget_name(settings: Settings) -> str:
+    """Which in-memory budget a client without its own pacer draws on: one per base
+    URL and key (as :attr:`connector.connections.Account.budget` names shared ones)."""
+    key = hashlib.sha256((settings.api_key or "").encode()).hexdigest()[:16]
+    return f"{settings.base_url.rstrip('/')}#{key}"
 
 
 def full_url(url: str, params: Mapping[str, Any] | None) -> str:

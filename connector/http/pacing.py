@@ -1,45 +1,76 @@
-"""Client-side pacing: one sliding-window limiter per process.
+"""Client-side pacing: the rate budget every request draws on before it is sent.
 
-Willo publishes 10 requests per second and 100 per minute per organisation
-(raisable). Every request of the process reserves a slot here before it is sent, so
-bulk work runs at the allowed rate instead of into 429s. Threads queue fairly: each
-reserves the earliest slot that keeps both windows within their limits.
+Willo publishes 10 requests per second, 100 per minute and 50,000 a day per
+organisation. Every request reserves a slot before it is sent, so bulk work runs at
+the allowed rate instead of into 429s. The interface is two calls,
+:meth:`acquire` before each attempt and :meth:`throttled` after a 429, and there
+are two implementations of one algorithm (:mod:`connector.state.budget`: windows,
+slack for the server's arrival jitter, tightening after a 429, the day's quota):
 
-Willo's throttles are Django REST framework's: the server stamps each request when it
-checks it (after authentication), so network and queueing jitter bring requests
-closer together there than they left here, and a refused request still counts against
-every window that let it through. So each window is kept ``SLACK`` seconds longer than
-the server's, which absorbs the jitter; and a 429 tightens the pacer (every request
-waits out the server's ``Retry-After``, the slack doubles and each window admits a
-tenth fewer requests), which then relaxes one step per quiet ``RECOVERY`` seconds.
-
-The interface is two calls, :meth:`Pacer.acquire` before each attempt and
-:meth:`Pacer.throttled` after a 429, so that the budget can move elsewhere (a store
-shared by processes) without touching the client.
+- :class:`SharedPacer`, an account's budget in the state store, shared by every
+  process on the machine that uses that account (what the CLI uses for live
+  requests);
+- :class:`Pacer`, the same reservations in this process's memory, for a process
+  without a state store (library users, the kit's fixtures, the embedded sandbox).
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from connector.errors import ConfigError
+from connector.errors import ConfigError, QuotaExhausted
+from connector.state.budget import (
+    KEEP,
+    MAX_CUT,
+    MAX_HOLD,
+    MAX_SLACK,
+    RECOVERY,
+    SLACK,
+    Budget,
+    Limits,
+    Tuning,
+    earliest,
+    iso,
+)
 
-#: Seconds added to every window: more than the arrival jitter of a request (0-40 ms
-#: measured on loopback under load; see benchmarks/bench_pacing.py).
-SLACK = 0.05
-#: The most a run of 429s can stretch the slack to.
-MAX_SLACK = 1.6
-#: Each window admits at most this many tenths fewer requests after 429s.
-MAX_CUT = 5
-#: Quiet seconds (no 429) after which the pacer relaxes one step.
-RECOVERY = 60.0
-#: The longest a ``Retry-After`` holds every request (a longer one is the retrying
-#: request's own business: one bad header must not stall the process for a day).
-MAX_HOLD = 60.0
+if TYPE_CHECKING:
+    from connector.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_CUT",
+    "MAX_HOLD",
+    "MAX_SLACK",
+    "ON_QUOTA",
+    "RECOVERY",
+    "SLACK",
+    "Pacer",
+    "Pacing",
+    "SharedPacer",
+    "parse_rate",
+    "shared_pacer",
+]
+
+#: What a request does when its account's daily quota is spent (``WILLO_ON_QUOTA``).
+ON_QUOTA = ("wait", "fail")
+#: The longest single sleep while waiting for a quota to renew (it is re-checked after).
+_QUOTA_NAP = 60.0
+
+
+class Pacing(Protocol):
+    """What the client asks of a rate budget."""
+
+    def acquire(self) -> None:
+        """Wait for a slot (or fail: the day's quota is spent) before one attempt."""
+
+    def throttled(self, retry_after: float | None = None) -> None:
+        """The server answered 429 (asking to wait ``retry_after`` seconds)."""
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -58,7 +89,8 @@ def parse_rate(text: str) -> tuple[int, int]:
 
 
 class Pacer:
-    """Sliding-window limiter over a per-second and a per-minute window (0 = none)."""
+    """The rate budget in this process's memory: a per-second and a per-minute window
+    (0 = none), adaptive as :mod:`connector.state.budget` describes."""
 
     def __init__(
         self,
@@ -68,45 +100,55 @@ class Pacer:
         sleep: Callable[[float], None] = time.sleep,
         slack: float = SLACK,
     ):
-        self.windows = [(n, w) for n, w in ((per_second, 1.0), (per_minute, 60.0)) if n]
-        self._logs: list[deque[float]] = [deque() for _ in self.windows]
+        self.windows = Limits(per_second, per_minute).windows
+        self._log: deque[float] = deque()
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
-        self.base_slack = slack
-        self.slack = slack
-        self.cut = 0  # tenths of each limit withheld after 429s
-        self._hold_until = 0.0
-        self._relaxed_at = 0.0
+        self.tuning = Tuning(slack=slack, base_slack=slack)
         self.waited = 0.0
-        self.throttles = 0
 
-    def _limit(self, limit: int) -> int:
-        return max(1, limit - math.ceil(limit * self.cut / 10))
+    # the tuning's fields, as they were before the budget moved to connector.state
+    @property
+    def slack(self) -> float:
+        return self.tuning.slack
 
-    def _relax(self, now: float) -> None:
-        while (self.cut or self.slack > self.base_slack) and now - self._relaxed_at >= RECOVERY:
-            self._relaxed_at += RECOVERY
-            self.cut = max(0, self.cut - 1)
-            self.slack = max(self.base_slack, self.slack / 2)
+    @slack.setter
+    def slack(self, value: float) -> None:
+        self.tuning.slack = value
+
+    @property
+    def base_slack(self) -> float:
+        return self.tuning.base_slack
+
+    @base_slack.setter
+    def base_slack(self, value: float) -> None:
+        self.tuning.base_slack = value
+
+    @property
+    def cut(self) -> int:
+        return self.tuning.cut
+
+    @property
+    def throttles(self) -> int:
+        return self.tuning.throttles
+
+    @throttles.setter
+    def throttles(self, value: int) -> None:
+        self.tuning.throttles = value
+
+    def _nth(self, n: int) -> float | None:
+        return self._log[-n] if len(self._log) >= n else None
 
     def reserve(self) -> float:
         """Reserve the earliest allowed send time; return how long to wait for it."""
         with self._lock:
             now = self._clock()
-            self._relax(now)
-            at = max(now, self._hold_until)
-            for (limit, span), log in zip(self.windows, self._logs, strict=True):
-                span += self.slack
-                while log and log[0] <= now - span - MAX_SLACK:
-                    log.popleft()
-                if log:
-                    at = max(at, log[-1])  # first come, first served; keeps logs sorted
-                n = self._limit(limit)
-                if len(log) >= n:
-                    at = max(at, log[-n] + span)
-            for log in self._logs:
-                log.append(at)
+            self.tuning.relax(now)
+            while self._log and self._log[0] <= now - KEEP:
+                self._log.popleft()
+            at = earliest(now, self.tuning, self.windows, self._nth)
+            self._log.append(at)
             return at - now
 
     def acquire(self) -> None:
@@ -122,23 +164,90 @@ class Pacer:
         if not self.windows:
             return
         with self._lock:
-            now = self._clock()
-            self.throttles += 1
-            if retry_after:
-                self._hold_until = max(self._hold_until, now + min(retry_after, MAX_HOLD))
-            self.slack = min(MAX_SLACK, self.slack * 2)
-            self.cut = min(MAX_CUT, self.cut + 1)
-            self._relaxed_at = now
+            self.tuning.tighten(self._clock(), retry_after)
+
+    def describe(self) -> str:
+        """The limits, e.g. ``10/s, 100/min``."""
+        limits = dict((span, n) for n, span in self.windows)
+        return Limits(limits.get(1.0, 0), limits.get(60.0, 0)).describe()
 
 
-_PACERS: dict[tuple[int, int], Pacer] = {}
+class SharedPacer:
+    """One account's budget in the state store, shared by every process using it.
+
+    ``account`` names the budget (:attr:`connector.connections.Account.budget`);
+    ``label`` is how messages name it (the connection). When the day's quota is
+    spent, :meth:`acquire` waits for it to renew (``on_quota="wait"``, saying until
+    when) or raises :class:`~connector.errors.QuotaExhausted` (``"fail"``)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        account: str,
+        limits: Limits,
+        *,
+        label: str = "",
+        on_quota: str = "wait",
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ):
+        if on_quota not in ON_QUOTA:
+            raise ConfigError(f"WILLO_ON_QUOTA={on_quota[:20]!r}: use wait or fail")
+        self.budget = Budget(store, clock)
+        self.account = account
+        self.limits = limits
+        self.windows = limits.windows
+        self.label = label or account
+        self.on_quota = on_quota
+        self._sleep = sleep
+        self._clock = clock
+        self.waited = 0.0
+        self.throttles = 0
+        self._told: float | None = None  # the renewal this process already announced
+
+    def acquire(self) -> None:
+        if not self.limits.active:
+            return
+        while True:
+            slot = self.budget.reserve(self.account, self.limits, self.label)
+            if slot.renews_at is None:
+                if slot.delay > 0:
+                    self.waited += slot.delay
+                    self._sleep(slot.delay)
+                return
+            spent = (
+                f"{self.label}: the daily quota of {self.limits.per_day:,} requests is spent "
+                f"({slot.used_today:,} sent today, UTC); it renews at {iso(slot.renews_at)}"
+            )
+            if self.on_quota == "fail":
+                raise QuotaExhausted(
+                    f"{spent} (WILLO_ON_QUOTA=wait waits for it instead)",
+                    retry_after=max(0.0, slot.renews_at - self._clock()),
+                )
+            if self._told != slot.renews_at:
+                self._told = slot.renews_at
+                log.warning("%s; waiting until then (WILLO_ON_QUOTA=fail fails instead)", spent)
+            nap = min(_QUOTA_NAP, max(0.05, slot.renews_at - self._clock()))
+            self.waited += nap
+            self._sleep(nap)
+
+    def throttled(self, retry_after: float | None = None) -> None:
+        """The server answered 429: every process using this account holds and tightens."""
+        self.throttles += 1
+        self.budget.throttled(self.account, retry_after)
+
+    def describe(self) -> str:
+        return self.limits.describe()
+
+
+_PACERS: dict[tuple[str, int, int], Pacer] = {}
 _PACERS_LOCK = threading.Lock()
 
 
-def shared_pacer(per_second: int, per_minute: int) -> Pacer:
-    """The process-wide pacer for these limits."""
+def shared_pacer(per_second: int, per_minute: int, account: str = "") -> Pacer:
+    """The process-wide in-memory pacer of ``account`` with these limits."""
     with _PACERS_LOCK:
-        key = (per_second, per_minute)
+        key = (account, per_second, per_minute)
         if key not in _PACERS:
             _PACERS[key] = Pacer(per_second, per_minute)
         return _PACERS[key]

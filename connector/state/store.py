@@ -6,7 +6,6 @@ user's XDG state directory, ``$XDG_STATE_HOME/willo-connector``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
@@ -22,6 +21,8 @@ from connector import redaction
 from connector.errors import ConfigError
 from connector.state.leases import Leases
 
+#: The tables of the release before schema versions (0.1.0), created by migration step 1.
+#: Never edit it: a change of schema is a new step in :data:`MIGRATIONS`.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -103,11 +104,158 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 );
 """
 
-#: Columns added since the first release: (table, column, declaration), added to older files.
-ADDED_COLUMNS = (
-    ("events", "failure", "TEXT"),  # transient | permanent | blocked: why it last failed
-    ("events", "failing_since", "REAL"),  # first failure of the current retry horizon
+#: What the first release of the schema versions (3) adds: every row that belongs to a
+#: Willo account says which (``account``: a connection's name and a hash of its base URL
+#: and key fingerprint, see :mod:`connector.connections`; ``''`` or NULL for rows written
+#: before, which the ``default`` connection adopts). Events are unique per account and
+#: trigger (a participant listed by two triggers, or by two accounts, is two events).
+_ACCOUNTS = (
+    "ALTER TABLE runs ADD COLUMN account TEXT",
+    "ALTER TABLE units ADD COLUMN account TEXT",
+    "ALTER TABLE triggers ADD COLUMN account TEXT",
+    """CREATE TABLE events_v3 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    account TEXT NOT NULL DEFAULT '',
+    trigger TEXT NOT NULL,
+    dedupe TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    run_id TEXT,
+    received_at REAL NOT NULL,
+    failure TEXT,
+    failing_since REAL,
+    UNIQUE (source, account, trigger, dedupe)
+)""",
+    "INSERT INTO events_v3 (id, source, trigger, dedupe, payload, status, attempts, next_at, error, run_id,"
+    " received_at, failure, failing_since) SELECT id, source, trigger, dedupe, payload, status, attempts,"
+    " next_at, error, run_id, received_at, failure, failing_since FROM events",
+    "DROP TABLE events",
+    "ALTER TABLE events_v3 RENAME TO events",
+    "CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at)",
+    """CREATE TABLE subscriptions_v3 (
+    account TEXT NOT NULL DEFAULT '',
+    webhook TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    url TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (account, webhook)
+)""",
+    "INSERT INTO subscriptions_v3 (webhook, owner, trigger, url, created_at)"
+    " SELECT webhook, owner, trigger, url, created_at FROM subscriptions",
+    "DROP TABLE subscriptions",
+    "ALTER TABLE subscriptions_v3 RENAME TO subscriptions",
+    # the rate budget of each account, shared by every process (connector.state.budget)
+    """CREATE TABLE IF NOT EXISTS budgets (
+    account TEXT PRIMARY KEY,
+    label TEXT NOT NULL DEFAULT '',
+    per_second INTEGER NOT NULL DEFAULT 0,
+    per_minute INTEGER NOT NULL DEFAULT 0,
+    per_day INTEGER NOT NULL DEFAULT 0,
+    slack REAL NOT NULL,
+    cut INTEGER NOT NULL DEFAULT 0,
+    hold_until REAL NOT NULL DEFAULT 0,
+    relaxed_at REAL NOT NULL DEFAULT 0,
+    throttles INTEGER NOT NULL DEFAULT 0,
+    day TEXT NOT NULL DEFAULT '',
+    day_used INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL DEFAULT 0
+)""",
+    "CREATE TABLE IF NOT EXISTS budget_slots (account TEXT NOT NULL, at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS budget_slots_at ON budget_slots (account, at)",
 )
+
+
+def _add_columns(*columns: tuple[str, str, str]) -> Callable[[sqlite3.Connection], None]:
+    """A step adding columns that files of the unversioned release may already have
+    (it added them itself when it opened an older file)."""
+
+    def step(db: sqlite3.Connection) -> None:
+        for table, column, decl in columns:
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    return step
+
+
+def _statements(*sql: str) -> Callable[[sqlite3.Connection], None]:
+    def step(db: sqlite3.Connection) -> None:
+        for statement in sql:
+            db.execute(statement)
+
+    return step
+
+
+def _keep_sequence(
+    table: str, step: Callable[[sqlite3.Connection], None]
+) -> Callable[[sqlite3.Connection], None]:
+    """Run ``step`` (which rebuilds ``table``) keeping its AUTOINCREMENT counter: ids of
+    deleted rows are never handed out again (a run names its event by id)."""
+
+    def wrapped(db: sqlite3.Connection) -> None:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        step(db)
+        if row is not None:
+            db.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = ?", (row[0], table))
+            if not db.execute("SELECT 1 FROM sqlite_sequence WHERE name = ?", (table,)).fetchone():
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, row[0]))
+
+    return wrapped
+
+
+#: The schema's history, oldest first: step ``i`` takes a file from version ``i`` to
+#: ``i + 1`` (``PRAGMA user_version``). A file without a version (0) is new, or was
+#: written before versions (0.1.0): step 1 creates what it lacks. Add a step to change
+#: the schema; never edit one that has shipped.
+MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
+    ("the tables of the first release", _statements(*(s for s in SCHEMA.split(";") if s.strip()))),
+    (
+        "why an event last failed, and since when",
+        _add_columns(("events", "failure", "TEXT"), ("events", "failing_since", "REAL")),
+    ),
+    ("rows keyed by account; the shared rate budget", _keep_sequence("events", _statements(*_ACCOUNTS))),
+)
+#: The version this release writes.
+VERSION = len(MIGRATIONS)
+
+
+class NewerStore(ConfigError):
+    """The state file was written by a newer release (a schema this one does not know)."""
+
+
+def migrate(conn: sqlite3.Connection, path: Path | str) -> int:
+    """Bring the file open on ``conn`` to :data:`VERSION` (in one transaction, so two
+    processes opening it at once migrate it once); the version it had."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found == VERSION:
+        return found
+    _refuse_newer(found, path)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])  # another process may have
+        _refuse_newer(found, path)
+        for _what, step in MIGRATIONS[found:]:
+            step(conn)
+        conn.execute(f"PRAGMA user_version = {VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return found
+
+
+def _refuse_newer(found: int, path: Path | str) -> None:
+    if found > VERSION:
+        raise NewerStore(
+            f"state store {path} has schema version {found}, written by a newer willo-connector "
+            f"(this one reads up to version {VERSION}); upgrade willo-connector, or point "
+            "WILLO_STATE_DIR (--state-dir) at another folder. The file was not changed."
+        )
 
 
 def default_dir() -> Path:
@@ -140,20 +288,11 @@ class StateStore:
         self._leases_lock = threading.Lock()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            conn = self._conn()
-            conn.executescript(SCHEMA)
-            self._add_columns(conn)
+            self.migrated_from = migrate(self._conn(), self.path)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"state store {self.path}: {exc} (set WILLO_STATE_DIR or --state-dir to a writable folder)"
             ) from None
-
-    def _add_columns(self, conn: sqlite3.Connection) -> None:
-        for table, column, decl in ADDED_COLUMNS:
-            have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                with contextlib.suppress(sqlite3.OperationalError):  # another process added it
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @property
     def leases(self) -> Leases:
@@ -209,15 +348,17 @@ class StateStore:
         settings: dict[str, Any],
         event_id: int | None = None,
         hold: bool = False,
+        account: str | None = None,
     ) -> str:
-        """A new run, ``running``; with ``hold``, this process takes its lease at once."""
+        """A new run, ``running``; with ``hold``, this process takes its lease at once.
+        ``account``: the account its steps use unless a step names another."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         with self.tx() as db:
             if hold:
                 self.leases.acquire(f"run:{run_id}", db=db)
             db.execute(
                 "INSERT INTO runs (id, workflow, name, source, status, inputs, trigger, settings,"
-                " event_id, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                " event_id, started_at, account) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     workflow,
@@ -228,6 +369,7 @@ class StateStore:
                     dumps(settings),
                     event_id,
                     time.time(),
+                    account,
                 ),
             )
         return run_id
@@ -276,18 +418,21 @@ class StateStore:
         output: Any = None,
         error: str | None = None,
         guard: Callable[[sqlite3.Connection], None] | None = None,
+        account: str | None = None,
     ) -> None:
         """Journal one unit; ``guard(db)`` runs first in the same transaction (a lease
-        fence: it raises to write nothing)."""
+        fence: it raises to write nothing). ``account``: the account it is sent to (kept
+        from the first write that names one)."""
         with self.tx() as db:
             if guard is not None:
                 guard(db)
             db.execute(
                 "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " updated_at, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status,"
                 " inputs = COALESCE(excluded.inputs, units.inputs), output = excluded.output,"
-                " error = excluded.error, updated_at = excluded.updated_at",
+                " error = excluded.error, updated_at = excluded.updated_at,"
+                " account = COALESCE(units.account, excluded.account)",
                 (
                     run_id,
                     step,
@@ -298,5 +443,6 @@ class StateStore:
                     None if output is None else dumps(redaction.scrub_value(output)),
                     redaction.scrub(error) if error else error,
                     time.time(),
+                    account,
                 ),
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,11 @@ class Workflow:
         return dict(trig) if trig else None
 
 
-def load(path: str | Path, catalog: Catalog, text: str | None = None) -> Workflow:
-    """Read and validate a workflow; raise :class:`ManifestError` with every problem."""
+def load(
+    path: str | Path, catalog: Catalog, text: str | None = None, connections: Collection[str] | None = None
+) -> Workflow:
+    """Read and validate a workflow; raise :class:`ManifestError` with every problem.
+    ``connections``: the connection names a ``connection:`` may use (None: not checked)."""
     try:
         if text is None:
             text = Path(path).read_text(encoding="utf-8")
@@ -70,7 +74,7 @@ def load(path: str | Path, catalog: Catalog, text: str | None = None) -> Workflo
         raise ManifestError([f"{path}:1: cannot read: {exc.strerror}"]) from None
     except YamlError as exc:
         raise ManifestError([str(exc)]) from None
-    problems = check_document(doc, catalog)
+    problems = check_document(doc, catalog, connections)
     if problems:
         raise ManifestError(problems)
     for warning in deprecations(doc, catalog):
@@ -382,10 +386,45 @@ def _chains(node: nodes.Node) -> list[tuple[str, list[Any]]]:
     return found
 
 
-def check_document(doc: Document, catalog: Catalog) -> list[str]:
-    """Every static problem of a parsed workflow document."""
+def check_document(doc: Document, catalog: Catalog, connections: Collection[str] | None = None) -> list[str]:
+    """Every static problem of a parsed workflow document; with ``connections``, a
+    ``connection:`` that names none of them is one."""
     found = _Checker(doc, catalog).run()
+    if connections is not None:
+        found += connection_problems(doc, connections)
     return sorted(found, key=lambda p: int(p[len(doc.path) + 1 :].split(":", 1)[0]))
+
+
+def connection_problems(doc: Document, names: Collection[str]) -> list[str]:
+    """``file:line: /pointer: [step ID: ]unknown connection ...`` for every
+    ``connection:`` (the workflow's, and any step's at any depth) not in ``names``."""
+    found: list[str] = []
+    known = sorted(names)
+
+    def check(value: Any, ptr: str, step: Any) -> None:
+        if isinstance(value, str) and value not in names:
+            close = difflib.get_close_matches(value, known, n=2)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            who = f"step {step}: " if isinstance(step, str) else ""
+            found.append(
+                f"{doc.where(ptr)}: {ptr}: {who}unknown connection {short(value)} "
+                f"({hint}connections: {', '.join(known)})"
+            )
+
+    def visit(value: Any, ptr: str) -> None:
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                visit(v, f"{ptr}/{i}")
+        elif isinstance(value, dict):
+            if "connection" in value and "id" in value:
+                check(value["connection"], f"{ptr}/connection", value.get("id"))
+            for k, v in value.items():
+                visit(v, f"{ptr}/{escape(str(k))}")
+
+    if isinstance(doc.data, dict):
+        check(doc.data.get("connection"), "/connection", None)
+        visit(doc.data.get("steps"), "/steps")
+    return found
 
 
 def deprecations(doc: Document, catalog: Catalog) -> list[str]:

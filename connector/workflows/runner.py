@@ -250,20 +250,47 @@ class Runner:
         self.progress = progress
         self.executor = executor
         self.cancel = cancel  # set: start no further unit; the run is left resumable
+        self.connections = step_connections(workflow.data)
+
+    # ------------------------------------------------------------------ connections
+
+    def connector(self, step: str | None = None) -> Connector:
+        """The connector of ``step`` (its ``connection:``, else the workflow's, else the
+        one the runner was given); None: the workflow's."""
+        name = self.connections.get(step) if step is not None else None
+        return self.conn.using(name or self.wf.data.get("connection"))
+
+    def _accounts(self) -> None:
+        """Build the connector of every connection the workflow names (their keys
+        are read now: a missing one stops the run before anything is sent)."""
+        names = {*self.connections.values(), self.wf.data.get("connection")}
+        for name in sorted(str(n) for n in names if n):
+            self.conn.using(name)
 
     # ------------------------------------------------------------------ entry points
 
     def start(self, inputs: Mapping[str, Any], trigger: Any = None, event_id: int | None = None) -> RunResult:
         check_workflow_inputs(self.wf, inputs)
+        self._accounts()
         run_id = None
         if self.store is not None:
+            main = self.connector()
             settings = {
                 "pid": os.getpid(),
                 "owner": self.store.leases.owner,
-                "base_url": self.conn.client.settings.base_url,
+                "base_url": main.client.settings.base_url,
+                "connection": main.connection_name,
             }
             run_id = self.store.new_run(
-                self.wf.path, self.wf.name, self.wf.text, dict(inputs), trigger, settings, event_id, hold=True
+                self.wf.path,
+                self.wf.name,
+                self.wf.text,
+                dict(inputs),
+                trigger,
+                settings,
+                event_id,
+                hold=True,
+                account=main.account.id,
             )
         try:
             return self._execute(run_id, dict(inputs), trigger, {})
@@ -274,6 +301,7 @@ class Runner:
         """Continue ``run_id``: what succeeded is reused, nothing is resent blindly.
         Raises :class:`RunBusy` while another live process holds the run."""
         assert self.store is not None
+        self._accounts()
         take_run(self.store, run_id)
         try:
             journal = self.store.units(run_id)
@@ -433,7 +461,14 @@ class Runner:
         if self.store is not None and run_id is not None:
             leases, resource = self.store.leases, run_resource(run_id)
             self.store.mark_unit(
-                run_id, step, item, action, status, guard=lambda db: leases.check(resource, db), **kw
+                run_id,
+                step,
+                item,
+                action,
+                status,
+                guard=lambda db: leases.check(resource, db),
+                account=self.connector(step).account.id,
+                **kw,
             )
 
     def _runner(
@@ -445,18 +480,20 @@ class Runner:
                 raise Interrupted(f"{where}: not started: the run was stopped (it resumes later)")
             prev = journal.get((unit.step, unit.item))
             manifest = self.conn.catalog.get(unit.action, "action")
+            conn = self.connector(unit.step)
             if prev is not None and prev["status"] == "succeeded":
                 return loads(prev["output"]), []
             if prev is not None and prev["status"] in SETTLEABLE:
+                same_account(run_id, unit, prev, conn)
                 kept = loads(prev["inputs"]) or unit.inputs
-                landed = self._settle_on_resume(run_id, unit, manifest, prev, kept)
+                landed = self._settle_on_resume(run_id, unit, manifest, prev, kept, conn)
                 if landed is not _SEND:
                     self._journal(run_id, unit.step, unit.item, unit.action, "succeeded", output=landed)
                     return landed, []
                 unit.inputs = kept  # what was (perhaps) sent is what is sent again
             self._journal(run_id, unit.step, unit.item, unit.action, "sending", inputs=unit.inputs)
             try:
-                call = self.conn.call(unit.action, unit.inputs)
+                call = conn.call(unit.action, unit.inputs)
             except Exception as exc:
                 how = landing(exc, manifest)
                 if how == "sent":
@@ -473,7 +510,13 @@ class Runner:
         return run
 
     def _settle_on_resume(
-        self, run_id: str | None, unit: Unit, manifest: Manifest, prev: Any, kept: dict[str, Any]
+        self,
+        run_id: str | None,
+        unit: Unit,
+        manifest: Manifest,
+        prev: Any,
+        kept: dict[str, Any],
+        conn: Connector,
     ) -> Any:
         """The output of a unit that may have been sent, found without resending it;
         or ``_SEND`` when it surely did not land (the lookup says so) or the action is
@@ -484,7 +527,7 @@ class Runner:
             output = loads(prev["output"])
             if output is not None:
                 try:
-                    self.conn.check_output(manifest, output)
+                    conn.check_output(manifest, output)
                 except ConnectorError as exc:
                     raise Blocked(
                         f"{where}: {unit.action} was sent (Willo answered 2xx) but its output was "
@@ -492,7 +535,7 @@ class Runner:
                         "output (WILLO_SCHEMA_MODE=warn) and resume"
                     ) from None
                 return manifest.numbers(output)
-        landed = reconcile(self.conn, manifest, kept, where)
+        landed = reconcile(conn, manifest, kept, where)
         if landed is not None:
             return landed
         has_lookup = manifest.data.get("reconcile") is not None
@@ -505,6 +548,43 @@ class Runner:
                 f"Check Willo, then {_how_to_settle(run_id, unit)}"
             )
         return _SEND
+
+
+# ---------------------------------------------------------------------- accounts
+
+
+def step_connections(data: Any) -> dict[str, str]:
+    """``{step id: connection}`` of every step (at any depth) that names one."""
+    found: dict[str, str] = {}
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("id"), str) and isinstance(value.get("connection"), str):
+                found.setdefault(value["id"], value["connection"])
+            for inner in value.values():
+                visit(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                visit(inner)
+
+    if isinstance(data, dict):
+        visit(data.get("steps"))
+    return found
+
+
+def same_account(run_id: str | None, unit: Unit, prev: Any, conn: Connector) -> None:
+    """A unit that may have been sent is looked up (or settled) only on the account it
+    was sent to: if its connection now names another account (a changed key or base
+    URL), it is :class:`Blocked`."""
+    was = prev["account"]
+    now = conn.account.id
+    if was and was != now:
+        raise Blocked(
+            f"{_where(unit.step, unit.item)}: {unit.action} may have been sent to account {was}, but "
+            f"connection {conn.connection_name} is now account {now} (another key or base URL); "
+            f"not looked up or resent there. Restore the connection, or check Willo and "
+            f"{_how_to_settle(run_id, unit)}"
+        )
 
 
 # ---------------------------------------------------------------------- leases and lookups

@@ -6,18 +6,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.catalog import drift, schemas
 from connector.catalog.index import Catalog, Manifest, get_catalog
 from connector.catalog.plugins import PluginHost, get_host, handler_map
+from connector.connections import DEFAULT, Account, account_of
 from connector.errors import ActionError, ConfigError, ConnectorError, InputError, OutputError, PluginError
 from connector.http.client import Settings, WilloClient
 from connector.workflows import expressions
+
+if TYPE_CHECKING:
+    from connector.connections import Connection
+    from connector.http.pacing import Pacing
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,9 @@ class ActionContext:
 
 
 class Connector:
-    """The host's facade: catalog + client + handlers. One per process is typical."""
+    """The host's facade: catalog + client + handlers, for one connection (one Willo
+    account). One per process and connection is typical: :meth:`using` gives the
+    connector of another connection, from the :class:`ConnectorPool` that built this one."""
 
     def __init__(
         self,
@@ -79,13 +87,18 @@ class Connector:
         client: WilloClient | None = None,
         dry_run: bool = False,
         schema_mode: str | None = None,
+        pacer: Pacing | None = None,
+        connection: Connection | None = None,
     ):
         self.host = host or get_host()
         self.catalog: Catalog = get_catalog(self.host)
         self.dry_run = dry_run
         self.serial = False  # True while a cassette answers: one request at a time
+        self.connection = connection  # None: the environment's settings ("default")
+        self.pool: ConnectorPool | None = None  # set by the pool that built it
         self._settings = settings
         self._client = client
+        self._pacer = pacer
         self._handlers: dict[str, tuple[str, Callable[..., Any]]] | None = None
         self._pollers: dict[str, tuple[str, Callable[..., Any]]] | None = None
         self.schema_mode = schema_mode or os.environ.get("WILLO_SCHEMA_MODE", "warn")
@@ -102,8 +115,29 @@ class Connector:
                 self._settings or Settings.from_env(),
                 prepare=self._prepare,
                 dry_run=self.dry_run,
+                pacer=self._pacer,
             )
         return self._client
+
+    @property
+    def connection_name(self) -> str:
+        return self.connection.name if self.connection is not None else DEFAULT
+
+    @property
+    def account(self) -> Account:
+        """The account this connector's requests go to (its rows in the state store)."""
+        return account_of(self.client.settings, self.connection_name)
+
+    def using(self, name: str | None) -> Connector:
+        """The connector of connection ``name`` (this one for None or its own name)."""
+        if not name or name == self.connection_name:
+            return self
+        if self.pool is None:
+            raise ConfigError(
+                f"connection {name!r}: this connector was built from settings, without named "
+                "connections (the CLI's commands have them)"
+            )
+        return self.pool.get(name)
 
     def _prepare(self, manifest: Mapping[str, Any], request: dict[str, Any]) -> None:
         self.host.call_quietly("prepare_request", manifest=manifest, request=request)
@@ -234,6 +268,33 @@ class Connector:
         if self.schema_mode == "strict":
             raise OutputError(f"{manifest.id}: output does not match its schema: " + "; ".join(report))
         drift.warn_once(manifest.id, report)
+
+
+class ConnectorPool:
+    """The connectors of one process, one per connection, each built when first asked
+    for by ``make(name)`` and then shared (its client, its session, its budget)."""
+
+    def __init__(self, make: Callable[[str], Connector]):
+        self._make = make
+        self._built: dict[str, Connector] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Connector:
+        with self._lock:
+            found = self._built.get(name)
+            if found is None:
+                found = self._built[name] = self._make(name)
+                found.pool = self
+            return found
+
+    def connectors(self) -> list[Connector]:
+        with self._lock:
+            return list(self._built.values())
+
+    def close(self) -> None:
+        for conn in self.connectors():
+            if conn._client is not None:
+                conn._client.close()
 
 
 def _origin(exc: BaseException) -> str:
