@@ -201,13 +201,15 @@ def test_poll_requeues_events_parked_by_a_transient_failure_at_start(sandbox, tm
     run = CliRunner()
     assert run.invoke(main, ["poll", "willo.new_participant", "--once"]).exit_code == 0
     store = StateStore()
-    name = ledger_name("willo.new_participant", {})
+    (ledger,) = store.query("SELECT name, account FROM triggers")
+    name, account = ledger["name"], ledger["account"]
+    assert name == ledger_name("willo.new_participant", {}, account)
     with store.tx() as db:
         for email, failure in (("outage@example.com", "transient"), ("bad@example.com", "permanent")):
             db.execute(
-                "INSERT INTO events (source, trigger, dedupe, payload, status, attempts, error, failure,"
-                " received_at) VALUES ('poll', ?, ?, ?, 'parked', 9, 'earlier', ?, ?)",
-                (name, email, dumps({"key": email, "email": email}), failure, time.time()),
+                "INSERT INTO events (source, account, trigger, dedupe, payload, status, attempts, error,"
+                " failure, received_at) VALUES ('poll', ?, ?, ?, ?, 'parked', 9, 'earlier', ?, ?)",
+                (account, name, email, dumps({"key": email, "email": email}), failure, time.time()),
             )
     out = run.invoke(main, ["poll", "willo.new_participant", "--once", "--json"])
     assert out.exit_code == 0, out.output

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from connector.catalog.index import get_catalog
 from connector.cli import main
+from connector.connections import Account
 from connector.state.store import StateStore
 from connector.triggers import polling
 from connector.triggers.polling import Poller, order_key
@@ -81,6 +82,8 @@ class FakeList:
     client: _Client = field(default_factory=_Client)
     items: list[dict[str, Any]] = field(default_factory=list)
     before_page: Any = None  # called with the page number before each page is answered
+    connection_name: str = "default"  # a connector's account, as the poller keys its ledger by it
+    account: Any = field(default_factory=lambda: Account("default", "http://x", "none"))
 
     def add(self, when: datetime) -> dict[str, Any]:
         n = len(self.items)

@@ -109,7 +109,7 @@ def test_concurrent_pollers_emit_each_item_once(conn: Connector, sandbox, tmp_pa
         t.start()
     for t in threads:
         t.join()
-    got = emitted(StateStore(tmp_path), "willo.new_participant")
+    got = emitted(StateStore(tmp_path), Poller(conn, StateStore(tmp_path), "willo.new_participant").name)
     assert sorted(got) == sorted(f"c{i}@example.com" for i in range(20))
 
 

@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from connector.cli.common import echo, emit_json, input_option, json_option, parse_inputs, parse_json_object
+from connector.cli.common import (
+    connection_option,
+    echo,
+    emit_json,
+    input_option,
+    json_option,
+    parse_inputs,
+    parse_json_object,
+)
 
 
 @click.command()
@@ -25,6 +33,7 @@ from connector.cli.common import echo, emit_json, input_option, json_option, par
     type=click.Path(dir_okay=False),
     help="Answer every request from this vcrpy cassette (see `willo-connector record call`).",
 )
+@connection_option
 @json_option
 def call(
     action_id: str,
@@ -33,12 +42,15 @@ def call(
     dry_run: bool,
     use_sandbox: bool,
     cassette: str | None,
+    connection: str | None,
     as_json: bool,
 ) -> None:
     """Call the action ACTION_ID with the given inputs and print its output."""
     from connector.cli.context import connector_for
 
-    with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
+    with connector_for(
+        dry_run=dry_run, sandbox=use_sandbox, cassette=cassette, connection=connection
+    ) as conn:
         manifest = conn.catalog.get(action_id, "action")
         if manifest.deprecation():
             click.echo(f"warning: {manifest.deprecation()}", err=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import LazySubcommands, emit_json, json_option, parse_inputs
+from connector.cli.common import LazySubcommands, connection_option, emit_json, json_option, parse_inputs
 
 
 def _catalog() -> Any:
@@ -166,14 +166,17 @@ def catalog(as_json: bool) -> None:
 @click.argument("action_id")
 @click.argument("field")
 @click.option("--with", "with_", multiple=True, metavar="K=V", help="Extra inputs of the list action.")
+@connection_option
 @json_option
-def options(action_id: str, field: str, with_: tuple[str, ...], as_json: bool) -> None:
+def options(
+    action_id: str, field: str, with_: tuple[str, ...], connection: str | None, as_json: bool
+) -> None:
     """List the live choices of an input FIELD of ACTION_ID (value and label)."""
     from connector.catalog.options import list_options
-    from connector.workflows.runtime import Connector
+    from connector.cli.context import connector_for
 
-    conn = Connector()
-    choices = list_options(conn, action_id, field, parse_inputs(with_, flag="--with"))
+    with connector_for(connection=connection) as conn:
+        choices = list_options(conn, action_id, field, parse_inputs(with_, flag="--with"))
     if as_json:
         emit_json(choices)
         return
@@ -188,10 +191,12 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     """Validate manifests and workflows; print FILE:LINE: /pointer: message per problem."""
     import sys
 
+    from connector import connections
     from connector.catalog.validation import validate_paths
     from connector.workflows.model import check_document, deprecations
 
-    results = validate_paths(paths, check_document, deprecations)
+    names = connections.load().names()  # a workflow's connection: must name one of them
+    results = validate_paths(paths, lambda doc, cat: check_document(doc, cat, names), deprecations)
     if as_json:
         emit_json({"ok": all(r["ok"] for r in results), "files": results})
     else:

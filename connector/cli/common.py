@@ -23,6 +23,17 @@ def input_option(help: str) -> Any:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
+#: ``--connection/-c NAME``, shared by every command that talks to Willo.
+connection_option = click.option(
+    "--connection",
+    "-c",
+    "connection",
+    metavar="NAME",
+    envvar="WILLO_CONNECTION",
+    help="The connection (Willo account) to use: `default` (the environment's) or one "
+    "of the config file's (see `willo-connector connections`).",
+)
+
 
 class LazySubcommands(click.Group):
     """A command group whose subcommands, ``{name: (module, attribute, help)}``, are

@@ -8,23 +8,10 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from connector.workflows.runtime import Connector, ConnectorPool
 
 if TYPE_CHECKING:
     from connector.state.store import StateStore
-
-#: ``--connection/-c NAME``, shared by every command that talks to Willo.
-connection_option = click.option(
-    "--connection",
-    "-c",
-    "connection",
-    metavar="NAME",
-    envvar="WILLO_CONNECTION",
-    help="The connection (Willo account) to use: `default` (the environment's) or one "
-    "of the config file's (see `willo-connector connections`).",
-)
 
 
 @contextlib.contextmanager
@@ -86,6 +73,6 @@ def connector_for(
             pacer = conn.pacer(shared_store(), key) if key else None
             return Connector(settings=settings, connection=conn, pacer=pacer)
 
-        pool = ConnectorPool(make)
+        pool = ConnectorPool(make, known.names())
         stack.callback(pool.close)
         yield pool.get(connection or accounts.DEFAULT)

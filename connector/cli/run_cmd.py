@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import echo, emit_json, input_option, json_option, parse_inputs
+from connector.cli.common import connection_option, echo, emit_json, input_option, json_option, parse_inputs
 
 state_dir_option = click.option(
     "--state-dir",
@@ -84,6 +84,7 @@ def _report(result: Any, as_json: bool) -> None:
     is_flag=True,
     help="Run against the local simulator with demo data (no Willo account needed).",
 )
+@connection_option
 @state_dir_option
 @json_option
 def run(
@@ -94,6 +95,7 @@ def run(
     dry_run: bool,
     cassette: str | None,
     use_sandbox: bool,
+    connection: str | None,
     state_dir: str | None,
     as_json: bool,
 ) -> None:
@@ -104,8 +106,12 @@ def run(
     from connector.workflows.model import load
     from connector.workflows.runner import Runner, check_event
 
-    with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
-        wf = load(workflow, conn.catalog)
+    store = None if dry_run else StateStore(state_dir)
+    with connector_for(
+        dry_run=dry_run, sandbox=use_sandbox, cassette=cassette, connection=connection, store=store
+    ) as conn:
+        wf = load(workflow, conn.catalog, connections=conn.pool_names())
+        check_connection(wf, connection)
         values = _collect_inputs(inputs, input_file, wf.data.get("inputs"))
         trigger = None
         if event:
@@ -113,11 +119,23 @@ def run(
             check_event(wf, conn, trigger, event)
         if use_sandbox and not as_json:
             click.echo(f"sandbox: {conn.client.settings.base_url}", err=True)
-        store = None if dry_run else StateStore(state_dir)
         result = Runner(conn, wf, store=store, progress=not as_json, executor=LocalExecutor()).start(
             values, trigger
         )
     _report(result, as_json)
+
+
+def check_connection(wf: Any, connection: str | None) -> None:
+    """``--connection`` gives a workflow's connection only when the workflow names none:
+    running a workflow written for one account against another is refused."""
+    from connector.errors import InputError
+
+    named = wf.data.get("connection")
+    if connection and named and named != connection:
+        raise InputError(
+            f"{wf.doc.where('/connection')}: /connection: the workflow runs on connection {named}; "
+            f"--connection {connection} would not apply (drop one of them)"
+        )
 
 
 def _status(row: Any, store: Any) -> str:
@@ -234,8 +252,17 @@ def resolve(
             raise InputError(f"--output-json: not JSON ({str(exc)[:80]})") from None
     store = StateStore(state_dir)
     row = _find_run(store, run_id)
-    with connector_for() as conn:
-        done = settle(store, lambda: conn, conn.catalog, row["id"], step, item, sent=sent, output=output)
+    with connector_for(connection=_run_connection(row), store=store) as conn:
+        done = settle(
+            store,
+            lambda: _unit_connector(store, conn, row["id"], step, item),
+            conn.catalog,
+            row["id"],
+            step,
+            item,
+            sent=sent,
+            output=output,
+        )
     event = requeue_event_of(store, row)
     done = {"run_id": row["id"], **done, "event_requeued": event}
     if as_json:
@@ -247,6 +274,36 @@ def resolve(
         click.echo(f"event {event} requeued: the listener or poller resumes the run")
     else:
         click.echo(f"continue with: willo-connector resume {row['id']}")
+
+
+def _run_connection(row: Any) -> str | None:
+    """The connection a run was started with (None: ``default``, or a run from before
+    connections)."""
+    import json
+
+    name = json.loads(row["settings"] or "{}").get("connection")
+    return str(name) if name else None
+
+
+def _unit_connector(store: Any, conn: Any, run_id: str, step: str, item: int | None) -> Any:
+    """The connector of the account a unit was sent to (for its reconcile lookup)."""
+    from connector.errors import ConnectorError
+
+    rows = store.query(
+        "SELECT account FROM units WHERE run_id = ? AND step = ? AND item = ?",
+        (run_id, step, -1 if item is None else item),
+    )
+    account = rows[0]["account"] if rows else None
+    if not account:
+        return conn
+    target = conn.using(account.split("/", 1)[0])
+    if target.account.id != account:
+        raise ConnectorError(
+            f"step {step}: it was sent to account {account}, but connection {target.connection_name} is "
+            f"now account {target.account.id}; settle it with --output-json (as Willo shows it) or "
+            "--not-sent"
+        )
+    return target
 
 
 @click.command()
@@ -269,8 +326,8 @@ def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
     row = _find_run(store, run_id)
     if row["status"] == "succeeded":
         raise ConnectorError(f"run {row['id']} already succeeded; nothing to resume")
-    with connector_for() as conn:
-        wf = load(Path(row["workflow"]), conn.catalog, text=row["source"])
+    with connector_for(connection=_run_connection(row), store=store) as conn:
+        wf = load(Path(row["workflow"]), conn.catalog, text=row["source"], connections=conn.pool_names())
         runner = Runner(conn, wf, store=store, progress=not as_json, executor=LocalExecutor())
         settings = json.loads(row["settings"] or "{}")
         settings.update(pid=os.getpid(), owner=store.leases.owner)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, json_option, parse_inputs
+from connector.cli.common import connection_option, emit_json, json_option, parse_inputs
 from connector.cli.run_cmd import state_dir_option
 
 
@@ -53,6 +53,7 @@ def _print_event(trigger: str, event: dict[str, Any], as_json: bool) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Run this workflow for each event (the event is `trigger`).",
 )
+@connection_option
 @state_dir_option
 @json_option
 def poll(
@@ -62,10 +63,14 @@ def poll(
     interval: float,
     backfill: bool,
     workflow: str | None,
+    connection: str | None,
     state_dir: str | None,
     as_json: bool,
 ) -> None:
-    """Poll TRIGGER_ID; print new items (one JSON object per line with --json)."""
+    """Poll TRIGGER_ID; print new items (one JSON object per line with --json).
+
+    --connection names the account polled (and the workflows' connection unless they
+    name one); each account has its own ledger."""
     from connector.cli.context import connector_for
     from connector.state.store import StateStore
     from connector.triggers.dispatch import Dispatcher, requeue_interrupted, requeue_parked, workflow_handler
@@ -74,11 +79,11 @@ def poll(
 
     store = StateStore(state_dir)
     stop = _stop_on_signals()
-    with connector_for() as conn:
+    with connector_for(connection=connection, store=store) as conn:
         manifest = conn.catalog.get(trigger_id, "trigger")
         options = parse_inputs(with_, manifest.input_schema.get("properties"), flag="--with")
         poller = Poller(conn, store, trigger_id, options)
-        workflows = [load(workflow, conn.catalog)] if workflow else []
+        workflows = [load(workflow, conn.catalog, connections=conn.pool_names())] if workflow else []
         run_handler = workflow_handler(conn, store, workflows) if workflows else None
 
         def handle(trigger: str, payload: dict[str, Any], event: dict[str, Any]) -> str | None:
@@ -86,8 +91,8 @@ def poll(
             return run_handler(trigger, payload, event) if run_handler else None
 
         dispatcher = Dispatcher(conn, store, "poll", handle)
-        requeue_interrupted(store, "poll")
-        requeue_parked(store, "poll")  # parked by an outage: tried again at each start
+        requeue_interrupted(store, "poll", dispatcher.accounts)
+        requeue_parked(store, "poll", dispatcher.accounts)  # parked by an outage: tried again at start
         dispatcher.drain(poller.name)  # events queued before a crash go first
         while True:
             result = poller.poll(backfill=backfill)
@@ -111,6 +116,7 @@ def poll(
 @click.option("--port", default=8780, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--public-url", help="Base URL Willo can reach this receiver at (default http://HOST:PORT).")
 @click.option("--no-subscribe", is_flag=True, help="Do not manage subscriptions (they exist already).")
+@connection_option
 @state_dir_option
 def listen(
     workflows: tuple[str, ...],
@@ -118,6 +124,7 @@ def listen(
     port: int,
     public_url: str | None,
     no_subscribe: bool,
+    connection: str | None,
     state_dir: str | None,
 ) -> None:
     """Receive Willo webhooks and run each workflow whose trigger matches.
@@ -125,21 +132,30 @@ def listen(
     SIGTERM or SIGINT stops it at once: no new run or unit starts, a unit in flight
     gets a second to finish (else it is looked up, never blindly resent, at the next
     start), and the subscription is removed unless another live listener serves it.
+    --connection names the account whose webhooks these are (and the workflows'
+    connection unless they name one).
     """
     import time
 
     from connector.cli.context import connector_for
+    from connector.connections import DEFAULT
     from connector.errors import ConnectorError
     from connector.state.store import StateStore
-    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, requeue_parked, workflow_handler
+    from connector.triggers.dispatch import (
+        Dispatcher,
+        adopt_events,
+        requeue_interrupted,
+        requeue_parked,
+        workflow_handler,
+    )
     from connector.triggers.receiver import PATH, Inbox, Listener, make_app
     from connector.triggers.subscriptions import Subscription
     from connector.workflows.model import load
 
     store = StateStore(state_dir)
     secret = os.environ.get("WILLO_WEBHOOK_SECRET") or None
-    with connector_for() as conn:
-        wfs = [load(path, conn.catalog) for path in workflows]
+    with connector_for(connection=connection, store=store) as conn:
+        wfs = [load(path, conn.catalog, connections=conn.pool_names()) for path in workflows]
         events = set()
         for wf in wfs:
             trig = wf.trigger
@@ -154,8 +170,13 @@ def listen(
         dispatcher = Dispatcher(
             conn, store, "webhook", workflow_handler(conn, store, wfs, cancel=stopping), cancel=stopping
         )
-        requeue_interrupted(store, "webhook")
-        requeue_parked(store, "webhook")  # parked by an outage: tried again at each start
+        account = dispatcher.account
+        if conn.connection_name == DEFAULT:
+            adopt_events(store, "webhook", account)  # received before accounts: the default's
+        requeue_interrupted(store, "webhook", dispatcher.accounts)
+        requeue_parked(
+            store, "webhook", dispatcher.accounts
+        )  # parked by an outage: tried again at each start
         listener: Listener | None = None
         sub: Subscription | None = None
 
@@ -165,7 +186,9 @@ def listen(
             info = sub.status()
             return {"subscription": info, **({} if info["live"] else {"status": "no_subscription"})}
 
-        inbox = Inbox(store, secret, on_queued=lambda: listener.wake.set() if listener else None)
+        inbox = Inbox(
+            store, secret, on_queued=lambda: listener.wake.set() if listener else None, account=account
+        )
         try:
             listener = Listener(make_app(inbox, health), host, port, dispatcher.one, stopping)
         except OSError as exc:
@@ -200,16 +223,42 @@ def state() -> None:
     """Inspect or rewind a trigger's ledger in the state store."""
 
 
+def _ledger(store: Any, trigger_id: str, options: dict[str, Any], connection: str | None) -> tuple[str, str]:
+    """``(ledger name, account id)`` of a polling trigger's ledger for ``connection``
+    (its key is read for its fingerprint; nothing is sent). The ``default``
+    connection's ledger may still have its name from before accounts."""
+    from connector import connections
+    from connector.triggers.polling import ledger_name
+
+    conn = connections.load().get(connection, "--connection: ")
+    account = conn.account().id
+    name = ledger_name(trigger_id, options, account)
+    if conn.name == connections.DEFAULT and not store.query("SELECT 1 FROM triggers WHERE name = ?", (name,)):
+        legacy = ledger_name(trigger_id, options)
+        if store.query("SELECT 1 FROM triggers WHERE name = ? AND account IS NULL", (legacy,)):
+            return legacy, ""
+    return name, account
+
+
+def _webhook_account(connection: str | None) -> str:
+    from connector import connections
+
+    return connections.load().get(connection, "--connection: ").account().id
+
+
 @state.command("show")
 @click.argument("trigger_id")
 @click.option("--with", "with_", multiple=True, metavar="K=V", help="The trigger's options.")
+@connection_option
 @state_dir_option
 @json_option
-def state_show(trigger_id: str, with_: tuple[str, ...], state_dir: str | None, as_json: bool) -> None:
-    """Show TRIGGER_ID's cursor, seen items, polls and queued events."""
+def state_show(
+    trigger_id: str, with_: tuple[str, ...], connection: str | None, state_dir: str | None, as_json: bool
+) -> None:
+    """Show TRIGGER_ID's cursor, seen items, polls and queued events (of the account of
+    --connection)."""
     from connector.errors import ConnectorError
     from connector.state.store import StateStore
-    from connector.triggers.polling import ledger_name
 
     store = StateStore(state_dir)
     if trigger_id.startswith("willo.") and trigger_id.split(".")[1] in (
@@ -218,17 +267,24 @@ def state_show(trigger_id: str, with_: tuple[str, ...], state_dir: str | None, a
         "new_comment",
         "new_score",
     ):
+        account = _webhook_account(connection)
         rows = store.query(
             "SELECT status, COUNT(*) AS n FROM events WHERE source = 'webhook'"
-            " AND trigger = ? GROUP BY status",
-            (trigger_id,),
+            " AND trigger = ? AND account IN (?, '') GROUP BY status",
+            (trigger_id, account),
         )
-        info: dict[str, Any] = {"trigger": trigger_id, "events": {r["status"]: r["n"] for r in rows}}
+        info: dict[str, Any] = {
+            "trigger": trigger_id,
+            "account": account,
+            "events": {r["status"]: r["n"] for r in rows},
+        }
     else:
-        name = ledger_name(trigger_id, parse_inputs(with_, flag="--with"))
+        name, account = _ledger(store, trigger_id, parse_inputs(with_, flag="--with"), connection)
         row = store.query("SELECT * FROM triggers WHERE name = ?", (name,))
         if not row:
-            raise ConnectorError(f"no state for {name} in {store.path} (it has not been polled)")
+            raise ConnectorError(
+                f"no state for {trigger_id} of account {account} in {store.path} (it has not been polled)"
+            )
         info = dict(row[0])
         info["options"] = json.loads(info["options"])
         info["seen"] = store.query("SELECT COUNT(*) AS n FROM seen WHERE name = ?", (name,))[0]["n"]
@@ -247,13 +303,16 @@ def state_show(trigger_id: str, with_: tuple[str, ...], state_dir: str | None, a
 @state.command("reset")
 @click.argument("trigger_id")
 @click.option("--with", "with_", multiple=True, metavar="K=V", help="The trigger's options.")
+@connection_option
 @state_dir_option
-def state_reset(trigger_id: str, with_: tuple[str, ...], state_dir: str | None) -> None:
-    """Forget TRIGGER_ID's ledger: the next poll starts afresh."""
+def state_reset(
+    trigger_id: str, with_: tuple[str, ...], connection: str | None, state_dir: str | None
+) -> None:
+    """Forget TRIGGER_ID's ledger (of the account of --connection): the next poll starts afresh."""
     from connector.state.store import StateStore
-    from connector.triggers.polling import ledger_name, reset_ledger
+    from connector.triggers.polling import reset_ledger
 
     store = StateStore(state_dir)
-    name = ledger_name(trigger_id, parse_inputs(with_, flag="--with"))
+    name, _ = _ledger(store, trigger_id, parse_inputs(with_, flag="--with"), connection)
     reset_ledger(store, name)
     click.echo(f"{name}: reset")

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from connector import redaction
+from connector.connections import DEFAULT
 from connector.errors import ConfigError, ConnectorError
 from connector.state.leases import live_clause
 from connector.state.store import StateStore, loads
@@ -69,9 +70,16 @@ def event_resource(event_id: int) -> str:
     return f"event:{event_id}"
 
 
-def claim(store: StateStore, source: str, trigger: str | None = None, limit: int = 1) -> list[dict[str, Any]]:
-    """Take up to ``limit`` of the oldest due queued events, atomically, each with its
-    lease: concurrent claimers never share one."""
+def claim(
+    store: StateStore,
+    source: str,
+    trigger: str | None = None,
+    limit: int = 1,
+    account: str | tuple[str, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """Take up to ``limit`` of the oldest due queued events (of ``account``, or of any
+    of several, if given), atomically, each with its lease: concurrent claimers never
+    share one."""
     leases = store.leases
     with store.tx() as db:
         sql = "SELECT * FROM events WHERE source = ? AND status = 'queued' AND next_at <= ?"
@@ -79,6 +87,9 @@ def claim(store: StateStore, source: str, trigger: str | None = None, limit: int
         if trigger is not None:
             sql += " AND trigger = ?"
             args += (trigger,)
+        mine, more = _of_account(account)
+        sql += mine
+        args += more
         rows = [
             row
             for row in db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
@@ -128,25 +139,55 @@ def finish(
         store.leases.release(event_resource(event_id), db=db)
 
 
-def requeue_interrupted(store: StateStore, source: str) -> int:
+def _of_account(account: str | tuple[str, ...] | None) -> tuple[str, tuple[Any, ...]]:
+    """The SQL (and its arguments) that keeps the events of ``account`` (one, several,
+    or any for None)."""
+    if account is None:
+        return "", ()
+    accounts = (account,) if isinstance(account, str) else account
+    return f" AND account IN ({','.join('?' * len(accounts))})", accounts
+
+
+def accounts_of(conn: Connector) -> tuple[str, ...]:
+    """The accounts whose events ``conn``'s dispatchers take: its own, and for the
+    ``default`` connection those received without one (before accounts, or by an
+    :class:`~connector.triggers.receiver.Inbox` given none)."""
+    own = conn.account.id
+    return (own, "") if conn.connection_name == DEFAULT else (own,)
+
+
+def requeue_interrupted(store: StateStore, source: str, account: str | tuple[str, ...] | None = None) -> int:
     """Events whose dispatcher died (no live lease) go back to the queue; events a
     live process is dispatching are left to it."""
+    mine, args = _of_account(account)
     with store.tx() as db:
         return db.execute(
             "UPDATE events SET status = 'queued' WHERE source = ? AND status = 'dispatching'"
-            " AND NOT " + live_clause("'event:' || events.id"),
-            (source, store.leases.clock()),
+            + mine
+            + " AND NOT "
+            + live_clause("'event:' || events.id"),
+            (source, *args, store.leases.clock()),
         ).rowcount
 
 
-def requeue_parked(store: StateStore, source: str) -> int:
+def requeue_parked(store: StateStore, source: str, account: str | tuple[str, ...] | None = None) -> int:
     """Events parked by a transient failure (or before failures had kinds) are queued
     again, with a fresh retry horizon: run at a listener's or poller's start."""
+    mine, args = _of_account(account)
     with store.tx() as db:
         return db.execute(
             "UPDATE events SET status = 'queued', next_at = 0, failing_since = NULL"
-            " WHERE source = ? AND status = 'parked' AND (failure IS NULL OR failure = 'transient')",
-            (source,),
+            " WHERE source = ? AND status = 'parked' AND (failure IS NULL OR failure = 'transient')" + mine,
+            (source, *args),
+        ).rowcount
+
+
+def adopt_events(store: StateStore, source: str, account: str) -> int:
+    """Give the events received before accounts (account ``''``) to ``account`` (the
+    ``default`` connection's, at a listener's or poller's start)."""
+    with store.tx() as db:
+        return db.execute(
+            "UPDATE events SET account = ? WHERE source = ? AND account = ''", (account, source)
         ).rowcount
 
 
@@ -200,12 +241,14 @@ class Dispatcher:
         self.backoff = backoff
         self.batch = batch
         self.cancel = cancel  # set: claimed events not yet started go back to the queue
+        self.account = conn.account.id  # this dispatcher's events: its connection's
+        self.accounts = accounts_of(conn)
         self._next_sweep = 0.0
 
     def one(self, trigger: str | None = None) -> int:
         """Dispatch a batch of due events (in order); the number dispatched, 0 if none."""
         self._sweep()
-        events = claim(self.store, self.source, trigger, limit=self.batch)
+        events = claim(self.store, self.source, trigger, limit=self.batch, account=self.accounts)
         quiet: list[int] = []  # handled without a run: marked done together
         for event in events:
             if self.cancel is not None and self.cancel.is_set():
@@ -243,7 +286,7 @@ class Dispatcher:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self.store.leases.ttl
-            if n := requeue_interrupted(self.store, self.source):
+            if n := requeue_interrupted(self.store, self.source, self.accounts):
                 log.warning("%d event(s) of a stopped dispatcher queued again", n)
 
     def _dispatch(self, event: dict[str, Any]) -> object:

@@ -1,14 +1,15 @@
-"""Polling triggers: one ledger per trigger and options.
+"""Polling triggers: one ledger per account, trigger and options.
 
-The ledger of a polling trigger (one per trigger id and options) lives in the
-state store: a cursor (the newest ``order`` value covered, compared as a time, not
-as text: see :func:`order_key`), the keys already seen, and the events emitted.
-New items, their seen keys, the cursor and the queued events are written in one
-transaction, so a crash between fetching and committing repeats nothing and loses
-nothing, and two pollers of one trigger never emit an item twice. A first poll that
-finds nothing leaves no cursor: the next poll reads every page (all of it is new).
-Events are then dispatched from the queue (:mod:`.dispatch`); a queued
-event survives a crash and is dispatched at the next start.
+The ledger of a polling trigger (one per account, trigger id and options: two
+accounts never share a cursor or a seen set) lives in the state store: a cursor
+(the newest ``order`` value covered, compared as a time, not as text: see
+:func:`order_key`), the keys already seen, and the events emitted. New items, their
+seen keys, the cursor and the queued events are written in one transaction, so a
+crash between fetching and committing repeats nothing and loses nothing, and two
+pollers of one trigger never emit an item twice. A first poll that finds nothing
+leaves no cursor: the next poll reads every page (all of it is new). Events are then
+dispatched from the queue (:mod:`.dispatch`); a queued event survives a crash and is
+dispatched at the next start.
 
 Seen keys are pruned only when both older than ``WILLO_SEEN_WINDOW_DAYS`` (default
 90) and older than the cursor, which excludes them anyway.
@@ -30,6 +31,7 @@ from typing import Any
 
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
+from connector.connections import DEFAULT
 from connector.errors import BadRequest, ConfigError, InputError, PluginError, short
 from connector.state.store import StateStore, dumps
 from connector.workflows import expressions
@@ -70,12 +72,37 @@ def cursor_value(key: str | None) -> Any:
     return key
 
 
-def ledger_name(trigger_id: str, options: Mapping[str, Any]) -> str:
-    """The ledger of one trigger with one set of options."""
-    if not options:
-        return trigger_id
-    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{trigger_id}#{digest}"
+def ledger_name(trigger_id: str, options: Mapping[str, Any], account: str | None = None) -> str:
+    """The ledger of one trigger with one set of options, for one account
+    (:attr:`connector.connections.Account.id`; None: the name ledgers had before
+    accounts, which the ``default`` connection adopts)."""
+    if account is None:
+        if not options:
+            return trigger_id
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{trigger_id}#{digest}"
+    text = json.dumps([account, options], sort_keys=True)
+    return f"{trigger_id}#{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def adopt_ledger(store: StateStore, legacy: str, name: str, account: str) -> bool:
+    """Give a ledger written before accounts (``legacy``) to ``account`` as ``name``,
+    its seen keys and queued events with it; False when there is none to adopt (or
+    ``name`` exists already)."""
+    with store.tx() as db:
+        if db.execute("SELECT 1 FROM triggers WHERE name = ?", (name,)).fetchone():
+            return False
+        if not db.execute("SELECT 1 FROM triggers WHERE name = ? AND account IS NULL", (legacy,)).fetchone():
+            return False
+        db.execute("UPDATE triggers SET name = ?, account = ? WHERE name = ?", (name, account, legacy))
+        db.execute("UPDATE seen SET name = ? WHERE name = ?", (name, legacy))
+        db.execute(
+            "UPDATE events SET trigger = ?, account = ? WHERE source = 'poll' AND trigger = ?"
+            " AND account = ''",
+            (name, account, legacy),
+        )
+    log.info("%s: the ledger kept before accounts is now %s's (%s)", legacy, account, name)
+    return True
 
 
 def check_options(manifest: Manifest, options: Mapping[str, Any]) -> None:
@@ -108,12 +135,35 @@ class Poller:
         self.window_days = seen_window_days()
         self.spec = self.manifest.data["polling"]
         self._ordering_honoured: bool | None = None
-        self.name = ledger_name(self.manifest.id, self.options)
+        self.account = conn.account.id
+        self.name = ledger_name(self.manifest.id, self.options, self.account)
+        if conn.connection_name == DEFAULT:
+            adopt_ledger(store, ledger_name(self.manifest.id, self.options), self.name, self.account)
         with store.tx() as db:
-            db.execute(
-                "INSERT INTO triggers (name, trigger, options, updated_at) VALUES (?, ?, ?, ?)"
+            cur = db.execute(
+                "INSERT INTO triggers (name, trigger, options, updated_at, account) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (name) DO NOTHING",
-                (self.name, self.manifest.id, dumps(self.options), time.time()),
+                (self.name, self.manifest.id, dumps(self.options), time.time(), self.account),
+            )
+            if cur.rowcount:
+                self._changed_account(db, conn.connection_name)
+
+    def _changed_account(self, db: Any, connection: str) -> None:
+        """A new ledger for a connection that polled this trigger under another key or
+        base URL: say so (it starts afresh: its first poll records what exists)."""
+        other = db.execute(
+            "SELECT account FROM triggers WHERE trigger = ? AND options = ? AND account LIKE ?"
+            " AND account != ? ORDER BY updated_at DESC LIMIT 1",
+            (self.manifest.id, dumps(self.options), f"{connection}/%", self.account),
+        ).fetchone()
+        if other is not None:
+            log.warning(
+                "%s: connection %s now names account %s (its key or base URL changed; it was %s): "
+                "this account's ledger starts afresh, and its first poll emits nothing",
+                self.manifest.id,
+                connection,
+                self.account,
+                other["account"],
             )
 
     # ------------------------------------------------------------------ fetching
@@ -262,9 +312,9 @@ class Poller:
                 if cur.rowcount and (not first or backfill):
                     event = self._validated(item)
                     db.execute(
-                        "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
-                        " VALUES ('poll', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-                        (self.name, key, dumps(event), now),
+                        "INSERT INTO events (source, account, trigger, dedupe, payload, status, received_at)"
+                        " VALUES ('poll', ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+                        (self.account, self.name, key, dumps(event), now),
                     )
                     emitted.append(event)
             newest = max(filter(None, (key_of(i) for i in candidates)), default=None)

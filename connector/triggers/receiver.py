@@ -78,8 +78,10 @@ class Inbox:
         secret: str | None = None,
         clock: Callable[[], float] = time.time,
         on_queued: Callable[[], None] | None = None,
+        account: str = "",
     ):
         self.store = store
+        self.account = account  # whose deliveries these are (the listener's connection)
         self.secret = secret or None
         self.clock = clock
         self.on_queued = on_queued
@@ -127,9 +129,9 @@ class Inbox:
             return Verdict(400, {"error": "missing data"})
         with self.store.tx() as db:
             cur = db.execute(
-                "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
-                " VALUES ('webhook', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-                (EVENTS[event], dedupe_key(payload, body), dumps(payload), self.clock()),
+                "INSERT INTO events (source, account, trigger, dedupe, payload, status, received_at)"
+                " VALUES ('webhook', ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+                (self.account, EVENTS[event], dedupe_key(payload, body), dumps(payload), self.clock()),
             )
             fresh = bool(cur.rowcount)
         if fresh and self.on_queued is not None:

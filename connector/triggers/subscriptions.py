@@ -19,11 +19,19 @@ import threading
 import time
 from typing import Any
 
+from connector.connections import DEFAULT
 from connector.errors import ConnectorError, NotFound
 from connector.state.store import StateStore
 from connector.workflows.runtime import Connector
 
 log = logging.getLogger(__name__)
+
+
+def _accounts(conn: Connector) -> tuple[str, ...]:
+    """The accounts whose subscription rows ``conn`` may change: its own, and for the
+    ``default`` connection the rows recorded before accounts (``''``)."""
+    account = conn.account.id
+    return (account, "") if conn.connection_name == DEFAULT else (account,)
 
 
 def subscribe(
@@ -49,11 +57,16 @@ def subscribe(
             update["secret"] = secret
         keep = conn.call("willo.update_webhook", update).output
         log.info("reusing subscription %s for %s", keep["key"], url)
+    mine = _accounts(conn)
     with store.tx() as db:
-        db.execute("DELETE FROM subscriptions WHERE url = ?", (url,))
         db.execute(
-            "INSERT INTO subscriptions (webhook, owner, trigger, url, created_at) VALUES (?, ?, ?, ?, ?)",
-            (keep["key"], url, ",".join(wanted), url, time.time()),
+            f"DELETE FROM subscriptions WHERE url = ? AND account IN ({','.join('?' * len(mine))})",
+            (url, *mine),
+        )
+        db.execute(
+            "INSERT INTO subscriptions (account, webhook, owner, trigger, url, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (mine[0], keep["key"], url, ",".join(wanted), url, time.time()),
         )
     return dict(keep)
 
@@ -64,14 +77,17 @@ def _delete(conn: Connector, key: str) -> None:
 
 
 def unsubscribe(conn: Connector, store: StateStore, url: str) -> list[str]:
-    """Remove every subscription recorded for ``url``; return their keys."""
-    rows = store.query("SELECT webhook FROM subscriptions WHERE url = ?", (url,))
+    """Remove every subscription recorded for ``url`` (of ``conn``'s account); return
+    their keys."""
+    mine = _accounts(conn)
+    which = f"url = ? AND account IN ({','.join('?' * len(mine))})"
+    rows = store.query(f"SELECT webhook FROM subscriptions WHERE {which}", (url, *mine))
     removed = []
     for row in rows:
         _delete(conn, row["webhook"])
         removed.append(row["webhook"])
     with store.tx() as db:
-        db.execute("DELETE FROM subscriptions WHERE url = ?", (url,))
+        db.execute(f"DELETE FROM subscriptions WHERE {which}", (url, *mine))
     return removed
 
 
@@ -138,7 +154,8 @@ class Subscription:
             if not self.store.leases.holds(self.resource):
                 problem = "this listener's lease on the subscription expired"
             elif not self.store.query(
-                "SELECT 1 FROM subscriptions WHERE url = ? AND webhook = ?", (self.url, self.webhook)
+                "SELECT 1 FROM subscriptions WHERE url = ? AND webhook = ? AND account = ?",
+                (self.url, self.webhook, self.conn.account.id),
             ):
                 problem = "another process removed the subscription"
             elif time.monotonic() - self._verified >= 2 * self.store.leases.ttl:

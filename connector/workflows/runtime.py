@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +127,10 @@ class Connector:
     def account(self) -> Account:
         """The account this connector's requests go to (its rows in the state store)."""
         return account_of(self.client.settings, self.connection_name)
+
+    def pool_names(self) -> list[str] | None:
+        """The connection names :meth:`using` knows (None: it has none)."""
+        return self.pool.names() if self.pool is not None else None
 
     def using(self, name: str | None) -> Connector:
         """The connector of connection ``name`` (this one for None or its own name)."""
@@ -274,10 +278,15 @@ class ConnectorPool:
     """The connectors of one process, one per connection, each built when first asked
     for by ``make(name)`` and then shared (its client, its session, its budget)."""
 
-    def __init__(self, make: Callable[[str], Connector]):
+    def __init__(self, make: Callable[[str], Connector], names: Iterable[str] = ()):
         self._make = make
+        self._names = list(names)
         self._built: dict[str, Connector] = {}
         self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        """Every connection this pool can build."""
+        return list(self._names)
 
     def get(self, name: str) -> Connector:
         with self._lock:
