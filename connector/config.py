@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from connector import redaction
-from connector.catalog import schemas
 from connector.errors import ConfigError
-from connector.yamlio import Document, YamlError, escape, load_file
+from connector.yamlio import Document, YamlError, escape, load_text
 
 FILE_NAME = "connections.yaml"
 #: Environment variables naming the file, in the order they are read.
@@ -137,13 +136,16 @@ def load(env: Mapping[str, str] | None = None) -> ConfigFile | None:
     if found is not None:
         return found
     try:
-        doc = load_file(path)
+        text = path.read_text(encoding="utf-8")
+        doc = load_text(text, str(path))
     except YamlError as exc:
         raise ConfigError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}:1: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     config = ConfigFile(path, doc)
-    problems = check(config)
+    problems = check(config, text)
     if problems:
         raise ConfigError("\n".join(problems))
     with _cache_lock:
@@ -151,8 +153,10 @@ def load(env: Mapping[str, str] | None = None) -> ConfigFile | None:
     return config
 
 
-def check(config: ConfigFile) -> list[str]:
-    """Every problem of a config file (secrets first: their values are never shown)."""
+def check(config: ConfigFile, text: str | None = None) -> list[str]:
+    """Every problem of a config file (secrets first: their values are never shown).
+    With its ``text``, a file found valid before is not checked against the schema
+    again (no jsonschema import at each command's start)."""
     data = config.doc.data
     if data is None:
         return []
@@ -160,7 +164,7 @@ def check(config: ConfigFile) -> list[str]:
         return [f"{config.line('')}: /: expected a mapping (connections:, settings:, secrets:)"]
     found = _secrets_inside(config, data)
     refused = {ptr for ptr, _ in found}
-    for ptr, msg in schemas.errors(data, "connections"):
+    for ptr, msg in _schema_errors(data, text):
         if not any(ptr == r or ptr.startswith(r + "/") or r.startswith(ptr + "/") for r in refused):
             found.append((ptr, _message(ptr, msg)))
     for name, conn in (
@@ -192,6 +196,40 @@ def check(config: ConfigFile) -> list[str]:
             seen.add((ptr, msg))
             lines.append(f"{config.line(ptr)}: {ptr or '/'}: {msg}")
     return lines
+
+
+def _schema_path() -> Path:
+    from willo_manifests import ROOT
+
+    return Path(ROOT) / "schemas" / "connections.schema.json"
+
+
+def _schema_errors(data: Any, text: str | None) -> list[tuple[str, str]]:
+    """The schema's errors; a file with the same text found valid before (a marker in
+    the cache folder, keyed by the text and the schema's) is not checked again."""
+    import hashlib
+
+    marker = None
+    if text is not None and not os.environ.get("WILLO_CONNECTOR_NO_CACHE"):
+        try:
+            digest = hashlib.sha256(_schema_path().read_bytes() + b"\0" + text.encode()).hexdigest()[:24]
+        except OSError:
+            digest = None
+        if digest is not None:
+            base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            marker = Path(base) / "willo-connector" / f"config-ok-{digest}"
+            if marker.exists():
+                return []
+    from connector.catalog import schemas
+
+    found = schemas.errors(data, "connections")
+    if not found and marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:  # a read-only home: checked again next time
+            pass
+    return found
 
 
 def _line_no(config: ConfigFile, ptr: str) -> int:
@@ -284,7 +322,10 @@ class Setting:
 
 def known_settings() -> list[Setting]:
     """Every setting of the ``settings:`` section, from its schema."""
-    props = schemas.shipped_schema("connections")["properties"]["settings"]["properties"]
+    import json
+
+    schema = json.loads(_schema_path().read_text(encoding="utf-8"))
+    props = schema["properties"]["settings"]["properties"]
     return [Setting(n, p["description"], str(p.get("default", ""))) for n, p in props.items()]
 
 

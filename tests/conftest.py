@@ -98,10 +98,12 @@ class DrfServer:
         self.base_url: str = info["base_url"]
         self.api_key: str = info["api_key"]
 
-    def reset(self, seed: str = "demo", throttle: dict[str, str | None] | None = None) -> None:
+    def reset(
+        self, seed: str = "demo", throttle: dict[str, str | None] | None = None, auth_scheme: str | None = None
+    ) -> None:
         import requests
 
-        body = {"seed": seed, "throttle": throttle or {}}
+        body = {"seed": seed, "throttle": throttle or {}, "auth_scheme": auth_scheme}
         resp = requests.post(
             f"{self.base_url}/_sandbox/reset", json=body, headers={"Authorization": self.api_key}, timeout=30
         )

@@ -32,6 +32,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "poll": ("connector.cli.trigger_cmds", "poll", "Poll a polling trigger."),
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
     "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
+    "connections": (
+        "connector.cli.accounts_cmd",
+        "connections",
+        "The connections (Willo accounts), keys' fingerprints, today's use; test one.",
+    ),
+    "config": ("connector.cli.accounts_cmd", "config", "Show every setting and where it came from."),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
     "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
     "new": ("connector.cli.new_cmd", "new", "Start a plugin, or add an action or trigger to one."),
@@ -116,9 +122,25 @@ def main(verbose: int) -> None:
 
     Settings come from the environment: WILLO_API_KEY, WILLO_BASE_URL,
     WILLO_AUTH_SCHEME (e.g. Bearer), WILLO_RATE_LIMIT (per second/per minute, default
-    10/100), WILLO_SCHEMA_MODE (warn, strict or off), WILLO_STATE_DIR.
+    10/100), WILLO_SCHEMA_MODE (warn, strict or off), WILLO_STATE_DIR; and from the
+    config file (WILLO_CONFIG, else connections.yaml in the XDG config folder), which
+    also names more connections (--connection): see `config show`.
     """
     from connector.redaction import register_env
 
     register_env()  # from here on, no output, error or log line shows these values
     setup_logging(verbose)
+    _apply_config()
+
+
+def _apply_config() -> None:
+    """The config file's settings, where the environment sets none (taken back when
+    the command ends, for callers that run several in one process)."""
+    from connector import config
+    from connector.errors import ConnectorError
+
+    try:
+        added = config.apply_settings()
+    except ConnectorError as exc:
+        fail(str(exc), exc.exit_code)
+    click.get_current_context().call_on_close(lambda: config.unapply(added))

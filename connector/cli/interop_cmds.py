@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from connector.cli.common import connection_option
 from connector.cli.run_cmd import state_dir_option
 
 
@@ -55,6 +56,7 @@ from connector.cli.run_cmd import state_dir_option
     is_flag=True,
     help="Start the local simulator (demo data) and serve it instead of Willo.",
 )
+@connection_option
 @state_dir_option
 def mcp(
     http_addr: str | None,
@@ -65,6 +67,7 @@ def mcp(
     workflows: str | None,
     naming: str,
     use_sandbox: bool,
+    connection: str | None,
     state_dir: str | None,
 ) -> None:
     """Serve the catalog as Model Context Protocol tools (stdio by default)."""
@@ -75,7 +78,9 @@ def mcp(
     address = interop.parse_address(http_addr) if http_addr else None
     if address is not None:
         interop.check_token(address[0], token or None)
-    with connector_for(dry_run=dry_run, sandbox=use_sandbox) as conn:
+    with connector_for(
+        dry_run=dry_run, sandbox=use_sandbox, connection=connection, state_dir=state_dir
+    ) as conn:
         if not dry_run:
             conn.client.settings.authorization()  # no key: say so now, not on every call
         tools = interop.build_tools(

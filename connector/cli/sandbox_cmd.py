@@ -58,6 +58,14 @@ def _rate(_ctx: Any, _param: Any, value: str) -> tuple[int, int]:
     help="Delay added to every API request.",
 )
 @click.option("--allow-remote-webhooks", is_flag=True, help="Deliver webhooks to non-loopback targets too.")
+@click.option(
+    "--auth-scheme",
+    type=click.Choice(["any", "bare", "Bearer", "Token", "Api-Key"]),
+    default="any",
+    show_default=True,
+    help="How the key must be sent in Authorization: any of them, or only bare / after that "
+    "scheme (to try `connections test` against a server that requires one).",
+)
 def sandbox(
     host: str,
     port: int,
@@ -67,6 +75,7 @@ def sandbox(
     fail_rate: float,
     latency_ms: int,
     allow_remote_webhooks: bool,
+    auth_scheme: str,
 ) -> None:
     """Run the local Willo simulator until Ctrl-C or SIGTERM."""
     from connector.sandbox import Sandbox, SandboxOptions
@@ -81,6 +90,7 @@ def sandbox(
             fail_rate=fail_rate,
             latency_ms=latency_ms,
             allow_remote_webhooks=allow_remote_webhooks,
+            auth_scheme=None if auth_scheme == "any" else "" if auth_scheme == "bare" else auth_scheme,
         )
     )
     try:

@@ -186,7 +186,7 @@ def workflow_tools(conn: Connector, folder: str | Path, naming: str, only_read: 
     by_name: dict[str, str] = {}
     for path in yaml_files([folder]):
         try:
-            wf = load(path, conn.catalog)
+            wf = load(path, conn.catalog, connections=conn.pool_names())
         except ManifestError as exc:
             problems.extend(exc.problems)
             continue

@@ -92,8 +92,14 @@ class SandboxApp:
         faults: Faults | None = None,
         deliverer: Deliverer | None = None,
         reset: Callable[[], None] | None = None,
+        auth_scheme: str | None = None,
     ):
         self.store = store
+        #: None: the key is accepted bare or after Bearer, Token or Api-Key; else only
+        #: as that ("" is the bare key), as a server whose scheme is fixed answers
+        self.auth_scheme = auth_scheme
+        self._stats_lock = threading.Lock()
+        self._stats: dict[str, int] = {}
         self.throttle = throttle or Throttle(0, 0)
         self.faults = faults or Faults()
         self.deliverer = deliverer or Deliverer(store)
@@ -107,10 +113,26 @@ class SandboxApp:
         request = Request(environ)
         try:
             response = self.dispatch(request)
+            outcome = str(response.status_code)
         except Dropped:
             _drop(environ)
             response = Response(b"", status=500)
+            outcome = "dropped"
+        if "/_sandbox/" not in request.path:
+            with self._stats_lock:
+                self._stats[outcome] = self._stats.get(outcome, 0) + 1
         return response(environ, start_response)
+
+    def stats(self) -> dict[str, Any]:
+        """API requests answered since start or the last reset, by status (``dropped``:
+        a connection closed without an answer); ``_sandbox/`` requests are not counted."""
+        with self._stats_lock:
+            by_status = dict(sorted(self._stats.items()))
+        return {"requests": sum(by_status.values()), "by_status": by_status}
+
+    def reset_stats(self) -> None:
+        with self._stats_lock:
+            self._stats.clear()
 
     def dispatch(self, request: Request) -> Response:
         self.requests_served += 1
@@ -140,11 +162,21 @@ class SandboxApp:
 
     def authenticate(self, request: Request, simulation: bool) -> dict[str, Any]:
         raw = request.headers.get("Authorization", "").strip()
-        challenge = {"WWW-Authenticate": fw.AUTH_HEADER}
+        challenge = {"WWW-Authenticate": self.auth_scheme or fw.AUTH_HEADER}
         if not raw:
             raise detail(401, "Authentication credentials were not provided.", **challenge)
         parts = raw.split()
-        key = parts[-1] if len(parts) == 2 and parts[0] in ("Bearer", "Token", "Api-Key") else raw
+        if self.auth_scheme:  # DRF's TokenAuthentication: another keyword is no credentials at all
+            if len(parts) < 2 or parts[0].lower() != self.auth_scheme.lower():
+                raise detail(401, "Authentication credentials were not provided.", **challenge)
+            if len(parts) > 2:
+                message = "Invalid token header. Token string should not contain spaces."
+                raise detail(401, message, **challenge)
+            key = parts[1]
+        elif self.auth_scheme == "":
+            key = raw  # the bare key: "Bearer KEY" is an unknown key
+        else:
+            key = parts[-1] if len(parts) == 2 and parts[0] in ("Bearer", "Token", "Api-Key") else raw
         user = self.store.user_for(key)
         if user is None:
             raise detail(401, "Invalid API key.", **challenge)
@@ -892,6 +924,9 @@ class SandboxApp:
     def sim_deliveries(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         return 200, {"results": self.deliverer.log()}
 
+    def sim_stats(self, request: Request, user: dict[str, Any], body: Any) -> Any:
+        return 200, self.stats()
+
 
 def _rules() -> list[Rule]:
     p = API_PREFIX
@@ -939,6 +974,7 @@ def _rules() -> list[Rule]:
     r.append(Rule(f"{p}/_sandbox/reset", endpoint="sim_reset", methods=["POST"]))
     r.append(Rule(f"{p}/_sandbox/faults", endpoint="sim_faults", methods=["POST"]))
     r.append(Rule(f"{p}/_sandbox/deliveries", endpoint="sim_deliveries", methods=["GET"]))
+    r.append(Rule(f"{p}/_sandbox/stats", endpoint="sim_stats", methods=["GET"]))
     return r
 
 

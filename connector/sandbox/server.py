@@ -38,6 +38,8 @@ class SandboxOptions:
     webhook_backoff: float = 0.5
     webhook_attempts: int = 6
     allow_remote_webhooks: bool = False
+    #: None: any of bare, Bearer, Token, Api-Key; else only that ("": the bare key)
+    auth_scheme: str | None = None
 
 
 class Sandbox:
@@ -60,14 +62,16 @@ class Sandbox:
             faults=Faults(self.options.fail_rate, self.options.latency_ms, self.options.fault_seed),
             deliverer=self.deliverer,
             reset=self.reset,
+            auth_scheme=self.options.auth_scheme,
         )
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.reset()
 
     def reset(self) -> None:
-        """Back to the seeded state (webhook subscriptions included)."""
+        """Back to the seeded state (webhook subscriptions included); stats start again."""
         self.deliverer.clear()
+        self.app.reset_stats()
         with self.store.lock:
             fresh = Store()
             self.store.tables = fresh.tables

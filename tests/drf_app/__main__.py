@@ -3,7 +3,8 @@
 Prints one JSON line, ``{"base_url": ..., "api_key": ...}``, then serves until killed or
 until its standard input closes (so a killed test run leaves no server behind).
 The database is a temporary SQLite file, gone when the process ends.
-``DRF_APP_THROTTLE=burst=10/s,sustained=100/min`` sets DRF's throttle rates.
+``DRF_APP_THROTTLE=burst=10/s,sustained=100/min`` sets DRF's throttle rates;
+``DRF_APP_AUTH_SCHEME=Token`` makes authentication DRF's stock TokenAuthentication.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> None:
     for pair in filter(None, os.environ.get("DRF_APP_THROTTLE", "").split(",")):
         scope, _, rate = pair.partition("=")
         policy.RATES[scope.strip()] = rate.strip() or None
+    policy.AUTH["scheme"] = os.environ.get("DRF_APP_AUTH_SCHEME") or None
     seed.API_KEY["key"] = os.environ.get("DRF_APP_API_KEY") or "sk_drf_" + secrets.token_hex(16)
     server = create_server(get_wsgi_application(), host="127.0.0.1", port=0, threads=4, ident="drf")
     base = f"http://127.0.0.1:{server.effective_port}"

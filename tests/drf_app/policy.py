@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.throttling import UserRateThrottle
 
@@ -14,12 +14,24 @@ from tests.drf_app import models as m
 
 #: Throttle rates by scope (``None``: off); set at start and by ``_sandbox/reset``.
 RATES: dict[str, str | None] = {"burst": None, "sustained": None}
+#: ``scheme``: None accepts the key bare or after a scheme; a keyword (``Token``,
+#: ``Bearer``) makes authentication DRF's stock TokenAuthentication with that keyword.
+#: Set at start (DRF_APP_AUTH_SCHEME) and by ``_sandbox/reset`` (``auth_scheme``).
+AUTH: dict[str, str | None] = {"scheme": None}
 
 
-class ApiKeyAuthentication(BaseAuthentication):
-    """The key in ``Authorization``, bare (the client's default) or after a scheme."""
+class ApiKeyAuthentication(TokenAuthentication):
+    """The key in ``Authorization``, bare (the client's default) or after a scheme; or,
+    with a scheme set (:data:`AUTH`), DRF's own TokenAuthentication, as shipped."""
+
+    #: the test controls (``_sandbox/``) take the key in any form, whatever AUTH says
+    any_scheme = False
 
     def authenticate(self, request: Any) -> tuple[m.User, str] | None:
+        scheme = None if self.any_scheme else AUTH["scheme"]
+        if scheme:
+            self.keyword = scheme
+            return super().authenticate(request)  # type: ignore[no-any-return]
         raw = request.META.get("HTTP_AUTHORIZATION", "").strip()
         if not raw:
             return None
@@ -30,8 +42,19 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         return found.user, key
 
+    def authenticate_credentials(self, key: str) -> tuple[m.User, str]:
+        found = m.ApiKey.objects.select_related("user").filter(key=key).first()
+        if found is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")  # DRF's TokenAuthentication
+        return found.user, key
+
     def authenticate_header(self, request: Any) -> str:
-        return "Api-Key"  # without one DRF answers 403, not 401, to a request with no key
+        # without one DRF answers 403, not 401, to a request with no key
+        return AUTH["scheme"] or "Api-Key"
+
+
+class AnySchemeAuthentication(ApiKeyAuthentication):
+    any_scheme = True
 
 
 class BurstThrottle(UserRateThrottle):

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from tests.drf_app import models as m
 from tests.drf_app import serializers as s
-from tests.drf_app.policy import RATES
+from tests.drf_app.policy import AUTH, RATES, AnySchemeAuthentication
 
 
 class IsAdmin(permissions.BasePermission):
@@ -178,9 +178,11 @@ class StaticList(mixins.ListModelMixin, viewsets.GenericViewSet):
 
 
 class Simulation(APIView):
-    """Test controls at the sandbox's ``_sandbox/`` paths: authenticated, never throttled."""
+    """Test controls at the sandbox's ``_sandbox/`` paths: authenticated (with the key in
+    any form), never throttled."""
 
     throttle_classes: list[Any] = []
+    authentication_classes = [AnySchemeAuthentication]
 
 
 class Respond(Simulation):
@@ -212,6 +214,7 @@ class Reset(Simulation):
 
         reset(request.data.get("seed", "demo"), request.build_absolute_uri("/"))
         RATES.update(request.data.get("throttle") or dict.fromkeys(RATES))
+        AUTH["scheme"] = request.data.get("auth_scheme") or None
         cache.clear()
         return Response({"detail": "Sandbox reset."})
 
