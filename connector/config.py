@@ -163,8 +163,16 @@ def check(config: ConfigFile, text: str | None = None) -> list[str]:
     if not isinstance(data, dict):
         return [f"{config.line('')}: /: expected a mapping (connections:, settings:, secrets:)"]
     found = _secrets_inside(config, data)
+    for name in data.get("settings") or {} if isinstance(data.get("settings"), dict) else ():
+        if name in CONNECTION_SETTINGS:
+            field = CONNECTION_SETTINGS[name]
+            found.append(
+                (f"/settings/{escape(name)}", f"{name} is the default connection's: write it as "
+                 f"connections: default: {field}: ... in this file")
+            )  # fmt: skip
     refused = {ptr for ptr, _ in found}
     for ptr, msg in _schema_errors(data, text):
+        ptr = _at_unknown_field(data, ptr, msg)
         if not any(ptr == r or ptr.startswith(r + "/") or r.startswith(ptr + "/") for r in refused):
             found.append((ptr, _message(ptr, msg)))
     for name, conn in (
@@ -180,13 +188,6 @@ def check(config: ConfigFile, text: str | None = None) -> list[str]:
             found.append(
                 (base, "where is its key? add api_key_env: VARIABLE (the key in that environment "
                  "variable) or api_key_file: PATH (a file holding only the key)")
-            )  # fmt: skip
-    for name in data.get("settings") or {} if isinstance(data.get("settings"), dict) else ():
-        if name in CONNECTION_SETTINGS:
-            field = CONNECTION_SETTINGS[name]
-            found.append(
-                (f"/settings/{escape(name)}", f"{name} is the default connection's: write it as "
-                 f"connections: default: {field}: ... in this file")
             )  # fmt: skip
     found.sort(key=lambda pair: (_line_no(config, pair[0]), pair[0]))
     seen: set[tuple[str, str]] = set()
@@ -232,6 +233,18 @@ def _schema_errors(data: Any, text: str | None) -> list[tuple[str, str]]:
     return found
 
 
+def _at_unknown_field(data: Any, ptr: str, msg: str) -> str:
+    """An unknown field's error points at the field (its line), not at its parent."""
+    if not msg.startswith("unknown field"):
+        return ptr
+    import re
+
+    names = re.findall(r"'([^']*)'", msg.split("(", 1)[-1])
+    if len(names) != 1:
+        return ptr
+    return f"{ptr}/{escape(names[0])}"
+
+
 def _line_no(config: ConfigFile, ptr: str) -> int:
     text = config.line(ptr).rsplit(":", 1)[-1]
     return int(text) if text.isdigit() else 0
@@ -240,7 +253,7 @@ def _line_no(config: ConfigFile, ptr: str) -> int:
 def _message(ptr: str, msg: str) -> str:
     """Schema messages that name what to do where the schema alone would not."""
     parts = ptr.split("/")
-    if len(parts) == 2 and parts[1] == "settings" and msg.startswith("unknown field"):
+    if len(parts) == 3 and parts[1] == "settings" and msg.startswith("unknown field"):
         return msg + " (see `willo-connector config show` for every setting)"
     return msg
 

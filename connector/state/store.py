@@ -249,6 +249,17 @@ def migrate(conn: sqlite3.Connection, path: Path | str) -> int:
     return found
 
 
+def _version_of(path: Path) -> int:
+    """The schema version of an existing file, read without changing it (0 if none)."""
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _refuse_newer(found: int, path: Path | str) -> None:
     if found > VERSION:
         raise NewerStore(
@@ -288,6 +299,7 @@ class StateStore:
         self._leases_lock = threading.Lock()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            _refuse_newer(_version_of(self.path), self.path)  # before WAL rewrites its header
             self.migrated_from = migrate(self._conn(), self.path)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(

@@ -1,0 +1,222 @@
+"""One rate budget per account, shared by every process (issue 10 item 4): slots
+reserved atomically in the state store keep every window within its limit whatever
+the number of processes; a 429 tightens every process; the day's quota waits or
+fails as set; the in-memory pacer is the same algorithm."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+from connector.connections import Account, fingerprint
+from connector.errors import QuotaExhausted
+from connector.http.pacing import Pacer, SharedPacer
+from connector.state import budget
+from connector.state.budget import Budget, Limits, next_day, usage
+from connector.state.store import StateStore
+from connector.workflows.runner import failure_kind, landing
+from tests.conftest import ROOT
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+def windows_hold(times: list[float], limit: int, span: float) -> bool:
+    times = sorted(times)
+    return all(times[i + limit] - times[i] >= span for i in range(len(times) - limit))
+
+
+def test_three_stores_reserving_at_once_keep_both_windows(tmp_path: Path) -> None:
+    """Three store objects (three connections to one file, as three processes have),
+    four threads each, reserving together: every slot keeps 10/s and 100/min."""
+    clock = Clock()
+    stores = [StateStore(tmp_path) for _ in range(3)]
+    slots: list[float] = []
+    lock = threading.Lock()
+    limits = Limits(10, 100)
+
+    def worker(store: StateStore) -> None:
+        b = Budget(store, clock)
+        for _ in range(15):
+            slot = b.reserve("acct", limits)
+            with lock:
+                slots.append(clock.now + slot.delay)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in stores for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(slots) == 180
+    assert windows_hold(slots, 10, 1.0) and windows_hold(slots, 100, 60.0)
+    assert max(slots) - min(slots) < 2 * (60 + budget.SLACK) + 2  # and no slower than it must be
+    assert usage(stores[0], "acct", clock.now)["used_today"] == 180
+
+
+def test_the_shared_budget_and_the_in_memory_pacer_are_one_algorithm(tmp_path: Path) -> None:
+    """The same requests, 429s and quiet spells give the same send times in memory and
+    in the store."""
+    mem_clock, db_clock = Clock(), Clock()
+    mem = Pacer(10, 100, clock=mem_clock, sleep=mem_clock.sleep)
+    shared = SharedPacer(StateStore(tmp_path), "acct", Limits(10, 100), clock=db_clock, sleep=db_clock.sleep)
+    mem_times, db_times = [], []
+    for i in range(260):
+        if i in (30, 31, 150):
+            mem.throttled(2)
+            shared.throttled(2)
+        if i == 200:
+            mem_clock.sleep(130)
+            db_clock.sleep(130)
+        mem.acquire()
+        shared.acquire()
+        mem_times.append(mem_clock.now - 1_800_000_000.0)
+        db_times.append(db_clock.now - 1_800_000_000.0)
+    assert db_times == pytest.approx(mem_times, abs=1e-6)
+
+
+def test_a_429_seen_by_one_process_holds_and_tightens_the_others(tmp_path: Path) -> None:
+    clock = Clock()
+    one = SharedPacer(StateStore(tmp_path), "acct", Limits(10, 100), clock=clock, sleep=clock.sleep)
+    other = SharedPacer(StateStore(tmp_path), "acct", Limits(10, 100), clock=clock, sleep=clock.sleep)
+    one.acquire()
+    start = clock.now
+    one.throttled(5)
+    other.acquire()
+    assert clock.now - start >= 5.0  # the other process waits out the Retry-After too
+    info = usage(StateStore(tmp_path), "acct", clock.now)
+    assert info["throttles"] == 1 and info["cut"] == 1 and info["slack"] == 2 * budget.SLACK
+    clock.sleep(budget.RECOVERY + 1)
+    assert usage(StateStore(tmp_path), "acct", clock.now)["cut"] == 0  # relaxed after a quiet minute
+
+
+def test_accounts_have_budgets_of_their_own(tmp_path: Path) -> None:
+    clock = Clock()
+    b = Budget(StateStore(tmp_path), clock)
+    delays = [b.reserve(acct, Limits(1, 0)).delay for acct in ("a", "b", "a", "b")]
+    assert delays[:2] == [0.0, 0.0] and delays[2] > 0.9 and delays[3] > 0.9
+    a = Account("x", "https://api.example/v2", fingerprint("k1"))
+    assert (
+        a.budget == Account("y", "https://api.example/v2/", fingerprint("k1")).budget
+    )  # one key: one budget
+    assert a.budget != Account("x", "https://api.example/v2", fingerprint("k2")).budget
+    assert a.id != Account("y", "https://api.example/v2", fingerprint("k1")).id  # but two ledgers
+
+
+def test_a_daily_quota_of_50_fails_the_51st_when_set_to_fail(tmp_path: Path) -> None:
+    clock = Clock()
+    pacer = SharedPacer(
+        StateStore(tmp_path), "acct", Limits(0, 0, 50), label="connection child", on_quota="fail", clock=clock
+    )
+    sent = 0
+    failures = []
+    for _ in range(60):
+        try:
+            pacer.acquire()
+            sent += 1
+        except QuotaExhausted as exc:
+            failures.append(exc)
+    assert sent == 50 and len(failures) == 10
+    text = str(failures[0])
+    renews = next_day(clock.now)
+    assert text.startswith("connection child: the daily quota of 50 requests is spent (50 sent today, UTC)")
+    assert budget.iso(renews) in text and "WILLO_ON_QUOTA=wait" in text
+    assert failures[0].retry_after == pytest.approx(renews - clock.now)
+    # nothing was sent: a retry (an event's, a resume) is safe, and it is transient like a 429
+    assert failure_kind(failures[0]) == "transient"
+
+
+def test_a_daily_quota_of_50_waits_for_the_next_day_when_set_to_wait(tmp_path: Path, caplog) -> None:
+    clock = Clock()
+    pacer = SharedPacer(
+        StateStore(tmp_path),
+        "acct",
+        Limits(0, 0, 50),
+        label="connection child",
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    renews = next_day(clock.now)
+    times = []
+    with caplog.at_level(logging.WARNING):
+        for _ in range(60):
+            pacer.acquire()
+            times.append(clock.now)
+    assert all(t < renews for t in times[:50]) and all(t >= renews for t in times[50:])
+    waits = [r.getMessage() for r in caplog.records if "quota" in r.getMessage()]
+    assert len(waits) == 1  # said once, with until when
+    assert f"it renews at {budget.iso(renews)}; waiting until then" in waits[0]
+    assert usage(StateStore(tmp_path), "acct", clock.now)["used_today"] == 10  # the new day's
+
+
+def test_a_workflow_asking_60_of_a_quota_of_50_gets_50(sandbox, tmp_path: Path) -> None:
+    """End to end: a connection with a daily quota of 50 and a 60-item foreach of GETs;
+    with WILLO_ON_QUOTA=fail, 50 items run, 10 fail with the quota's message, and
+    the sandbox saw exactly 50 requests."""
+    wf = tmp_path / "sixty.yaml"
+    wf.write_text(
+        "workflow: 1\nname: sixty\nsteps:\n  - id: get\n    use: willo.list_languages\n"
+        f'    foreach: "{{{{ {list(range(60))} }}}}"\n    on_error: continue\n    with: {{}}\n'
+    )
+    before = sandbox.app.stats()["requests"]
+    r = CliRunner().invoke(
+        main, ["run", str(wf), "--json"], env={"WILLO_DAILY_QUOTA": "50", "WILLO_ON_QUOTA": "fail"}
+    )
+    report = json.loads(r.stdout)
+    items = report["steps"][0]["items"]
+    assert [i["status"] for i in items].count("succeeded") == 50
+    failed = [i for i in items if i["status"] == "failed"]
+    assert len(failed) == 10 and all("daily quota of 50 requests is spent" in i["error"] for i in failed)
+    assert sandbox.app.stats()["requests"] - before == 50
+    listed = CliRunner().invoke(main, ["connections", "--json"], env={"WILLO_DAILY_QUOTA": "50"})
+    today = json.loads(listed.stdout)[0]["today"]
+    assert today == {**today, "used": 50, "quota": 50}
+
+
+def test_quota_errors_are_not_sent() -> None:
+    from connector.catalog.index import get_catalog
+
+    manifest = get_catalog().get("willo.create_interview", "action")
+    assert landing(QuotaExhausted("spent"), manifest) == "not_sent"
+
+
+_RESERVER = """
+import sys, time
+from connector.state.budget import Budget, Limits
+from connector.state.store import StateStore
+b = Budget(StateStore(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    b.reserve("shared", Limits(40, 0))
+"""
+
+
+def test_three_real_processes_share_one_budget(tmp_path: Path) -> None:
+    """Three processes reserving at once: the slots in the store keep 40 a second
+    (reservations only: the property holds however fast the machine is)."""
+    StateStore(tmp_path)  # created (and migrated) once
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RESERVER, str(tmp_path), "40"], cwd=ROOT) for _ in range(3)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    store = StateStore(tmp_path)
+    slots = [r["at"] for r in store.query("SELECT at FROM budget_slots WHERE account = 'shared'")]
+    assert len(slots) == 120
+    assert windows_hold(slots, 40, 1.0)
+    assert usage(store, "shared")["used_today"] == 120
