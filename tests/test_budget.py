@@ -220,3 +220,37 @@ def test_three_real_processes_share_one_budget(tmp_path: Path) -> None:
     assert len(slots) == 120
     assert windows_hold(slots, 40, 1.0)
     assert usage(store, "shared")["used_today"] == 120
+
+
+class LateClock(Clock):
+    """Every sleep overshoots by ``late`` seconds (a loaded machine)."""
+
+    def __init__(self, late: float):
+        super().__init__()
+        self.late = late
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds + self.late)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_request_that_wakes_too_late_for_its_slot_takes_a_new_one(tmp_path: Path, shared: bool) -> None:
+    """A late request would bring the ones after it closer together at the server than
+    the windows allow: it gives its slot up (never more than MAX_RESLOTS times)."""
+    clock = LateClock(late=budget.LATE * 3)
+    pacer: Pacer | SharedPacer = (
+        SharedPacer(StateStore(tmp_path), "acct", Limits(10, 0, 1000), clock=clock, sleep=clock.sleep)
+        if shared
+        else Pacer(10, 0, clock=clock, sleep=clock.sleep)
+    )
+    for _ in range(30):
+        pacer.acquire()
+    assert pacer.missed > 0
+    assert pacer.missed <= 30 * (budget.MAX_RESLOTS - 1)
+    if shared:  # a missed slot is not counted against the day twice
+        assert usage(StateStore(tmp_path), "acct", clock.now)["used_today"] == 30
+    on_time = Clock()
+    steady = Pacer(10, 0, clock=on_time, sleep=on_time.sleep)
+    for _ in range(30):
+        steady.acquire()
+    assert steady.missed == 0

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Protocol
 from connector.errors import ConfigError, QuotaExhausted
 from connector.state.budget import (
     KEEP,
+    LATE,
     MAX_CUT,
     MAX_HOLD,
+    MAX_RESLOTS,
     MAX_SLACK,
     RECOVERY,
     SLACK,
@@ -107,6 +109,7 @@ class Pacer:
         self._sleep = sleep
         self.tuning = Tuning(slack=slack, base_slack=slack)
         self.waited = 0.0
+        self.missed = 0  # slots given up by a request that woke too late for them
 
     # the tuning's fields, as they were before the budget moved to connector.state
     @property
@@ -142,6 +145,10 @@ class Pacer:
 
     def reserve(self) -> float:
         """Reserve the earliest allowed send time; return how long to wait for it."""
+        at, now = self._slot()
+        return at - now
+
+    def _slot(self) -> tuple[float, float]:
         with self._lock:
             now = self._clock()
             self.tuning.relax(now)
@@ -149,15 +156,19 @@ class Pacer:
                 self._log.popleft()
             at = earliest(now, self.tuning, self.windows, self._nth)
             self._log.append(at)
-            return at - now
+            return at, now
 
     def acquire(self) -> None:
         if not self.windows:
             return
-        delay = self.reserve()
-        if delay > 0:
-            self.waited += delay
-            self._sleep(delay)
+        for _ in range(MAX_RESLOTS):
+            at, now = self._slot()
+            if at > now:
+                self.waited += at - now
+                self._sleep(at - now)
+            if self._clock() - at <= LATE:
+                return
+            self.missed += 1  # woke too late for it: the slot stays spent, take a later one
 
     def throttled(self, retry_after: float | None = None) -> None:
         """The server answered 429: hold every request until ``retry_after`` and tighten."""
@@ -203,18 +214,24 @@ class SharedPacer:
         self._clock = clock
         self.waited = 0.0
         self.throttles = 0
+        self.missed = 0  # slots given up by a request that woke too late for them
         self._told: float | None = None  # the renewal this process already announced
 
     def acquire(self) -> None:
         if not self.limits.active:
             return
+        tries = 0
         while True:
-            slot = self.budget.reserve(self.account, self.limits, self.label)
+            slot = self.budget.reserve(self.account, self.limits, self.label, again=tries > 0)
             if slot.renews_at is None:
                 if slot.delay > 0:
                     self.waited += slot.delay
                     self._sleep(slot.delay)
-                return
+                tries += 1
+                if not self.windows or tries >= MAX_RESLOTS or self._clock() - slot.at <= LATE:
+                    return
+                self.missed += 1  # woke too late for it: the slot stays spent, take a later one
+                continue
             spent = (
                 f"{self.label}: the daily quota of {self.limits.per_day:,} requests is spent "
                 f"({slot.used_today:,} sent today, UTC); it renews at {iso(slot.renews_at)}"

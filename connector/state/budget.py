@@ -54,6 +54,12 @@ RECOVERY = 60.0
 MAX_HOLD = 60.0
 #: Slots older than this are never looked at again (the longest window, its slack, a margin).
 KEEP = 60.0 + MAX_SLACK + 1.0
+#: A request not sent within this many seconds of its slot (its thread woke late: a
+#: loaded machine) takes a new slot rather than go out late: a late request brings the
+#: ones after it closer together at the server than the windows allow.
+LATE = SLACK / 2
+#: New slots a late request takes at most before it goes anyway.
+MAX_RESLOTS = 3
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,7 @@ class Reservation:
     delay: float
     used_today: int
     renews_at: float | None = None
+    at: float = 0.0  # the slot (clock time)
 
     @property
     def exhausted(self) -> bool:
@@ -247,16 +254,19 @@ class Budget:
         db.execute("DELETE FROM budgets WHERE updated_at < ?", (now - 2 * 86400,))
         db.execute("DELETE FROM budget_slots WHERE at < ?", (now - KEEP,))
 
-    def reserve(self, account: str, limits: Limits, label: str = "") -> Reservation:
+    def reserve(self, account: str, limits: Limits, label: str = "", *, again: bool = False) -> Reservation:
         """Reserve the earliest slot ``limits`` allow ``account`` (atomically, among every
-        process using this store), or say the day's quota is spent."""
+        process using this store), or say the day's quota is spent. ``again``: a new slot
+        for a request whose slot was missed (it counts once against the day)."""
         with self.store.tx() as db:
             now = self.clock()
             tuning, row = self._tuning(db, account, now)
             tuning.relax(now)
             day = utc_day(now)
             used = row["day_used"] if row is not None and row["day"] == day else 0
-            if limits.per_day and used >= limits.per_day:
+            if again:
+                used -= 1  # already counted
+            elif limits.per_day and used >= limits.per_day:
                 self._save(db, account, tuning, row, now, limits=limits, label=label, day=day, used=used)
                 return Reservation(0.0, used, next_day(now))
             at = now
@@ -274,7 +284,7 @@ class Budget:
                 db.execute("INSERT INTO budget_slots (account, at) VALUES (?, ?)", (account, at))
                 db.execute("DELETE FROM budget_slots WHERE account = ? AND at < ?", (account, now - KEEP))
             self._save(db, account, tuning, row, now, limits=limits, label=label, day=day, used=used + 1)
-            return Reservation(at - now, used + 1)
+            return Reservation(at - now, used + 1, at=at)
 
     def throttled(self, account: str, retry_after: float | None = None) -> None:
         """The server answered 429: hold every process's requests and tighten."""
@@ -332,8 +342,10 @@ def all_usage(store: StateStore, now: float | None = None) -> list[dict[str, Any
 
 __all__ = [
     "KEEP",
+    "LATE",
     "MAX_CUT",
     "MAX_HOLD",
+    "MAX_RESLOTS",
     "MAX_SLACK",
     "RECOVERY",
     "SLACK",
