@@ -516,3 +516,31 @@ def test_connections_test_says_when_no_scheme_works(sandbox, monkeypatch) -> Non
     assert r.exit_code == 1
     assert "refuses the key with every scheme" in r.output
     assert "sk_sandbox_not_a_known_key_0000" not in r.output
+
+
+# ---------------------------------------------------------------------- the README
+
+
+def test_the_readme_documents_every_setting_and_its_examples_are_valid(tmp_path: Path) -> None:
+    import re
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    first_cells = re.findall(r"^\| ([^|]*`WILLO_[^|]*)\|", readme, re.M)
+    table = {name for cell in first_cells for name in re.findall(r"`(WILLO_[A-Z_]+)`", cell)}
+    missing = [s.name for s in configfile.known_settings() if s.name not in table]
+    assert not missing, f"settings the README's table does not list: {missing}"
+    for name in (*configfile.CONNECTION_SETTINGS, "WILLO_CONFIG", "WILLO_API_KEY"):
+        assert f"`{name}`" in readme, name
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    (config,) = [b for b in blocks if b.startswith("version: 1\nconnections:")]
+    (workflow,) = [b for b in blocks if "connection: child-uk" in b]
+    (tmp_path / "c.yaml").write_text(config)
+    (tmp_path / "w.yaml").write_text(workflow)
+    r = invoke("validate", str(tmp_path / "w.yaml"), WILLO_CONFIG=str(tmp_path / "c.yaml"))
+    assert r.exit_code == 0, r.output
+    assert (
+        "**Precedence**, for\nevery setting: a command-line flag (`--state-dir`...), then the environment, then the\nfile, then the default"
+        in readme
+    )
