@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
+
+from connector import redaction
+
+#: how much of a value an error message quotes
+QUOTE_LIMIT = 60
+
+
+def short(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """A repr of ``value`` cut to about ``limit`` characters: an error message never
+    quotes a whole (possibly huge, possibly secret) value. ``reprlib`` bounds every
+    level while formatting, so a million-row list costs no more than a short one."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    r.maxlevel = 3
+    text = redaction.scrub(r.repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ConnectorError(Exception):
-    """Base of every expected failure; ``str()`` is a one-line message."""
+    """Base of every expected failure; ``str()`` is a one-line message, with every
+    registered secret scrubbed (see :mod:`connector.redaction`)."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return redaction.scrub(super().__str__())
 
 
 class ConfigError(ConnectorError):
@@ -113,6 +135,10 @@ class CassetteMiss(WilloError):
 
 class AmbiguousRequestError(WilloError):
     """A non-idempotent request failed after it may have landed; it was not resent."""
+
+
+class TimedOut(WilloError):
+    """A step's timeout ran out before a request could be sent (or its retry waited for)."""
 
 
 BY_STATUS: dict[int, type[WilloError]] = {

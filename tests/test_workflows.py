@@ -503,4 +503,4 @@ steps:
             Runner(conn, wf, store=None, executor=LocalExecutor()).start({"pages": [1, 2, 3]}).status
             == "succeeded"
         )
-        assert ("pages" in tty.getvalue() and "100%" in tty.getvalue()) is shown
+        assert ("pages [####" in tty.getvalue() and "3/3, " in tty.getvalue()) is shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from functools import cache
@@ -11,9 +12,12 @@ import jsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from connector.catalog import formats
 from connector.yamlio import pointer
 
-FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+FORMAT_CHECKER = copy.copy(Draft202012Validator.FORMAT_CHECKER)  # jsonschema's own stays as it is
+FORMAT_CHECKER.checkers = dict(FORMAT_CHECKER.checkers)
+formats.register(FORMAT_CHECKER)
 
 
 @cache
@@ -71,7 +75,8 @@ def _message(err: ValidationError) -> str:
     if err.validator == "required":
         return err.message
     if err.validator == "format":
-        return f"{_short(err.instance)} is not a valid {err.validator_value}"
+        why = f": {err.cause}" if isinstance(err.cause, formats.FormatProblem) else ""
+        return f"{_short(err.instance)} is not a valid {err.validator_value}{why}"
     if err.validator == "pattern":
         return f"{_short(err.instance)} does not match {err.validator_value}"
     return err.message.replace("\n", " ")
@@ -80,3 +85,24 @@ def _message(err: ValidationError) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def apply_defaults(instance: Any, schema: Any) -> Any:
+    """``instance`` with the ``default`` of every absent property filled in, through
+    nested objects and array items (a copy; ``instance`` is left as it is)."""
+    if not isinstance(schema, dict):
+        return instance
+    if isinstance(instance, dict):
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return instance
+        out = dict(instance)
+        for name, sub in props.items():
+            if name not in out and isinstance(sub, dict) and "default" in sub:
+                out[name] = copy.deepcopy(sub["default"])
+            if name in out:
+                out[name] = apply_defaults(out[name], sub)
+        return out
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(item, schema["items"]) for item in instance]
+    return instance

@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +34,11 @@ from connector.errors import (
     CassetteMiss,
     ConfigError,
     NetworkError,
+    TimedOut,
     WilloError,
     error_for_status,
 )
+from connector.http import deadline
 from connector.http.pacing import Pacer, parse_rate, shared_pacer
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,139 @@ class _Refuse(HTTPAdapter):
         raise RuntimeError(f"dry run: refusing to send {request.method} {request.url}")
 
 
-class WilloClient:
+class Transport:
+    """Sending with pacing, retries (urllib3 ``Retry`` semantics), the step deadline
+    and typed transport errors; shared by the Willo client and the outbound client of
+    ``http.request``. Subclasses set ``settings``, ``pacer``, ``session``."""
+
+    #: who is at the other end, for messages ("cannot reach Willo")
+    peer = "Willo"
+    #: read the body lazily (the outbound client caps its size)
+    stream = False
+    settings: Settings
+    pacer: Pacer
+    session: requests.Session
+    requests_sent: int
+    _verify: bool | str
+    _proxies: dict[str, str]
+
+    def proxies(self, url: str) -> dict[str, str]:
+        return self._proxies
+
+    def _pace(self, method: str, url: str) -> None:
+        """Wait for the rate budget, unless the step's deadline comes first."""
+        if not self.pacer.windows:
+            deadline.check(f"sending {method} {url}")
+            return
+        wait = self.pacer.reserve()
+        left = deadline.remaining()
+        if left is not None and wait >= left:
+            raise TimedOut(
+                f"step timeout reached waiting {wait:.1f}s for the rate limit before {method} {url}"
+            )
+        if wait > 0:
+            self.pacer.waited += wait
+            time.sleep(wait)
+
+    def _retry(self, idempotent: bool) -> Retry:
+        n = self.settings.max_retries
+        return Retry(
+            total=n,
+            connect=n,
+            read=n if idempotent else 0,
+            status=n,
+            other=0,
+            redirect=0,
+            allowed_methods=None,
+            status_forcelist=RETRY_STATUSES if idempotent else (429,),
+            backoff_factor=self.settings.backoff,
+            backoff_jitter=self.settings.backoff / 2,
+            backoff_max=60,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+
+    def _send(self, req: dict[str, Any], idempotent: bool) -> requests.Response:
+        retry = self._retry(idempotent)
+        prepared = self.session.prepare_request(
+            requests.Request(
+                req["method"],
+                req["url"],
+                params=req["params"],
+                json=req["json"],
+                data=req.get("data"),
+                headers=req["headers"],
+            )
+        )
+        method, url = req["method"], _plain(req["url"])
+        while True:
+            self._pace(method, url)
+            timeout = (deadline.cap(self.settings.connect_timeout), deadline.cap(self.settings.read_timeout))
+            self.requests_sent += 1
+            try:
+                resp = self._send_once(prepared, timeout, method, url)
+            except requests.RequestException as exc:
+                cause = _transport_cause(exc)
+                if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
+                    raise AmbiguousRequestError(
+                        f"connection lost after sending ({_reason(cause)}); not resent because "
+                        "the request may have landed and is not idempotent",
+                        method=method,
+                        url=url,
+                    ) from None
+                try:
+                    retry = retry.increment(method, url, error=cause)
+                except MaxRetryError:
+                    raise NetworkError(
+                        f"cannot reach {self.peer}: {_reason(cause)}", method=method, url=url
+                    ) from None
+                except Exception:  # Retry re-raises errors it will not retry
+                    raise NetworkError(f"{_reason(cause)}", method=method, url=url) from None
+                log.info("retrying %s %s after %s", method, url, _reason(cause))
+                deadline.check(f"retrying {method} {url}", retry.get_backoff_time())
+                retry.sleep()
+                continue
+            code = resp.status_code
+            if code in (retry.status_forcelist or ()) and retry.is_retry(
+                method, code, "Retry-After" in resp.headers
+            ):
+                try:
+                    retry = retry.increment(method, url, response=resp.raw)
+                except MaxRetryError:
+                    return resp
+                log.info("retrying %s %s after HTTP %s", method, url, code)
+                wait = retry.get_retry_after(resp.raw) or retry.get_backoff_time()
+                if deadline.remaining() is not None and deadline.remaining() <= wait:  # type: ignore[operator]
+                    return resp  # the step's timeout comes first: report this answer
+                retry.sleep(resp.raw)
+                if self.stream:
+                    resp.close()
+                continue
+            return resp
+
+    def _send_once(
+        self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
+    ) -> requests.Response:
+        try:
+            return self.session.send(
+                prepared,
+                timeout=timeout,
+                allow_redirects=False,
+                proxies=self.proxies(prepared.url or ""),
+                verify=self._verify,
+                stream=self.stream,
+            )
+        except requests.RequestException:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
+                raise CassetteMiss(
+                    "the cassette does not hold this request", method=method, url=url
+                ) from None
+            raise
+
+
+class WilloClient(Transport):
     """Sends requests to Willo. Thread-safe; share one per process."""
 
     def __init__(
@@ -235,87 +370,6 @@ class WilloClient:
             idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         resp = self._send(req, idempotent)
         return self._decode(req, resp, binary)
-
-    def _retry(self, idempotent: bool) -> Retry:
-        n = self.settings.max_retries
-        return Retry(
-            total=n,
-            connect=n,
-            read=n if idempotent else 0,
-            status=n,
-            other=0,
-            redirect=0,
-            allowed_methods=None,
-            status_forcelist=RETRY_STATUSES if idempotent else (429,),
-            backoff_factor=self.settings.backoff,
-            backoff_jitter=self.settings.backoff / 2,
-            backoff_max=60,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
-
-    def _send(self, req: dict[str, Any], idempotent: bool) -> requests.Response:
-        retry = self._retry(idempotent)
-        prepared = self.session.prepare_request(
-            requests.Request(
-                req["method"], req["url"], params=req["params"], json=req["json"], headers=req["headers"]
-            )
-        )
-        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
-        method, url = req["method"], _plain(req["url"])
-        while True:
-            self.pacer.acquire()
-            self.requests_sent += 1
-            try:
-                resp = self._send_once(prepared, timeout, method, url)
-            except requests.RequestException as exc:
-                cause = _transport_cause(exc)
-                if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
-                    raise AmbiguousRequestError(
-                        f"connection lost after sending ({_reason(cause)}); not resent because "
-                        "the request may have landed and is not idempotent",
-                        method=method,
-                        url=url,
-                    ) from None
-                try:
-                    retry = retry.increment(method, url, error=cause)
-                except MaxRetryError:
-                    raise NetworkError(
-                        f"cannot reach Willo: {_reason(cause)}", method=method, url=url
-                    ) from None
-                except Exception:  # Retry re-raises errors it will not retry
-                    raise NetworkError(f"{_reason(cause)}", method=method, url=url) from None
-                log.info("retrying %s %s after %s", method, url, _reason(cause))
-                retry.sleep()
-                continue
-            code = resp.status_code
-            if code in (retry.status_forcelist or ()) and retry.is_retry(
-                method, code, "Retry-After" in resp.headers
-            ):
-                try:
-                    retry = retry.increment(method, url, response=resp.raw)
-                except MaxRetryError:
-                    return resp
-                log.info("retrying %s %s after HTTP %s", method, url, code)
-                retry.sleep(resp.raw)
-                continue
-            return resp
-
-    def _send_once(
-        self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
-    ) -> requests.Response:
-        try:
-            return self.session.send(
-                prepared, timeout=timeout, allow_redirects=False, proxies=self._proxies, verify=self._verify
-            )
-        except requests.RequestException:
-            raise
-        except Exception as exc:
-            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
-                raise CassetteMiss(
-                    "the cassette does not hold this request", method=method, url=url
-                ) from None
-            raise
 
     def _decode(self, req: dict[str, Any], resp: requests.Response, binary: bool) -> Any:
         method, url = req["method"], _plain(req["url"])

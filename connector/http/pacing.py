@@ -67,6 +67,31 @@ class Pacer:
                 log.append(at)
             return at - now
 
+    def time_for(self, n: int) -> float:
+        """Seconds from now until ``n`` more requests could all have been sent within
+        both windows, given what was sent lately (nothing is reserved)."""
+        if not self.windows or n <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            logs = [
+                [t for t in log if t > now - span]
+                for (_, span), log in zip(self.windows, self._logs, strict=True)
+            ]
+        at = now
+        for _ in range(min(n, 100_000)):
+            for (limit, span), log in zip(self.windows, logs, strict=True):
+                if len(log) >= limit:
+                    at = max(at, log[-limit] + span)
+            for log in logs:
+                log.append(at)
+        return at - now
+
+    def describe(self) -> str:
+        """The limits, e.g. ``10/s, 100/min``."""
+        names = {1.0: "s", 60.0: "min"}
+        return ", ".join(f"{n}/{names.get(round(w / MARGIN, 3), f'{w:g}s')}" for n, w in self.windows)
+
     def acquire(self) -> None:
         if not self.windows:
             return

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from connector import redaction
 from connector.errors import ConfigError
 
 SCHEMA = """
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
     attempts INTEGER NOT NULL DEFAULT 1,
     event_id INTEGER,
     started_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    parent TEXT
 );
 CREATE TABLE IF NOT EXISTS units (
     run_id TEXT NOT NULL,
@@ -45,6 +47,8 @@ CREATE TABLE IF NOT EXISTS units (
     output TEXT,
     error TEXT,
     updated_at REAL NOT NULL,
+    started_at REAL,
+    tries INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, step, item)
 );
 CREATE TABLE IF NOT EXISTS triggers (
@@ -79,6 +83,14 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (source, dedupe)
 );
 CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    last_slot TEXT,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS subscriptions (
     webhook TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -87,6 +99,21 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     created_at REAL NOT NULL
 );
 """
+
+#: columns added since a table was first created: (table, column, declaration)
+MIGRATIONS = (
+    ("runs", "parent", "TEXT"),
+    ("units", "started_at", "REAL"),
+    ("units", "tries", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a state file made by an earlier version lacks."""
+    for table, column, decl in MIGRATIONS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 def default_dir() -> Path:
@@ -118,6 +145,7 @@ class StateStore:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._conn().executescript(SCHEMA)
+            _migrate(self._conn())
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"state store {self.path}: {exc} (set WILLO_STATE_DIR or --state-dir to a writable folder)"
@@ -167,22 +195,24 @@ class StateStore:
         trigger: Any,
         settings: dict[str, Any],
         event_id: int | None = None,
+        parent: str | None = None,
     ) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         with self.tx() as db:
             db.execute(
                 "INSERT INTO runs (id, workflow, name, source, status, inputs, trigger, settings,"
-                " event_id, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                " event_id, started_at, parent) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     workflow,
                     name,
                     source,
-                    dumps(inputs),
-                    dumps(trigger),
+                    dumps(redaction.scrub_value(inputs)),
+                    dumps(redaction.scrub_value(trigger)),
                     dumps(settings),
                     event_id,
                     time.time(),
+                    parent,
                 ),
             )
         return run_id
@@ -199,6 +229,7 @@ class StateStore:
 
     def set_run(self, run_id: str, status: str, error: str | None = None) -> None:
         finished = time.time() if status != "running" else None
+        error = redaction.scrub(error) if error else error
         with self.tx() as db:
             db.execute(
                 "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
@@ -229,23 +260,45 @@ class StateStore:
         inputs: Any = None,
         output: Any = None,
         error: str | None = None,
+        tries: int | None = None,
     ) -> None:
+        """Record a unit's state. Inputs and outputs are stored with every registered
+        secret scrubbed; ``started_at`` is the first time a unit was marked."""
+        now = time.time()
         with self.tx() as db:
             db.execute(
                 "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " updated_at, started_at, tries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status,"
                 " inputs = COALESCE(excluded.inputs, units.inputs), output = excluded.output,"
-                " error = excluded.error, updated_at = excluded.updated_at",
+                " error = excluded.error, updated_at = excluded.updated_at,"
+                " started_at = COALESCE(units.started_at, excluded.started_at),"
+                " tries = MAX(units.tries, excluded.tries)",
                 (
                     run_id,
                     step,
                     item,
                     action,
                     status,
-                    None if inputs is None else dumps(inputs),
-                    None if output is None else dumps(output),
-                    error,
-                    time.time(),
+                    None if inputs is None else dumps(redaction.scrub_value(inputs)),
+                    None if output is None else dumps(redaction.scrub_value(output)),
+                    redaction.scrub(error) if error else error,
+                    now,
+                    now,
+                    tries or 0,
                 ),
             )
+
+    def copy_reusable_units(self, source: str, target: str) -> int:
+        """Start run ``target`` from what ``source`` achieved: its succeeded units (and
+        decided branches) are reused; a unit that may have landed is copied as
+        ``sending``, so that it is looked up before anything is resent."""
+        with self.tx() as db:
+            return db.execute(
+                "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
+                " updated_at, started_at, tries) SELECT ?, step, item, action,"
+                " CASE WHEN status = 'succeeded' THEN 'succeeded' ELSE 'sending' END,"
+                " inputs, output, NULL, updated_at, started_at, 0 FROM units"
+                " WHERE run_id = ? AND status IN ('succeeded', 'sending', 'ambiguous')",
+                (target, source),
+            ).rowcount
