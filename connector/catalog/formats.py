@@ -91,6 +91,19 @@ def cron_times(expr: str, tz: str, after: datetime) -> Iterator[datetime]:
     return iter(CronSim(expand(expr), local))
 
 
+def latest_time(expr: str, tz: str, now: datetime) -> datetime:
+    """The latest time ``expr`` fires in zone ``tz`` at or before ``now`` (aware)."""
+    from datetime import timedelta
+
+    from cronsim import CronSim
+
+    local = now.astimezone(zone(tz))
+    for slot in CronSim(expand(expr), local + timedelta(minutes=1), reverse=True):
+        if slot <= local:
+            return slot
+    raise AssertionError("unreachable")  # pragma: no cover - a cron iterator never ends
+
+
 def register(checker: Any) -> None:
     """Add the formats to a jsonschema FormatChecker."""
     checker.checks("cron", raises=FormatProblem)(check_cron)

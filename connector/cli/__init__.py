@@ -27,11 +27,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("connector.cli.catalog_cmds", "validate", "Validate manifests and workflows."),
     "call": ("connector.cli.call_cmd", "call", "Call one action."),
     "run": ("connector.cli.run_cmd", "run", "Run a workflow."),
-    "runs": ("connector.cli.run_cmd", "runs", "List journaled workflow runs."),
+    "runs": ("connector.cli.run_cmd", "runs", "List journaled workflow runs; runs show RUN_ID."),
     "resume": ("connector.cli.run_cmd", "resume", "Resume an interrupted run."),
+    "rerun": ("connector.cli.run_cmd", "rerun", "Run a finished run again (--failed: only what failed)."),
     "poll": ("connector.cli.trigger_cmds", "poll", "Poll a polling trigger."),
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
     "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
+    "serve": (
+        "connector.cli.serve_cmd",
+        "serve",
+        "Serve every workflow of a folder: schedules, polls, webhooks.",
+    ),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
     "mcp": ("connector.cli.interop_cmds", "mcp", "Serve the catalog as MCP tools."),
     "export": ("connector.cli.interop_cmds", "export", "Export the catalog (OpenAPI, Swagger 2.0)."),
@@ -79,8 +85,10 @@ class LazyGroup(click.Group):
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print ``error: message`` (each line of it) to stderr and exit."""
-    for line in message.splitlines() or [""]:
+    """Print ``error: message`` (each line of it, secrets scrubbed) to stderr and exit."""
+    from connector.redaction import scrub
+
+    for line in scrub(message).splitlines() or [""]:
         click.echo(f"error: {line}" if not line.startswith(("error:", " ")) else line, err=True)
     sys.exit(code)
 
@@ -110,4 +118,7 @@ def main(verbose: int) -> None:
     WILLO_AUTH_SCHEME (e.g. Bearer), WILLO_RATE_LIMIT (per second/per minute, default
     10/100), WILLO_SCHEMA_MODE (warn, strict or off), WILLO_STATE_DIR.
     """
+    from connector.redaction import register_env
+
+    register_env()  # from here on, no output, error or log line shows these values
     setup_logging(verbose)

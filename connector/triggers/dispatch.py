@@ -10,6 +10,7 @@ trigger matches. A failed dispatch is retried with backoff, then parked.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -127,6 +128,14 @@ class Dispatcher:
         self.conn.host.call_quietly("event_received", trigger=trigger_id, event=event["payload"])
         try:
             run_id = self.handler(trigger_id, event["payload"], event)
+        except RunInterrupted as exc:  # the process is stopping: the event waits for the next start
+            with self.store.tx() as db:
+                db.execute(
+                    "UPDATE events SET status = 'queued', attempts = MAX(0, attempts - 1), error = ?,"
+                    " run_id = COALESCE(?, run_id) WHERE id = ?",
+                    (str(exc), exc.run_id, event["id"]),
+                )
+            return _FAILED
         except ConnectorError as exc:
             run_id = getattr(exc, "run_id", None)
             if event["attempts"] >= self.max_attempts:
@@ -160,10 +169,19 @@ class RunFailed(ConnectorError):
         self.run_id = run_id
 
 
+class RunInterrupted(RunFailed):
+    """A run stopped by a signal: its event is queued again, the try not counted."""
+
+
 def workflow_handler(
-    conn: Connector, store: StateStore, workflows: list[Any], progress: bool = False
+    conn: Connector,
+    store: StateStore,
+    workflows: list[Any],
+    progress: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Callable[[str, dict[str, Any], dict[str, Any]], str | None]:
-    """A dispatch handler that runs (or, on a retry, resumes) each matching workflow."""
+    """A dispatch handler that runs (or, on a retry, resumes) each matching workflow.
+    ``cancel`` stops a run at the next unit; its event is then queued again."""
     from connector.engines.local import LocalExecutor  # these load Jinja2: only when a run starts
     from connector.workflows.runner import Runner
 
@@ -188,12 +206,16 @@ def workflow_handler(
             if prior and prior[0]["status"] == "succeeded":
                 last = prior[0]["id"]
                 continue  # done before a crash or an earlier attempt; never twice
-            runner = Runner(conn, wf, store=store, progress=progress, executor=LocalExecutor())
+            runner = Runner(conn, wf, store=store, progress=progress, executor=LocalExecutor(), cancel=cancel)
             if prior:  # an interrupted or failed attempt: completed steps are not resent
                 result = runner.resume(prior[0]["id"], {}, payload)
             else:
                 result = runner.start({}, payload, event_id=event["id"])
             last = result.run_id
+            if result.status == "interrupted":
+                raise RunInterrupted(
+                    f"workflow {wf.name}: interrupted; resumes at the next start", result.run_id
+                )
             if result.status != "succeeded":
                 raise RunFailed(f"workflow {wf.name}: {result.error}", result.run_id)
         return last

@@ -152,7 +152,11 @@ class Listener:
     """Serves the inbox and runs a dispatcher thread until stopped."""
 
     def __init__(
-        self, app: Callable[..., Iterable[bytes]], host: str, port: int, dispatch_one: Callable[[], int]
+        self,
+        app: Callable[..., Iterable[bytes]],
+        host: str,
+        port: int,
+        dispatch_one: Callable[[], int] | None,
     ):
         import waitress.server
 
@@ -181,6 +185,7 @@ class Listener:
     def _dispatch_loop(self) -> None:
         while not self.stopping.is_set():
             try:
+                assert self.dispatch_one is not None
                 busy = self.dispatch_one()
             except Exception:  # a dispatcher must outlive a bad event; it was logged
                 log.exception("dispatcher error")
@@ -190,7 +195,9 @@ class Listener:
                 self.wake.clear()
 
     def start(self) -> None:
-        for target in (self.server.run, self._dispatch_loop):
+        """Serve; and dispatch, unless the owner dispatches itself (``dispatch_one`` None)."""
+        loops = [self.server.run] if self.dispatch_one is None else [self.server.run, self._dispatch_loop]
+        for target in loops:
             t = threading.Thread(target=target, daemon=True)
             t.start()
             self._threads.append(t)

@@ -414,6 +414,17 @@ def secret_scope(workflow: Workflow) -> dict[str, str]:
     return found
 
 
+def item_labels(step: Mapping[str, Any], origins: Mapping[str, Any], n: int) -> list[str]:
+    """How each foreach item is named in messages: its CSV file and line when the
+    foreach is exactly ``{{ inputs.NAME }}`` of an input read from a CSV, else ``item N``."""
+    expr = expressions.single_expression(str(step.get("foreach", ""))) or ""
+    name = expr[len("inputs.") :] if expr.startswith("inputs.") else ""
+    origin = origins.get(name)
+    if origin and len(origin.get("lines", [])) == n:
+        return [f"{origin['file']}:{line}" for line in origin["lines"]]
+    return [f"item {i}" for i in range(n)]
+
+
 def _case_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -458,9 +469,11 @@ class Runner:
         *,
         origins: Mapping[str, Any] | None = None,
         parent: str | None = None,
+        reuse: bool = False,
     ) -> RunResult:
         """A new run. ``origins`` says which inputs came from CSV files (file, lines);
-        with ``parent``, the new run reuses what succeeded in that run."""
+        ``parent`` is the run this one repeats, and with ``reuse`` what succeeded
+        there is reused (units that may have landed are looked up first)."""
         self.origins = dict(origins or {})
         values = prepare_inputs(self.wf, inputs, self.origins)
         run_id = None
@@ -472,7 +485,7 @@ class Runner:
             run_id = self.store.new_run(
                 self.wf.path, self.wf.name, self.wf.text, values, trigger, settings, event_id, parent=parent
             )
-            if parent is not None:
+            if parent is not None and reuse:
                 self.store.copy_reusable_units(parent, run_id)
                 journal = self.store.units(run_id)
         if run_id is not None and self.on_start is not None:
@@ -613,16 +626,6 @@ class Runner:
             sid, action, "succeeded", result.output, requests=result.requests, retries=result.tries - 1
         )
 
-    def _labels(self, step: dict[str, Any], n: int) -> list[str]:
-        """How each item is named in messages: its CSV file and line when the foreach
-        is exactly ``{{ inputs.NAME }}`` of a CSV input, else ``item N``."""
-        expr = expressions.single_expression(step["foreach"]) or ""
-        name = expr[len("inputs.") :] if expr.startswith("inputs.") else None
-        origin = self.origins.get(name or "")
-        if origin and len(origin.get("lines", [])) == n:
-            return [f"{origin['file']}:{line}" for line in origin["lines"]]
-        return [f"item {i}" for i in range(n)]
-
     def _foreach(
         self, ctx: UnitContext, run_id: str | None, step: dict[str, Any], scope: dict[str, Any], base: Unit
     ) -> StepResult:
@@ -630,7 +633,7 @@ class Runner:
         items = expressions.evaluate(step["foreach"], scope)
         if not isinstance(items, list):
             raise InputError(f"foreach {step['foreach']!r} gave {type(items).__name__}, not a list")
-        labels = self._labels(step, len(items))
+        labels = item_labels(step, self.origins, len(items))
         units: list[Unit] = []
         failures: dict[int, str] = {}
         for i, item in enumerate(items):
