@@ -71,11 +71,18 @@ DELIMITERS = ",;\t|"
 
 
 def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
-    """The file's delimiter, sniffed from its start (a comma when in doubt)."""
+    """The file's delimiter, sniffed from its start; when the sniffer cannot tell (a
+    ragged row), the one the header line uses most; a comma when in doubt."""
     try:
         return csv.Sniffer().sniff(sample, delimiters=DELIMITERS)
     except csv.Error:
-        return csv.excel
+        header = sample.lstrip("\r\n").split("\n", 1)[0]
+        best = max(DELIMITERS, key=header.count)
+
+        class Found(csv.excel):
+            delimiter = best if header.count(best) else ","
+
+        return Found
 
 
 def load_csv(path: Path) -> CsvRows:

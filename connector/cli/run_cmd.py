@@ -485,8 +485,10 @@ def rerun(run_id: str, only_failed: bool, state_dir: str | None, as_json: bool) 
             "it is still running" if status == "running" else f"resume it: willo-connector resume {row['id']}"
         )
         raise ConnectorError(f"run {row['id']} has not finished; {hint}")
-    if only_failed and status == "succeeded":
-        raise ConnectorError(f"run {row['id']} succeeded; nothing failed to run again")
+    if only_failed and not any(
+        u["status"] in ("failed", "ambiguous") for u in store.units(row["id"]).values()
+    ):
+        raise ConnectorError(f"run {row['id']}: nothing failed; nothing to run again")
     settings = json.loads(row["settings"] or "{}")
     with connector_for() as conn, stop_on_signals() as cancel:
         wf = load(Path(row["workflow"]), conn.catalog, text=row["source"])

@@ -128,6 +128,7 @@ def load(
         raise ManifestError([f"{path}:1: cannot read: {exc.strerror}"]) from None
     except YamlError as exc:
         raise ManifestError([str(exc)]) from None
+    normalize(doc.data)
     checker = _Checker(doc, catalog, check_secrets)
     problems = _sorted(doc, checker.run())
     if problems:
@@ -220,9 +221,9 @@ class _Checker:
             guards = [step["if"]] if isinstance(step.get("if"), str) and "use" in step else []
             for owner, _label in reversed(path):
                 owner_step = self.infos[owner].step if owner in self.infos else {}
-                for key in ("if", "switch"):
-                    if isinstance(owner_step.get(key), str):
-                        guards.append(owner_step[key])
+                for field_ in ("if", "switch"):
+                    if isinstance(owner_step.get(field_), str):
+                        guards.append(owner_step[field_])
             why = None
             if "use" in step and "if" in step:
                 why = "it has an `if`"
@@ -598,6 +599,18 @@ def _sorted(doc: Document, found: list[str]) -> list[str]:
     return sorted(found, key=lambda p: int(p[len(doc.path) + 1 :].split(":", 1)[0]))
 
 
+def normalize(data: Any) -> Any:
+    """Undo YAML 1.1's reading of ``on:`` as ``true`` where ``on`` is a key of ours
+    (``retry: {on: [...]}``), in place."""
+    if isinstance(data, dict):
+        for step, _ptr, _path in walk_steps(data.get("steps")):
+            retry = step.get("retry")
+            if isinstance(retry, dict) and True in retry and "on" not in retry:
+                retry["on"] = retry.pop(True)
+    return data
+
+
 def check_document(doc: Document, catalog: Catalog, *, check_secrets: bool = True) -> list[str]:
     """Every static problem of a parsed workflow document."""
+    normalize(doc.data)
     return _sorted(doc, _Checker(doc, catalog, check_secrets).run())

@@ -59,6 +59,7 @@ class Progress:
         self.sent_at_start = sent() if sent else 0
         self.last = self.start
         self.lines = 0
+        self.written = -1  # items done when the last plain line was written
 
     # ------------------------------------------------------------------ figures
 
@@ -86,7 +87,11 @@ class Progress:
         if self.terminal:
             filled = round(20 * self.done / self.total) if self.total else 20
             bar = " [" + "#" * filled + "-" * (20 - filled) + "]"
-        parts = [f"{self.label}{bar} {self.done}/{self.total}"]
+        parts = [
+            f"{self.label}{bar} {self.done}/{self.total}"
+            if bar
+            else f"{self.label}: {self.done}/{self.total}"
+        ]
         if self.failed:
             parts.append(f"{self.failed} failed")
         if self.retries:
@@ -118,6 +123,7 @@ class Progress:
         elif now - self.last >= self.interval:
             self._write()
             self.last = now
+            self.written = self.done
 
     def _draw(self) -> None:
         self.stream.write("\r" + self.line() + "\x1b[K")
@@ -135,5 +141,5 @@ class Progress:
                 self._draw()
                 self.stream.write("\n")
                 self.stream.flush()
-        elif self.lines:
+        elif self.lines and self.written != self.done:
             self._write()
