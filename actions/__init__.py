@@ -52,11 +52,26 @@ def move_participant_stage(inputs: dict[str, Any], client: Any) -> dict[str, Any
 
 
 def _find(client: Any, interview: str, email: str) -> dict[str, Any] | None:
-    page = client.call("willo.list_participants", {"interview": interview, "email": email, "all": True})
+    """The participant of ``interview`` whose email is ``email`` in any case.
+
+    Willo's server is Django's: its ``email`` filter and unique constraint compare
+    case-sensitively, so ``Case@Example.com`` is a new participant to it. Emails are
+    compared casefolded here, whatever the server's filters do: first the exact filter
+    (one request finds the usual duplicate), then a ``search`` (DRF's SearchFilter is
+    case-insensitive; a server that ignores it sends the whole list, still correct).
+    An exact match wins over a match in another case, the oldest over a newer one.
+    """
     folded = email.casefold()
-    for item in page.get("results", []):
-        if item.get("interview", interview) == interview and item["email"].casefold() == folded:
-            return dict(item)
+    for query in ({"email": email}, {"search": email}):
+        page = client.call("willo.list_participants", {"interview": interview, **query, "all": True})
+        found = [
+            dict(item)
+            for item in page.get("results", [])
+            if item.get("interview", interview) == interview
+            and str(item.get("email", "")).casefold() == folded
+        ]
+        if found:
+            return min(reversed(found), key=lambda item: item["email"] != email)  # lists are newest first
     return None
 
 

@@ -15,7 +15,9 @@ ALL = [
     "bench_poll",
     "bench_webhook_ingest",
     "bench_bulk_invite",
+    "bench_pacing",
     "bench_interop",
+    "bench_hostile",
 ]
 
 if __name__ == "__main__":

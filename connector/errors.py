@@ -83,11 +83,17 @@ class WilloError(ConnectorError):
 
     def _line(self) -> str:
         where = f"{self.method} {self.url}: " if self.method else ""
+        return where + self.short()
+
+    def short(self) -> str:
+        """The status, message and field errors, without the request."""
         code = f"{self.status} " if self.status else ""
-        text = f"{where}{code}{self.message}"
+        text = f"{code}{self.message}"
         if self.field_errors:
-            fields = "; ".join(f"{name}: {_join(msgs)}" for name, msgs in sorted(self.field_errors.items()))
-            text += f" ({fields})"
+            shown = list(self.field_errors.items())[:SHOWN]
+            fields = "; ".join(f"{name}: {_join(msgs)}" for name, msgs in shown)
+            more = len(self.field_errors) - len(shown)
+            text += f" ({fields}{f'; and {more} more' if more > 0 else ''})"
         return text
 
 
@@ -95,6 +101,69 @@ def _join(msgs: Any) -> str:
     if isinstance(msgs, list):
         return " ".join(str(m) for m in msgs)
     return str(msgs)
+
+
+NON_FIELD = "non_field_errors"
+#: Field errors shown in an error's one line (all are kept in ``field_errors``).
+SHOWN = 10
+#: Deeper than this, an error body is shown as text at the pointer it reached.
+MAX_DEPTH = 16
+
+
+def field_errors(body: Any) -> tuple[list[str], dict[str, list[str]]]:
+    """Django REST framework's error body as ``(general messages, {pointer: messages})``.
+
+    Every shape DRF gives: ``{"field": ["msg"]}``, a nested serializer's
+    ``{"settings": {"deadline": [...]}}``, a list serializer's or ListField's
+    ``{"questions": {"1": {"text": [...]}}}`` or ``{"questions": [{}, {"text": [...]}]}``,
+    ``non_field_errors`` at any depth (its pointer is its parent's) and detailed errors
+    (``{"message": ..., "code": ...}``). Pointers are JSON pointers without the leading
+    slash: ``questions/1/text``.
+    """
+    general: list[str] = []
+    found: dict[str, list[str]] = {}
+
+    def add(at: list[str], message: Any) -> None:
+        if at:
+            found.setdefault("/".join(at), []).append(str(message))
+        else:
+            general.append(str(message))
+
+    def leaf(value: Any) -> bool:  # a message, or DRF's get_full_details() {"message", "code"}
+        if isinstance(value, dict):
+            return isinstance(value.get("message"), str) and set(value) <= {"message", "code"}
+        return not isinstance(value, list)
+
+    def walk(value: Any, at: list[str]) -> None:
+        if len(at) > MAX_DEPTH and not leaf(value):
+            add(at, _text(value))
+        elif isinstance(value, dict) and not leaf(value):
+            for key, inner in value.items():
+                walk(inner, at if key == NON_FIELD else [*at, _escape(str(key))])
+        elif isinstance(value, list):
+            for i, inner in enumerate(value):
+                walk(inner, at if leaf(inner) else [*at, str(i)])
+        elif isinstance(value, dict):
+            add(at, value["message"])
+        elif value is not None:
+            add(at, value)
+
+    walk(body, [])
+    return general, found
+
+
+def _text(value: Any) -> str:
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = "..."
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 class BadRequest(WilloError):

@@ -6,8 +6,11 @@ from the built-ins plus the entry points a test passes in.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +72,75 @@ def conn(sandbox: Sandbox) -> Connector:
     return Connector(settings=settings)
 
 
+class DrfServer:
+    """The test-only Django REST framework app (``tests/drf_app``) in a subprocess."""
+
+    def __init__(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WILLO_", "DJANGO_"))}
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the server)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.drf_app"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,  # the app stops when this closes, even if the run is killed
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=10)
+            self.log.seek(0)
+            tail = self.log.read()[-2000:]
+            raise RuntimeError(f"the DRF app did not start (exit {self.proc.returncode}): {tail}")
+        info = json.loads(line)
+        self.base_url: str = info["base_url"]
+        self.api_key: str = info["api_key"]
+
+    def reset(self, seed: str = "demo", throttle: dict[str, str | None] | None = None) -> None:
+        import requests
+
+        body = {"seed": seed, "throttle": throttle or {}}
+        resp = requests.post(
+            f"{self.base_url}/_sandbox/reset", json=body, headers={"Authorization": self.api_key}, timeout=30
+        )
+        resp.raise_for_status()
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def drf_server() -> Iterator[DrfServer]:
+    """A real DRF server shaped like Willo's API, on a free loopback port, for the session."""
+    server = DrfServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def drf(drf_server: DrfServer, monkeypatch: pytest.MonkeyPatch) -> DrfServer:
+    """The DRF app reset to the sandbox's demo data, and the environment pointing at it."""
+    drf_server.reset()
+    monkeypatch.setenv("WILLO_BASE_URL", drf_server.base_url)
+    monkeypatch.setenv("WILLO_API_KEY", drf_server.api_key)
+    return drf_server
+
+
+@pytest.fixture
+def drf_conn(drf: DrfServer) -> Connector:
+    return Connector(settings=Settings.from_env(backoff=0.01))
+
+
 def script_env(**extra: str) -> dict[str, str]:
     """Environment for a subprocess of the installed script."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WILLO_")}
@@ -101,10 +173,17 @@ class Receiver:
                 body = self.rfile.read(length) if length else b""
                 with outer.lock:
                     outer.requests.append(
-                        {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                        {
+                            "method": self.command,
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                        }
                     )
                     status, headers, reply = (
-                        outer.replies.pop(0) if outer.replies else (200, {"Content-Type": "application/json"}, b'{"ok": true}')
+                        outer.replies.pop(0)
+                        if outer.replies
+                        else (200, {"Content-Type": "application/json"}, b'{"ok": true}')
                     )
                 if status == 0:  # drop the connection without an answer
                     self.close_connection = True

@@ -66,7 +66,10 @@ def template_filters() -> dict[str, Callable[..., Any]]:
     """Return extra Jinja2 filters, ``{name: function}``, for workflow expressions.
 
     Called once when the expression environment is built. A filter runs inside the
-    sandbox and receives only data values.
+    sandbox and receives only data values. A filter cannot replace a built-in Jinja2
+    filter or another plugin's: such a clash is recorded as this plugin's problem,
+    naming both (``willo-connector plugins`` shows it; strict mode makes it an error),
+    and the built-in (or the first plugin's filter) stays.
 
     :return: a mapping of filter name to callable.
     """

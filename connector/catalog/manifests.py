@@ -140,6 +140,13 @@ def _check_request(data: dict[str, Any], add: Any) -> None:
     if request is None:
         return
     names = set((data["input"].get("properties") or {}).keys())
+    path = request.get("path")
+    if isinstance(path, str) and not path.split("?")[0].endswith("/"):
+        add(
+            "/request/path",
+            f"{path!r} does not end with '/': Willo's routes (Django REST framework) do, and "
+            "Django answers a path without its slash with a 301 redirect, so the request is lost",
+        )
     for key in ("path", "query", "json"):
         if key not in request:
             continue

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from connector.catalog.types import Catalog
-from connector.errors import InputError
+from connector.errors import BadRequest, InputError
 
 
 class Caller(Protocol):
@@ -38,7 +38,12 @@ def list_options(
     """``[{value, label}]`` from the field's list action, every page."""
     spec = option_spec(conn, action_id, field)
     inputs = {**(spec.get("with") or {}), **(extra or {}), "all": True}
-    result = conn.call(spec["action"], inputs).output
+    try:
+        result = conn.call(spec["action"], inputs).output
+    except BadRequest as exc:  # e.g. django-filter refusing a key that names nothing
+        raise InputError(
+            f"{action_id}: options for /{field}: {spec['action']} refused {exc.short()}"
+        ) from None
     return [
         {"value": item.get(spec["value"]), "label": str(item.get(spec.get("label", spec["value"])))}
         for item in result.get("results", [])

@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.errors import UnknownIdError
+from connector.errors import UnknownIdError, short
 
 
 @dataclass
@@ -47,6 +47,19 @@ class Manifest:
         from connector.catalog.schemas import validator
 
         return validator(self.data["input"])
+
+    @functools.cached_property
+    def decimals(self) -> Any:
+        """Where the output holds decimals (``x-decimal``), for :func:`~.schemas.numbers`."""
+        from connector.catalog.schemas import decimal_tree
+
+        return decimal_tree(self.data["output"])
+
+    def numbers(self, output: Any) -> Any:
+        """``output`` with its decimal strings as numbers (after validation)."""
+        from connector.catalog.schemas import numbers
+
+        return numbers(output, self.decimals) if self.decimals is not None else output
 
     @property
     def request(self) -> dict[str, Any] | None:
@@ -94,9 +107,11 @@ class Catalog:
         pool = [m.id for m in self.manifests.values() if kind is None or m.kind == kind]
         import difflib
 
-        close = difflib.get_close_matches(manifest_id, pool, n=3, cutoff=0.6)
+        close = (
+            difflib.get_close_matches(manifest_id, pool, n=3, cutoff=0.6) if len(manifest_id) < 200 else []
+        )
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownIdError(f"unknown {what} {manifest_id!r}{hint}")
+        raise UnknownIdError(f"unknown {what} {short(manifest_id)}{hint}")
 
     def of_kind(self, kind: str) -> list[Manifest]:
         return sorted((m for m in self.manifests.values() if m.kind == kind), key=lambda m: m.id)

@@ -52,7 +52,7 @@ def validate_paths(paths: tuple[str, ...] | list[str], check_workflow: WorkflowC
         problems: list[str] = []
         if kind == "resources":
             for name, schema in (doc.data.get("resources") or {}).items():
-                for ptr, msg in schemas.check_schema(schema):
+                for ptr, msg in schemas.check_schema(schema, resources):
                     problems.append(
                         f"{doc.where('/resources/' + name + ptr)}: "
                         f"/resources/{name}{ptr}: not a valid JSON Schema: {msg}"

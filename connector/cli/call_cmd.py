@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, input_option, json_option, parse_inputs, parse_json_object
+from connector.cli.common import echo, emit_json, input_option, json_option, parse_inputs, parse_json_object
 
 
 @click.command()
@@ -51,15 +51,17 @@ def call(
 
 
 def show_requests(requests: list[dict[str, Any]]) -> None:
+    """Each request as it would be sent: the URL with its query encoded as on the wire."""
     import json
+
+    from connector.http.client import full_url
 
     for req in requests:
         if "handler" in req:
-            click.echo(f"  would call handler {req['handler']} with {json.dumps(req['inputs'])}")
+            echo(f"  would call handler {req['handler']} with {json.dumps(req['inputs'])}")
             continue
-        query = "&".join(f"{k}={v}" for k, v in req["params"].items())
-        click.echo(f"{req['method']} {req['url']}{'?' + query if query else ''}")
+        echo(f"{req['method']} {full_url(req['url'], req['params'])}")
         for name, value in req["headers"].items():
-            click.echo(f"  {name}: {value}")
+            echo(f"  {name}: {value}")
         if req.get("json") is not None:
-            click.echo("  " + json.dumps(req["json"], indent=2).replace("\n", "\n  "))
+            echo("  " + json.dumps(req["json"], indent=2).replace("\n", "\n  "))

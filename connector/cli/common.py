@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from connector.errors import InputError
+from connector.errors import InputError, short
+from connector.limits import LimitError, loads_json
 
 
 def input_option(help: str) -> Any:
@@ -37,17 +38,20 @@ def emit_json(value: Any) -> None:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def echo(text: str, err: bool = False) -> None:
+    """``click.echo`` with every registered secret scrubbed (for human output that shows
+    requests, outputs or errors)."""
+    from connector.redaction import scrub
+
+    click.echo(scrub(text), err=err)
+
+
 def _load_file_value(spec: str, name: str) -> Any:
     path = Path(spec)
     if not path.is_file():
-        raise InputError(f"--input {name}=@{spec}: no such file")
+        raise InputError(f"--input {name}=@{short(spec)}: no such file")
     if path.suffix.lower() == ".csv":
         return load_csv(path)
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise InputError(f"{path}: invalid JSON: {exc}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         from connector.yamlio import YamlError, load_file
 
@@ -55,7 +59,20 @@ def _load_file_value(spec: str, name: str) -> Any:
             return load_file(path).data
         except YamlError as exc:
             raise InputError(str(exc)) from None
-    return path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {exc.start}); give a UTF-8 file, or JSON/CSV/YAML by suffix"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return loads_json(text)
+        except ValueError as exc:
+            raise InputError(f"{path}: invalid JSON: {exc}") from None
+    return text
 
 
 class CsvRows(list[dict[str, str]]):
@@ -135,7 +152,9 @@ def coerce(raw: str, schema: Mapping[str, Any] | None) -> Any:
         return raw
     if "$ref" in (schema or {}) or not names or names != ["string"]:
         try:
-            return json.loads(raw)
+            return loads_json(raw)
+        except LimitError as exc:
+            raise InputError(f"value {short(raw)}: {exc}") from None
         except ValueError:
             return raw
     return raw
@@ -150,7 +169,7 @@ def parse_inputs(
         name, sep, raw = pair.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise InputError(f"{flag} {pair!r}: expected NAME=VALUE")
+            raise InputError(f"{flag} {short(pair)}: expected NAME=VALUE")
         if raw.startswith("@"):
             out[name] = _load_file_value(raw[1:], name)
         else:
@@ -160,7 +179,7 @@ def parse_inputs(
 
 def parse_json_object(text: str, flag: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = loads_json(text)
     except ValueError as exc:
         raise InputError(f"{flag}: invalid JSON: {exc}") from None
     if not isinstance(value, dict):

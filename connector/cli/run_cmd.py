@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import csv_origins, emit_json, input_option, json_option, parse_inputs
+from connector.cli.common import csv_origins, echo, emit_json, input_option, json_option, parse_inputs
 
 state_dir_option = click.option(
     "--state-dir",
@@ -51,7 +51,6 @@ SHOW_FAILED = 50
 
 def _report(result: Any, as_json: bool) -> None:
     from connector.cli.call_cmd import show_requests
-    from connector.redaction import scrub
     from connector.workflows.runner import summarize
 
     if as_json:
@@ -66,7 +65,7 @@ def _report(result: Any, as_json: bool) -> None:
             detail = step.error if step.error else summarize(step.output)
             if step.retries:
                 detail += f" ({step.retries} retried)"
-            click.echo(scrub(f"  {step.status:<9} {step.id:<16} {step.action:<36} {detail}"))
+            echo(f"  {step.status:<9} {step.id:<16} {step.action:<36} {detail}")
             _show_failed_items(step)
         click.echo(result.status if not result.dry_run else f"{result.status} (dry run: nothing sent)")
     if result.status == "interrupted" and result.run_id:
@@ -76,7 +75,7 @@ def _report(result: Any, as_json: bool) -> None:
         raise SystemExit(130)
     if result.status != "succeeded":
         if not as_json:
-            click.echo(f"error: {result.error}", err=True)
+            echo(f"error: {result.error}", err=True)
         raise SystemExit(1)
 
 

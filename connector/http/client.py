@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,17 +28,19 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from connector import __version__
+from connector import __version__, redaction
 from connector.errors import (
     AmbiguousRequestError,
     CassetteMiss,
     ConfigError,
     NetworkError,
-    TimedOut,
     WilloError,
     error_for_status,
+    field_errors,
+    short,
 )
-from connector.http import deadline
+from connector.http import step_timeout
+from connector.http.deadline import DeadlineAdapter, DeadlineExceeded, deadline
 from connector.http.pacing import Pacer, parse_rate, shared_pacer
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.willotalent.com/api/integrations/v2"
 DEFAULT_RATE = "10/100"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
-REDACTED = "***"
+#: ``next`` links followed at most, for one list (30 a page: 300,000 items)
+MAX_PAGES = 10_000
+REDACTED = redaction.REDACTED
 
 #: Hook called with the request dict (method, url, params, json, headers) before sending.
 PrepareHook = Callable[[Mapping[str, Any], dict[str, Any]], None]
@@ -88,34 +92,48 @@ class Settings:
     rate: str = DEFAULT_RATE
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    #: one attempt, from sending to the answer's last byte (WILLO_TOTAL_TIMEOUT)
+    total_timeout: float = 120.0
+    #: the longest Retry-After the client waits for; a longer one is reported instead
+    max_retry_after: float = 120.0
     max_retries: int = 4
     backoff: float = 0.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
-        timeout = env.get("WILLO_TIMEOUT", "")
+        redaction.register_env(env)
         s = cls(
             base_url=env.get("WILLO_BASE_URL") or DEFAULT_BASE_URL,
             api_key=env.get("WILLO_API_KEY") or None,
-            auth_scheme=env.get("WILLO_AUTH_SCHEME", "").strip(),
+            auth_scheme=env.get("WILLO_AUTH_SCHEME", ""),
             rate=env.get("WILLO_RATE_LIMIT") or DEFAULT_RATE,
         )
-        if timeout:
-            try:
-                s.read_timeout = float(timeout)
-            except ValueError:
-                raise ConfigError(f"WILLO_TIMEOUT={timeout!r} is not a number of seconds") from None
+        if env.get("WILLO_TIMEOUT", "").strip():
+            s.read_timeout = _seconds("WILLO_TIMEOUT", env["WILLO_TIMEOUT"])
+        if env.get("WILLO_TOTAL_TIMEOUT", "").strip():
+            s.total_timeout = _seconds("WILLO_TOTAL_TIMEOUT", env["WILLO_TOTAL_TIMEOUT"])
         if env.get("WILLO_MAX_RETRIES"):
             try:
                 s.max_retries = int(env["WILLO_MAX_RETRIES"])
             except ValueError:
                 raise ConfigError("WILLO_MAX_RETRIES is not a whole number") from None
+            if s.max_retries < 0:
+                raise ConfigError("WILLO_MAX_RETRIES cannot be negative")
         for k, v in overrides.items():
             if v is not None:
                 setattr(s, k, v)
         s.base_url = s.base_url.rstrip("/")
+        s.normalize()
         return s
+
+    def normalize(self) -> None:
+        """Strip the whitespace a key file or a Kubernetes secret leaves around the key
+        and the scheme, refuse what cannot go in a header, and register the key as a
+        secret. Error messages name the setting, never its value."""
+        self.api_key = _header_token("WILLO_API_KEY", self.api_key)
+        self.auth_scheme = _header_token("WILLO_AUTH_SCHEME", self.auth_scheme) or ""
+        redaction.register(self.api_key)
 
     def authorization(self) -> str:
         if not self.api_key:
@@ -123,7 +141,43 @@ class Settings:
                 "set WILLO_API_KEY to your Willo API key (Willo: Settings > Integrations), "
                 "or use --sandbox to try the connector without an account"
             )
+        self.normalize()  # settings may have been changed after from_env
+        assert self.api_key is not None
         return f"{self.auth_scheme} {self.api_key}" if self.auth_scheme else self.api_key
+
+
+def _header_token(name: str, value: str | None) -> str | None:
+    """``value`` stripped; a ConfigError (that does not quote it) if it holds anything
+    but visible ASCII: a line break or NUL inside, a space, a non-ASCII character."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    bad = next((c for c in value if not "!" <= c <= "~"), None)
+    if bad is not None:
+        what = (
+            "a space"
+            if bad == " "
+            else "a non-ASCII character"
+            if ord(bad) > 127
+            else f"a control character (U+{ord(bad):04X})"
+        )
+        raise ConfigError(
+            f"{name} holds {what} inside it and cannot be sent in a header; "
+            "fix the setting (its value is not shown)"
+        )
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={short(raw)} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={short(raw)}: give a number of seconds greater than 0")
+    return value
 
 
 class _Refuse(HTTPAdapter):
@@ -153,19 +207,10 @@ class Transport:
         return self._proxies
 
     def _pace(self, method: str, url: str) -> None:
-        """Wait for the rate budget, unless the step's deadline comes first."""
-        if not self.pacer.windows:
-            deadline.check(f"sending {method} {url}")
-            return
-        wait = self.pacer.reserve()
-        left = deadline.remaining()
-        if left is not None and wait >= left:
-            raise TimedOut(
-                f"step timeout reached waiting {wait:.1f}s for the rate limit before {method} {url}"
-            )
-        if wait > 0:
-            self.pacer.waited += wait
-            time.sleep(wait)
+        """Wait for the rate budget; never send once the step's timeout has run out."""
+        step_timeout.check(f"sending {method} {url}")
+        self.pacer.acquire()
+        step_timeout.check(f"sending {method} {url} (waiting for the rate limit)")
 
     def _retry(self, idempotent: bool) -> Retry:
         n = self.settings.max_retries
@@ -200,7 +245,10 @@ class Transport:
         method, url = req["method"], _plain(req["url"])
         while True:
             self._pace(method, url)
-            timeout = (deadline.cap(self.settings.connect_timeout), deadline.cap(self.settings.read_timeout))
+            timeout = (
+                step_timeout.cap(self.settings.connect_timeout),
+                step_timeout.cap(self.settings.read_timeout),
+            )
             self.requests_sent += 1
             try:
                 resp = self._send_once(prepared, timeout, method, url)
@@ -216,26 +264,38 @@ class Transport:
                 try:
                     retry = retry.increment(method, url, error=cause)
                 except MaxRetryError:
-                    raise NetworkError(
-                        f"cannot reach {self.peer}: {_reason(cause)}", method=method, url=url
-                    ) from None
+                    unreachable = isinstance(cause, (NewConnectionError, ConnectTimeoutError))
+                    what = f"cannot reach {self.peer}" if unreachable else f"no answer from {self.peer}"
+                    raise NetworkError(f"{what}: {_reason(cause)}", method=method, url=url) from None
                 except Exception:  # Retry re-raises errors it will not retry
                     raise NetworkError(f"{_reason(cause)}", method=method, url=url) from None
                 log.info("retrying %s %s after %s", method, url, _reason(cause))
-                deadline.check(f"retrying {method} {url}", retry.get_backoff_time())
+                step_timeout.check(f"retrying {method} {url}", retry.get_backoff_time())
                 retry.sleep()
                 continue
             code = resp.status_code
+            if code == 429:
+                self.pacer.throttled(_retry_after(resp))
             if code in (retry.status_forcelist or ()) and retry.is_retry(
                 method, code, "Retry-After" in resp.headers
             ):
+                wait = _retry_after(resp)
+                if wait is not None and wait > self.settings.max_retry_after:
+                    log.warning(
+                        "%s %s: Retry-After %g s is more than the %g s the client waits; not retried",
+                        method,
+                        url,
+                        wait,
+                        self.settings.max_retry_after,
+                    )
+                    return resp
                 try:
                     retry = retry.increment(method, url, response=resp.raw)
                 except MaxRetryError:
                     return resp
                 log.info("retrying %s %s after HTTP %s", method, url, code)
-                wait = retry.get_retry_after(resp.raw) or retry.get_backoff_time()
-                if deadline.remaining() is not None and deadline.remaining() <= wait:  # type: ignore[operator]
+                left = step_timeout.remaining()
+                if left is not None and left <= (wait or retry.get_backoff_time()):
                     return resp  # the step's timeout comes first: report this answer
                 retry.sleep(resp.raw)
                 if self.stream:
@@ -246,23 +306,28 @@ class Transport:
     def _send_once(
         self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
     ) -> requests.Response:
-        try:
-            return self.session.send(
-                prepared,
-                timeout=timeout,
-                allow_redirects=False,
-                proxies=self.proxies(prepared.url or ""),
-                verify=self._verify,
-                stream=self.stream,
-            )
-        except requests.RequestException:
-            raise
-        except Exception as exc:
-            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
-                raise CassetteMiss(
-                    "the cassette does not hold this request", method=method, url=url
-                ) from None
-            raise
+        """One attempt, within the total deadline (a watchdog ends a trickled answer)."""
+        with deadline(self.settings.total_timeout) as attempt:
+            try:
+                return self.session.send(
+                    prepared,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxies=self.proxies(prepared.url or ""),
+                    verify=self._verify,
+                    stream=self.stream,
+                )
+            except Exception as exc:
+                if attempt.expired:
+                    raise requests.ReadTimeout(DeadlineExceeded(attempt.seconds)) from None
+                if isinstance(exc, requests.RequestException):
+                    raise
+                self._cassette_miss(exc, method, url)
+                raise
+
+    def _cassette_miss(self, exc: Exception, method: str, url: str) -> None:
+        if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
+            raise CassetteMiss("the cassette does not hold this request", method=method, url=url) from None
 
 
 class WilloClient(Transport):
@@ -278,6 +343,7 @@ class WilloClient(Transport):
         dry_run: bool = False,
     ):
         self.settings = settings or Settings.from_env()
+        self.settings.normalize()
         check_url(self.settings.base_url)
         self._prepare = prepare
         per_s, per_m = parse_rate(self.settings.rate)
@@ -285,7 +351,7 @@ class WilloClient(Transport):
         self.dry_run = dry_run
         self.session = session or requests.Session()
         adapter: HTTPAdapter = (
-            _Refuse() if dry_run else HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+            _Refuse() if dry_run else DeadlineAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -298,6 +364,7 @@ class WilloClient(Transport):
         self.session.headers["User-Agent"] = f"willo-connector/{__version__}"
         self.session.headers["Accept"] = "application/json"
         self.requests_sent = 0
+        self.max_pages = MAX_PAGES
 
     # ------------------------------------------------------------------ building
 
@@ -369,12 +436,16 @@ class WilloClient(Transport):
         if idempotent is None:
             idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         resp = self._send(req, idempotent)
-        return self._decode(req, resp, binary)
+        return self._decode(req, resp, binary, idempotent)
 
-    def _decode(self, req: dict[str, Any], resp: requests.Response, binary: bool) -> Any:
+    def _decode(
+        self, req: dict[str, Any], resp: requests.Response, binary: bool, idempotent: bool = True
+    ) -> Any:
         method, url = req["method"], _plain(req["url"])
         if resp.status_code >= 400:
             raise self._error(resp, method, url)
+        if 300 <= resp.status_code < 400:
+            raise self._redirect(resp, method, url, idempotent)
         if binary:
             body = resp.content
             return {
@@ -396,16 +467,38 @@ class WilloClient(Transport):
 
     def _error(self, resp: requests.Response, method: str, url: str) -> WilloError:
         message, fields = parse_error_body(resp)
-        retry_after = resp.headers.get("Retry-After")
+        retry_after = _retry_after(resp)
+        if retry_after is not None and retry_after > self.settings.max_retry_after:
+            message += (
+                f" (Retry-After {retry_after:g} s is more than the {self.settings.max_retry_after:g} s "
+                "the client waits; try again later)"
+            )
         cls = error_for_status(resp.status_code)
         return cls(
             self.scrub(message),
             status=resp.status_code,
             method=method,
             url=url,
-            field_errors={k: self._scrub_all(v) for k, v in fields.items()},
-            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            field_errors={self.scrub(k): self._scrub_all(v) for k, v in fields.items()},
+            retry_after=retry_after,
         )
+
+    def _redirect(self, resp: requests.Response, method: str, url: str, idempotent: bool) -> WilloError:
+        """A 3xx is never success: the client follows no redirect (the key would go
+        with it), and Django answers a path without its trailing slash with a 301
+        and an empty body, having done nothing."""
+        location = resp.headers.get("Location", "")
+        target = urljoin(resp.url or url, location) if location else ""
+        hint = ""
+        if target and urlsplit(target).path == urlsplit(url).path + "/":
+            hint = "; the request path needs a trailing slash"
+        text = (
+            f"redirect to {short(target, 200)[1:-1] if target else '(no Location)'}, which the client "
+            f"does not follow{hint}"
+        )
+        # a 303 answers a request that was carried out: for a create, it may have landed
+        cls = AmbiguousRequestError if resp.status_code == 303 and not idempotent else WilloError
+        return cls(self.scrub(text), status=resp.status_code, method=method, url=url)
 
     def _scrub_all(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -413,10 +506,7 @@ class WilloClient(Transport):
         return self.scrub(str(value))
 
     def scrub(self, text: str) -> str:
-        for secret in (self.settings.api_key, os.environ.get("WILLO_WEBHOOK_SECRET")):
-            if secret:
-                text = text.replace(secret, REDACTED)
-        return text
+        return redaction.scrub(text)
 
     def paginate(
         self,
@@ -429,15 +519,31 @@ class WilloClient(Transport):
         manifest: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> list[Any]:
-        """Every item of a paged list, following ``next`` links on the same host."""
+        """Every item of a paged list, following ``next`` links on the same host; a
+        link already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
         found: list[Any] = []
+        seen = {full_url(self.url(path), params)}
         page = self.request(method, path, params=params, manifest=manifest)
         while True:
             found.extend(page.get(items) or [])
             nxt = page.get(next_field)
             if not nxt or (limit is not None and len(found) >= limit):
                 return found
-            page = self.request(method, self._rebase(urljoin(self.url(path), nxt)), manifest=manifest)
+            link = self._rebase(urljoin(self.url(path), str(nxt)))
+            if full_url(link, None) in seen:
+                raise WilloError(
+                    f"pagination loops: the next link {short(link, 120)} was already fetched",
+                    method=method,
+                    url=_plain(link),
+                )
+            if len(seen) >= self.max_pages:
+                raise WilloError(
+                    f"more than {self.max_pages} pages; stopped (is the next link ever null?)",
+                    method=method,
+                    url=_plain(link),
+                )
+            seen.add(full_url(link, None))
+            page = self.request(method, link, manifest=manifest)
 
     def _rebase(self, url: str) -> str:
         """A ``next`` link as a URL on the configured base: the key goes nowhere else.
@@ -452,6 +558,13 @@ class WilloClient(Transport):
 
     def close(self) -> None:
         self.session.close()
+
+
+def full_url(url: str, params: Mapping[str, Any] | None) -> str:
+    """``url`` with ``params`` encoded exactly as :meth:`WilloClient.request` sends them."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, {k: _param(v) for k, v in (params or {}).items() if v is not None})
+    return str(prepared.url)
 
 
 def _param(value: Any) -> Any:
@@ -478,7 +591,22 @@ def _transport_cause(exc: requests.RequestException) -> Exception:
     return ProtocolError(str(cause))
 
 
+def _retry_after(resp: requests.Response) -> float | None:
+    """The Retry-After header in seconds (a number or an HTTP date), if usable."""
+    raw = resp.headers.get("Retry-After", "").strip()
+    if not raw:
+        return None
+    try:
+        if raw.isdigit():
+            return float(raw)
+        return max(0.0, float(Retry().parse_retry_after(raw)))
+    except Exception:  # urllib3 raises InvalidHeader for a value it cannot read
+        return None
+
+
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DeadlineExceeded):
+        return f"no complete answer within {exc.seconds:g} s (WILLO_TOTAL_TIMEOUT)"
     if isinstance(exc, NewConnectionError):
         return "connection refused or host not found"
     if isinstance(exc, ConnectTimeoutError):
@@ -488,23 +616,25 @@ def _reason(exc: BaseException) -> str:
     return "connection closed without a response"
 
 
-def parse_error_body(resp: requests.Response) -> tuple[str, dict[str, Any]]:
-    """Willo's (DRF-style) error body: ``{"detail": ...}`` or ``{"field": [msgs]}``."""
+def parse_error_body(resp: requests.Response) -> tuple[str, dict[str, list[str]]]:
+    """Willo's (DRF-style) error body: the message, and the field errors by pointer
+    (``{"detail": ...}``, ``{"field": [msgs]}`` and every nested shape, see
+    :func:`connector.errors.field_errors`)."""
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
         return resp.reason or f"HTTP {resp.status_code}", {}
-    if not isinstance(body, dict):
-        return resp.reason or f"HTTP {resp.status_code}", {}
-    detail = body.get("detail") or body.get("message") or body.get("error")
-    fields = {
-        k: v
-        for k, v in body.items()
-        if k not in ("detail", "message", "error", "code", "status") and isinstance(v, (list, str))
-    }
-    if "non_field_errors" in fields:
-        extra = fields.pop("non_field_errors")
-        detail = detail or (" ".join(extra) if isinstance(extra, list) else extra)
+    if isinstance(body, dict):
+        detail = next(
+            (body.pop(k) for k in ("detail", "message", "error") if isinstance(body.get(k), str)), None
+        )
+        for k in ("code", "status"):
+            if not isinstance(body.get(k), (dict, list)):
+                body.pop(k, None)
+    else:
+        detail = None
+    general, fields = field_errors(body)
+    detail = detail or " ".join(general) or None
     if not detail:
         detail = "invalid request" if fields else (resp.reason or f"HTTP {resp.status_code}")
     return str(detail), fields

@@ -21,8 +21,9 @@ from requests.adapters import HTTPAdapter
 
 from connector import __version__
 from connector.errors import ConfigError, WilloError, error_for_status, short
-from connector.http import deadline
+from connector.http import step_timeout
 from connector.http.client import PrepareHook, Settings, Transport, _plain, _Refuse, check_url
+from connector.http.deadline import DeadlineAdapter
 from connector.http.pacing import Pacer
 
 MAX_RESPONSE = 10 * 1024 * 1024
@@ -50,7 +51,7 @@ class Outbound(Transport):
         self._forbidden = forbidden
         self.session = requests.Session()
         self.session.trust_env = False
-        adapter: HTTPAdapter = _Refuse() if dry_run else HTTPAdapter(pool_maxsize=16, max_retries=0)
+        adapter: HTTPAdapter = _Refuse() if dry_run else DeadlineAdapter(pool_maxsize=16, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = f"willo-connector/{__version__}"
@@ -119,7 +120,7 @@ class Outbound(Transport):
         """Send one request (retried as its idempotency allows); its status, headers
         and ``json`` (a JSON body) or ``text``."""
         req = self.build(method, url, **parts)
-        with deadline.within(timeout):
+        with step_timeout.within(timeout):
             resp = self._send(req, idempotent)
         try:
             return self._decode(req, resp, fail_on_status)

@@ -1,7 +1,8 @@
 """The sandbox's WSGI application: Willo's endpoints over an in-memory :class:`Store`.
 
 Error bodies follow Django REST Framework, as Willo's API does: ``{"detail": ...}``
-for 401/403/404/405/429 and ``{"field": ["message"]}`` for 400.
+for 401/403/404/405/429 and ``{"field": ["message"]}`` for 400. What the framework
+decides (throttles, pages, filters, redirects) is played in :mod:`.framework`.
 """
 
 from __future__ import annotations
@@ -16,21 +17,23 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
+from connector.sandbox import framework as fw
 from connector.sandbox import validate as v
-from connector.sandbox.store import DEFAULT_STAGES, Store, new_key
+from connector.sandbox.framework import Throttle
+from connector.sandbox.store import DEFAULT_STAGES, Store, new_key, question
 from connector.sandbox.webhooks import Deliverer
 
 API_PREFIX = "/api/integrations/v2"
-DEFAULT_PAGE_SIZE = 10
-MAX_PAGE_SIZE = 30
 MAX_BODY = 1024 * 1024
 FAULTS = ("error_before", "drop_before", "error_after", "drop_after")
+
+
+QUESTION_DEFAULTS = {"answer_type": "video", "max_retakes": 1, "max_duration": 120, "thinking_time": 30}
 
 
 class ApiError(Exception):
@@ -44,37 +47,6 @@ def detail(status: int, message: str, **headers: str) -> ApiError:
 
 class Dropped(Exception):
     """Raised to drop the client's connection without an answer."""
-
-
-# ------------------------------------------------------------------ throttling
-
-
-class Throttle:
-    """Per-key sliding windows, answering 429 with ``Retry-After`` like DRF."""
-
-    def __init__(self, per_second: int, per_minute: int):
-        self.windows = [(n, span) for n, span in ((per_second, 1.0), (per_minute, 60.0)) if n]
-        self._logs: dict[str, list[deque[float]]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, who: str) -> float:
-        """0 if allowed (and counted), else seconds until it would be."""
-        if not self.windows:
-            return 0.0
-        now = time.monotonic()
-        with self._lock:
-            logs = self._logs.setdefault(who, [deque() for _ in self.windows])
-            wait = 0.0
-            for (limit, span), log in zip(self.windows, logs, strict=True):
-                while log and log[0] <= now - span:
-                    log.popleft()
-                if len(log) >= limit:
-                    wait = max(wait, log[0] + span - now)
-            if wait > 0:
-                return wait
-            for log in logs:
-                log.append(now)
-            return 0.0
 
 
 # ------------------------------------------------------------------ faults
@@ -127,7 +99,7 @@ class SandboxApp:
         self.deliverer = deliverer or Deliverer(store)
         self._reset = reset
         self.requests_served = 0
-        self.url_map = Map(_rules(), strict_slashes=False, merge_slashes=False)
+        self.url_map = Map(_rules(), strict_slashes=True, merge_slashes=False)
 
     # -------------------------------------------------------------- WSGI
 
@@ -148,9 +120,9 @@ class SandboxApp:
                 endpoint, args = adapter.match()
             except MethodNotAllowed:
                 raise detail(405, f'Method "{request.method}" not allowed.') from None
-            except NotFound:
-                raise detail(404, "Not found.") from None
-            except HTTPException as exc:  # e.g. a redirect for a missing slash
+            except (NotFound, RequestRedirect):
+                return fw.unrouted(adapter, request)
+            except HTTPException as exc:
                 raise detail(exc.code or 400, exc.description or "Bad request.") from None
             simulation = endpoint.startswith("sim_")
             user = self.authenticate(request, simulation)
@@ -168,22 +140,19 @@ class SandboxApp:
 
     def authenticate(self, request: Request, simulation: bool) -> dict[str, Any]:
         raw = request.headers.get("Authorization", "").strip()
+        challenge = {"WWW-Authenticate": fw.AUTH_HEADER}
         if not raw:
-            raise detail(401, "Authentication credentials were not provided.")
+            raise detail(401, "Authentication credentials were not provided.", **challenge)
         parts = raw.split()
         key = parts[-1] if len(parts) == 2 and parts[0] in ("Bearer", "Token", "Api-Key") else raw
         user = self.store.user_for(key)
         if user is None:
-            raise detail(401, "Invalid API key.")
+            raise detail(401, "Invalid API key.", **challenge)
         if not simulation:
-            wait = self.throttle.check(key)
+            wait = self.throttle.check(user["key"])  # per user, as DRF's UserRateThrottle
             if wait > 0:
-                secs = max(1, math.ceil(wait))
-                raise detail(
-                    429,
-                    f"Request was throttled. Expected available in {secs} seconds.",
-                    **{"Retry-After": str(secs)},
-                )
+                message, retry_after = fw.throttled_detail(wait)
+                raise detail(429, message, **{"Retry-After": retry_after})
         return user
 
     def _fault_before(self) -> str | None:
@@ -212,30 +181,28 @@ class SandboxApp:
         except (ValueError, UnicodeDecodeError) as exc:
             raise detail(400, f"JSON parse error - {exc}") from None
         if not isinstance(data, dict):
-            raise ApiError(400, {"non_field_errors": ["Invalid data. Expected a dictionary."]})
+            kind = type(data).__name__
+            raise ApiError(
+                400, {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {kind}."]}
+            )
         return data
 
     # -------------------------------------------------------------- helpers
 
     def page(self, request: Request, items: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         args = request.args
+        size = fw.page_size(args)
         try:
-            size = int(args.get("page_size", DEFAULT_PAGE_SIZE))
             number = int(args.get("page", 1))
         except ValueError:
             raise detail(404, "Invalid page.") from None
-        size = min(max(size, 1), MAX_PAGE_SIZE)
         pages = max(1, math.ceil(len(items) / size))
         if number < 1 or number > pages:
             raise detail(404, "Invalid page.")
         start = (number - 1) * size
 
         def link(n: int) -> str | None:
-            if n < 1 or n > pages:
-                return None
-            query = {k: val for k, val in args.items() if k != "page"}
-            query["page"] = str(n)
-            return f"{request.base_url}?{urlencode(query)}"
+            return fw.page_link(request.base_url, args, n) if 1 <= n <= pages else None
 
         return 200, {
             "count": len(items),
@@ -247,8 +214,31 @@ class SandboxApp:
     def get(self, table: str, key: str) -> dict[str, Any]:
         record = self.store.table(table).get(key)
         if record is None:
-            raise detail(404, "Not found.")
+            raise detail(404, fw.not_found(table))
         return record
+
+    def filtered(
+        self, request: Request, items: list[dict[str, Any]], spec: dict[str, tuple[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """django-filter's exact filters: ``{param: (field, table | choices | None)}``.
+
+        A key that names no record of ``table``, or a value not among ``choices``, is a
+        400 naming the parameter; values are compared exactly (case included)."""
+        errors: dict[str, list[str]] = {}
+        for name, (fld, kind) in spec.items():
+            value = request.args.get(name)
+            if not value:
+                continue
+            if isinstance(kind, str):
+                problem = fw.model_choice(self.store.table(kind), value)
+            else:
+                problem = fw.choice_filter(kind, value) if kind else None
+            if problem:
+                errors[name] = [problem]
+            items = [i for i in items if i.get(fld) == value]
+        if errors:
+            raise ApiError(400, errors)
+        return items
 
     def clean(
         self, body: dict[str, Any], rules: dict[str, v.Rule], required: tuple[str, ...], partial: bool
@@ -300,7 +290,16 @@ class SandboxApp:
         "name": v.text(200),
         "description": v.nullable(v.text(5000, allow_blank=True)),
         "is_global": v.boolean,
-        "branding": v.nullable(v.mapping("logo_url", "primary_colour")),
+        "branding": v.nullable(
+            v.nested(
+                {
+                    "logo_url": v.nullable(v.url),
+                    "primary_colour": v.nullable(
+                        v.matches(v.COLOUR, "This value does not match the required pattern.")
+                    ),
+                }
+            )
+        ),
     }
 
     def dept_out(self, d: dict[str, Any]) -> dict[str, Any]:
@@ -356,14 +355,8 @@ class SandboxApp:
         "default_language": v.language,
         "salary": v.nullable(v.text(200, allow_blank=True)),
         "questions": v.question_list,
-        "settings": v.mapping("show_hints_and_tips", "show_availability_calendar", "deadline"),
-        "message_templates": v.mapping(
-            "invitation_email",
-            "invitation_sms",
-            "reminder_email",
-            "reminder_sms",
-            "interview_completed_email",
-        ),
+        "settings": v.nested(v.SETTINGS_RULES),
+        "message_templates": v.nested(v.TEMPLATE_REF_RULES),
     }
 
     def interview_out(self, itv: dict[str, Any]) -> dict[str, Any]:
@@ -378,15 +371,7 @@ class SandboxApp:
 
     def _interview_record(self, data: dict[str, Any], request: Request) -> dict[str, Any]:
         questions = [
-            {
-                "answer_type": "video",
-                "max_retakes": 1,
-                "max_duration": 120,
-                "thinking_time": 30,
-                **q,
-                "key": q.get("key") or new_key(),
-                "order": q.get("order", i),
-            }
+            question({**QUESTION_DEFAULTS, **v.known(v.QUESTION_RULES, q), "order": q.get("order", i)})
             for i, q in enumerate(data.get("questions") or [])
         ]
         return {
@@ -400,29 +385,19 @@ class SandboxApp:
                 "show_hints_and_tips": True,
                 "show_availability_calendar": False,
                 "deadline": None,
-                **(data.get("settings") or {}),
+                **v.known(v.SETTINGS_RULES, data.get("settings") or {}),
             },
-            "message_templates": {
-                name: None
-                for name in (
-                    "invitation_email",
-                    "invitation_sms",
-                    "reminder_email",
-                    "reminder_sms",
-                    "interview_completed_email",
-                )
-            }
-            | (data.get("message_templates") or {}),
+            "message_templates": dict.fromkeys(v.TEMPLATE_REF_RULES)
+            | v.known(v.TEMPLATE_REF_RULES, data.get("message_templates") or {}),
             "stages": list(DEFAULT_STAGES),
         }
 
     def interviews_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         args = request.args
         items = [i for i in self.store.table("interviews").values() if self.interview_visible(user, i)]
-        if args.get("department"):
-            items = [i for i in items if i.get("department") == args["department"]]
-        if args.get("owner"):
-            items = [i for i in items if i["_owner"] == args["owner"]]
+        items = self.filtered(
+            request, items, {"department": ("department", "departments"), "owner": ("_owner", "users")}
+        )
         items = _search(items, args.get("search"), ("title", "description"))
         items = _order(
             items,
@@ -473,9 +448,9 @@ class SandboxApp:
             data["questions"] = self._interview_record(
                 {"title": itv["title"], "questions": data["questions"]}, request
             )["questions"]
-        for name in ("settings", "message_templates"):
+        for name, rules in (("settings", v.SETTINGS_RULES), ("message_templates", v.TEMPLATE_REF_RULES)):
             if name in data:
-                data[name] = {**itv[name], **data[name]}
+                data[name] = {**itv[name], **v.known(rules, data[name])}
         itv.update(data)
         return 200, self.interview_out(itv)
 
@@ -504,7 +479,7 @@ class SandboxApp:
     }
 
     def participant_out(self, p: dict[str, Any]) -> dict[str, Any]:
-        return _public(p)
+        return {**_public(p), "score": fw.decimal_text(p.get("score"))}  # a DecimalField
 
     def participants_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         args = request.args
@@ -514,14 +489,13 @@ class SandboxApp:
             for p in self.store.table("participants").values()
             if self.interview_visible(user, interviews[p["interview"]])
         ]
-        if args.get("interview"):
-            items = [p for p in items if p["interview"] == args["interview"]]
-        if args.get("stage"):
-            items = [p for p in items if p["stage"].casefold() == args["stage"].casefold()]
-        if args.get("status"):
-            items = [p for p in items if p["status"] == args["status"]]
-        if args.get("email"):
-            items = [p for p in items if p["email"].casefold() == args["email"].casefold()]
+        spec = {
+            "interview": ("interview", "interviews"),
+            "stage": ("stage", None),
+            "status": ("status", ("invited", "completed")),
+            "email": ("email", None),  # exact, case included, as Django's
+        }
+        items = self.filtered(request, items, spec)
         items = _search(items, args.get("search"), ("email", "first_name", "last_name"))
         items = _order(items, args.get("ordering"), {"created_at", "completed_at", "updated_at"})
         return self.page(request, [self.participant_out(p) for p in items])
@@ -533,8 +507,10 @@ class SandboxApp:
         if data.get("send_sms") and not data.get("phone"):
             raise ApiError(400, {"phone": ["A phone number is required to send an SMS."]})
         for p in self.store.table("participants").values():
-            if p["interview"] == data["interview"] and p["email"].casefold() == data["email"].casefold():
-                raise ApiError(400, {"email": ["This email is already a participant of this interview."]})
+            if p["interview"] == data["interview"] and p["email"] == data["email"]:  # unique_together
+                raise ApiError(
+                    400, {"non_field_errors": ["The fields interview, email must make a unique set."]}
+                )
         now = self.store.clock.now()
         record = self.store.insert(
             "participants",
@@ -563,7 +539,7 @@ class SandboxApp:
 
     def _board_stage(self, p: dict[str, Any], stage: str) -> str:
         board = self.store.table("interviews")[p["interview"]]["stages"]
-        match = next((s for s in board if s.casefold() == stage.strip().casefold()), None)
+        match = stage if stage in board else None  # exact, as a choice is on DRF
         if match is None:
             raise ApiError(
                 400, {"stage": [f'"{stage}" is not a stage of this interview ({", ".join(board)}).']}
@@ -643,9 +619,8 @@ class SandboxApp:
 
     def message_templates_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         items = list(self.store.table("message_templates").values())
-        for name in ("type", "channel"):
-            if request.args.get(name):
-                items = [t for t in items if t[name] == request.args[name]]
+        spec = {"type": ("type", ("invite", "reminder", "success")), "channel": ("channel", ("email", "sms"))}
+        items = self.filtered(request, items, spec)
         return self.page(request, [_public(t) for t in _newest(items)])
 
     def message_templates_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
@@ -696,17 +671,19 @@ class SandboxApp:
     }
 
     def users_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
-        items = list(self.store.table("users").values())
-        if request.args.get("role"):
-            items = [u for u in items if u["role"] == request.args["role"]]
+        items = self.filtered(
+            request,
+            list(self.store.table("users").values()),
+            {"role": ("role", ("owner", "admin", "standard"))},
+        )
         items = _search(items, request.args.get("search"), ("email", "full_name"))
         return self.page(request, [_public(u) for u in _newest(items)])
 
     def users_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
         data = self.clean(body, self.USER_RULES, ("email", "role"), partial=False)
-        if any(u["email"].casefold() == data["email"].casefold() for u in self.store.table("users").values()):
-            raise ApiError(400, {"email": ["A user with this email already exists."]})
+        if any(u["email"] == data["email"] for u in self.store.table("users").values()):  # unique, exactly
+            raise ApiError(400, {"email": ["user with this email already exists."]})
         record, _ = self.store.add_user(
             data["email"],
             data["role"],
@@ -803,8 +780,7 @@ class SandboxApp:
 
     def interview_templates_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         items = list(self.store.table("interview_templates").values())
-        if request.args.get("category"):
-            items = [t for t in items if t.get("category") == request.args["category"]]
+        items = self.filtered(request, items, {"category": ("category", "categories")})
         items = _search(items, request.args.get("search"), ("title", "description"))
         return self.page(request, [_public(t, "created_at") for t in items])
 
@@ -817,7 +793,7 @@ class SandboxApp:
         data = self.clean(body, rules, (), partial=True)
         self._check_dept(user, data.get("department"))
         data.setdefault("title", tpl["title"])
-        data["questions"] = [dict(q) for q in tpl["questions"]]
+        data["questions"] = [{k: val for k, val in q.items() if val is not None} for q in tpl["questions"]]
         data["description"] = tpl.get("description")
         return self.interviews_create(request, user, data)
 
@@ -891,7 +867,7 @@ class SandboxApp:
             raise ApiError(400, {"score": ["A number from 0 to 5 is required."]})
         p["score"] = score
         p["updated_at"] = self.store.clock.now()
-        self.fire("new_score", p, score=score, scored_by=user["email"])
+        self.fire("new_score", p, score=fw.decimal_text(score), scored_by=user["email"])
         return 200, self.participant_out(p)
 
     def sim_stage(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:

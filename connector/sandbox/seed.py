@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from connector.sandbox.store import DEFAULT_STAGES, Store, new_key
+from connector.sandbox.store import DEFAULT_STAGES, Store, question
 
 LANGUAGES = [
     ("en", "English"),
@@ -130,6 +130,8 @@ def base(store: Store, api_key: str) -> dict[str, str]:
                 "_owner": owner["key"],
             },
         )
+    for tpl in store.table("interview_templates").values():
+        tpl["questions"] = [question(q) for q in tpl["questions"]]
     return {"owner": api_key}
 
 
@@ -203,7 +205,6 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
                 "salary": None,
                 "questions": [
                     {
-                        "key": new_key(),
                         "text": "Tell us about yourself.",
                         "order": 0,
                         "answer_type": "video",
@@ -212,7 +213,6 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
                         "thinking_time": 30,
                     },
                     {
-                        "key": new_key(),
                         "text": "Why this role?",
                         "order": 1,
                         "answer_type": "text",
@@ -238,6 +238,7 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
             },
         )
         rec["invite_link"] = f"{request_host}invite/{rec['key']}"
+        rec["questions"] = [question(q) for q in rec["questions"]]
         return rec
 
     backend = interview("Backend Engineer", eng["key"], owner["key"])
@@ -266,7 +267,7 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
                 "created_at": now,
                 "updated_at": now,
                 "completed_at": now if status == "completed" else None,
-                "invite_link": None,
+                "invite_link": f"{request_host}i/{stable(f'participant:{email}')}",
                 "_comments": [],
             },
         )

@@ -23,8 +23,24 @@ RESOURCES = (
 )
 
 
+QUESTION_FIELDS = (
+    "text",
+    "order",
+    "answer_type",
+    "max_retakes",
+    "max_duration",
+    "thinking_time",
+    "max_characters",
+)
+
+
 def new_key() -> str:
     return secrets.token_hex(16)
+
+
+def question(q: dict[str, Any]) -> dict[str, Any]:
+    """A question as DRF sends it: every field, ``null`` when empty."""
+    return {"key": q.get("key") or new_key(), **{name: q.get(name) for name in QUESTION_FIELDS}}
 
 
 class Clock:

@@ -1,15 +1,33 @@
-"""Field validation for sandbox request bodies, answering like Django REST Framework:
-``{"field": ["message", ...]}``."""
+"""Field validation for sandbox request bodies, answering as Django REST Framework 3.18
+does: ``{"field": ["message", ...]}``, nested serializers as ``{"settings": {"deadline":
+[...]}}``, lists of serializers and ListFields as ``{"questions": {"1": {"text": [...]}}}``.
+
+A rule returns None (valid), a message, or a dict of nested errors (used as it is).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-Rule = Callable[[Any], str | None]
+Rule = Callable[[Any], Any]
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Django's EmailValidator (5.2): its user, domain and literal parts, IDN letters included
+_UL = "\u00a1-\uffff"
+EMAIL_USER = re.compile(
+    r"(^[-!#$%&'*+/=?^_`{}|~0-9A-Z]+(\.[-!#$%&'*+/=?^_`{}|~0-9A-Z]+)*\Z"
+    r'|^"([\001-\010\013\014\016-\037!#-\[\]-\177]|\\[\001-\011\013\014\016-\177])*"\Z)',
+    re.IGNORECASE,
+)
+EMAIL_DOMAIN = re.compile(
+    rf"^[a-z{_UL}0-9](?:[a-z{_UL}0-9-]{{0,61}}[a-z{_UL}0-9])?"
+    rf"(?:\.(?!-)[a-z{_UL}0-9-]{{1,63}}(?<!-))*"
+    rf"\.(?!-)(?:[a-z{_UL}-]{{2,63}}|xn--[a-z0-9]{{1,59}})(?<!-)\Z",
+    re.IGNORECASE,
+)
+EMAIL_LITERAL = re.compile(r"\[([A-F0-9:.]+)\]\Z", re.IGNORECASE)
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 KEY = re.compile(r"^[0-9a-f]{32}$")
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
@@ -17,6 +35,11 @@ COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 LANG = re.compile(r"^[a-z]{2}(-[A-Za-z]{2,4})?$")
 ANSWER_TYPES = ("video", "audio", "text", "file")
 EVENTS = ("new_response", "stage_change", "new_comment", "new_score")
+DATETIME_FORMAT = "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z]"
+
+
+def _type(value: Any) -> str:
+    return type(value).__name__
 
 
 def text(max_length: int | None = None, allow_blank: bool = False) -> Rule:
@@ -40,6 +63,8 @@ def matches(pattern: re.Pattern[str], message: str) -> Rule:
 
 
 def choice(*options: str) -> Rule:
+    """Exact, as DRF's ChoiceField: ``"hired"`` is not ``"Hired"``."""
+
     def rule(v: Any) -> str | None:
         return None if v in options else f'"{v}" is not a valid choice.'
 
@@ -60,65 +85,135 @@ def integer(minimum: int = 0) -> Rule:
 
 
 def nullable(inner: Rule) -> Rule:
-    def rule(v: Any) -> str | None:
+    def rule(v: Any) -> Any:
         return None if v is None else inner(v)
 
     return rule
 
 
-email = matches(EMAIL, "Enter a valid email address.")
+def is_email(value: str) -> bool:
+    """Django's ``validate_email``: ``a@b.c`` is refused (a one-letter top-level domain)."""
+    if not value or "@" not in value or len(value) > 320:
+        return False
+    user, domain = value.rsplit("@", 1)
+    if not EMAIL_USER.match(user):
+        return False
+    return domain == "localhost" or bool(EMAIL_DOMAIN.match(domain) or EMAIL_LITERAL.match(domain))
+
+
+def email(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return "Not a valid string."
+    return None if is_email(v.strip()) else "Enter a valid email address."
+
+
+def datetime_iso(v: Any) -> str | None:
+    try:
+        datetime.fromisoformat(v)
+    except (TypeError, ValueError):
+        return f"Datetime has wrong format. Use one of these formats instead: {DATETIME_FORMAT}."
+    return None
+
+
 phone = matches(E164, "Enter a valid phone number in E.164 format, e.g. +447700900123.")
 url = matches(URL, "Enter a valid URL.")
 language = matches(LANG, "Enter a valid language code.")
 
 
-def events(v: Any) -> str | None:
-    if not isinstance(v, list) or not v:
-        return "Expected a non-empty list of events."
-    bad = [e for e in v if e not in EVENTS]
-    return f'"{bad[0]}" is not a valid choice.' if bad else None
+def _not_a_dict(v: Any) -> dict[str, list[str]]:
+    return {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {_type(v)}."]}
 
 
-def question_list(v: Any) -> str | None:
-    if not isinstance(v, list):
-        return f'Expected a list of items but got type "{type(v).__name__}".'
-    for i, q in enumerate(v):
-        if not isinstance(q, dict):
-            return f"Item {i}: expected an object."
-        if not isinstance(q.get("text"), str) or not q["text"].strip():
-            return f"Item {i}: text: This field is required."
-        if "answer_type" in q and q["answer_type"] not in ANSWER_TYPES:
-            return f'Item {i}: answer_type: "{q["answer_type"]}" is not a valid choice.'
-        for name in ("order", "max_retakes", "max_duration", "thinking_time", "max_characters"):
-            if name in q and integer(0)(q[name]):
-                return f"Item {i}: {name}: A valid integer is required."
-    return None
+def nested(rules: dict[str, Rule]) -> Rule:
+    """A nested serializer: its own field errors under its name; unknown keys ignored."""
 
-
-def mapping(*allowed: str) -> Rule:
-    def rule(v: Any) -> str | None:
+    def rule(v: Any) -> Any:
         if not isinstance(v, dict):
-            return "Expected an object."
-        extra = sorted(set(v) - set(allowed))
-        return f"Unknown field {extra[0]}." if extra else None
+            return _not_a_dict(v)
+        _, errors = check(v, rules, (), partial=True)
+        return errors or None
 
     return rule
 
 
+def known(rules: dict[str, Rule], value: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a valid nested object that its serializer knows (the rest is dropped)."""
+    return {k: v for k, v in value.items() if k in rules}
+
+
+def list_of(item: Rule, allow_empty: bool = True) -> Rule:
+    """A ListField: item errors keyed by index, as ``{"1": [...]}``."""
+
+    def rule(v: Any) -> Any:
+        if not isinstance(v, list):
+            return f'Expected a list of items but got type "{_type(v)}".'
+        if not v and not allow_empty:
+            return "This list may not be empty."
+        errors = {str(i): [problem] for i, x in enumerate(v) if (problem := item(x))}
+        return errors or None
+
+    return rule
+
+
+def many(rules: dict[str, Rule], required: tuple[str, ...]) -> Rule:
+    """A serializer with ``many=True``: each item's errors keyed by its index."""
+
+    def rule(v: Any) -> Any:
+        if not isinstance(v, list):
+            return {"non_field_errors": [f'Expected a list of items but got type "{_type(v)}".']}
+        errors: dict[str, Any] = {}
+        for i, x in enumerate(v):
+            if not isinstance(x, dict):
+                errors[str(i)] = _not_a_dict(x)
+                continue
+            _, problems = check(x, rules, required, partial=False)
+            if problems:
+                errors[str(i)] = problems
+        return errors or None
+
+    return rule
+
+
+QUESTION_RULES: dict[str, Rule] = {
+    "text": text(1000),
+    "order": nullable(integer(0)),
+    "answer_type": choice(*ANSWER_TYPES),
+    "max_retakes": nullable(integer(0)),
+    "max_duration": nullable(integer(0)),
+    "thinking_time": nullable(integer(0)),
+    "max_characters": nullable(integer(0)),
+}
+SETTINGS_RULES: dict[str, Rule] = {
+    "show_hints_and_tips": boolean,
+    "show_availability_calendar": boolean,
+    "deadline": nullable(datetime_iso),
+}
+TEMPLATE_REF_RULES: dict[str, Rule] = dict.fromkeys(
+    ("invitation_email", "invitation_sms", "reminder_email", "reminder_sms", "interview_completed_email"),
+    nullable(text(allow_blank=True)),
+)
+question_list = many(QUESTION_RULES, ("text",))
+events = list_of(choice(*EVENTS), allow_empty=False)
+
+
 def check(
     body: dict[str, Any], rules: dict[str, Rule], required: tuple[str, ...], partial: bool
-) -> tuple[dict[str, Any], dict[str, list[str]]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The known fields of ``body`` and the field errors, DRF style."""
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, Any] = {}
     clean: dict[str, Any] = {}
     if not partial:
         for name in required:
-            if name not in body or body[name] is None:
+            if name not in body:
                 errors[name] = ["This field is required."]
+            elif body[name] is None:
+                errors[name] = ["This field may not be null."]
     for name, rule in rules.items():
         if name in body and name not in errors:
             problem = rule(body[name])
-            if problem:
+            if isinstance(problem, dict):
+                errors[name] = problem
+            elif problem:
                 errors[name] = [problem]
             else:
                 clean[name] = body[name]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from connector import redaction
 from connector.errors import ConnectorError
 from connector.state.store import StateStore, loads
 from connector.workflows.runtime import Connector
@@ -53,6 +54,7 @@ def finish(
     retry_in: float | None = None,
     run_id: str | None = None,
 ) -> None:
+    error = redaction.scrub(error) if error else error
     with store.tx() as db:
         if retry_in is not None:
             db.execute(

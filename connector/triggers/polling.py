@@ -15,8 +15,10 @@ Seen keys are pruned only when both older than ``WILLO_SEEN_WINDOW_DAYS`` (defau
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ from typing import Any
 
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
-from connector.errors import InputError
+from connector.errors import BadRequest, ConfigError, InputError, short
 from connector.state.store import StateStore, dumps
 from connector.workflows import expressions
 from connector.workflows.runtime import Connector
@@ -71,7 +73,9 @@ class Poller:
             raise InputError(f"{trigger_id} is a webhook trigger; use `willo-connector listen`")
         self.options = dict(options or {})
         check_options(self.manifest, self.options)
+        self.window_days = seen_window_days()
         self.spec = self.manifest.data["polling"]
+        self._ordering_honoured: bool | None = None
         self.name = ledger_name(self.manifest.id, self.options)
         with store.tx() as db:
             db.execute(
@@ -103,7 +107,10 @@ class Poller:
         items: list[dict[str, Any]] = []
         page = 1
         while True:
-            result = self.conn.call(self.spec["action"], {**inputs, "page": page}).output
+            try:
+                result = self.conn.call(self.spec["action"], {**inputs, "page": page}).output
+            except BadRequest as exc:
+                raise self._refused(exc) from None
             batch = result.get("results") or []
             items.extend(batch)
             reached = (
@@ -111,11 +118,47 @@ class Poller:
                 and order
                 and cursor is not None
                 and any(str(i.get(order) or "") <= cursor for i in batch)
+                and (not result.get("next") or self._sorted_as_asked(inputs, items))
             )
             if not result.get("next") or reached or (cursor is None and not everything):
                 break
             page += 1
         return items, self.conn.client.requests_sent - before
+
+    def _refused(self, exc: BadRequest) -> Exception:
+        """A 400 naming an option (django-filter refuses a key that names nothing)."""
+        named = {p: m for p, m in exc.field_errors.items() if p.split("/")[0] in self.options}
+        if not named:
+            return exc
+        text = "; ".join(f"{p}: {' '.join(m)}" for p, m in named.items())
+        return InputError(f"{self.manifest.id}: --with {text}")
+
+    def _sorted_as_asked(self, inputs: dict[str, Any], items: list[dict[str, Any]]) -> bool:
+        """May paging stop at the cursor? Only if the server sorts as asked.
+
+        DRF's OrderingFilter silently ignores a field it does not know, and the list then
+        comes in its default order: a page holding the cursor says nothing of the next.
+        Items out of order show it at once; otherwise the first item of the reversed
+        ordering is asked for, once per poller: the same item both ways means ignored.
+        """
+        order = self.spec.get("order")
+        values = [str(i.get(order) or "") for i in items]
+        if any(a < b for a, b in itertools.pairwise(values)):
+            return False
+        if self._ordering_honoured is None:
+            wanted = inputs.get("ordering")
+            self._ordering_honoured = True
+            if isinstance(wanted, str) and wanted and items:
+                flipped = wanted[1:] if wanted.startswith("-") else f"-{wanted}"
+                probe = {**inputs, "ordering": flipped, "page_size": 1, "page": 1}
+                first = (self.conn.call(self.spec["action"], probe).output.get("results") or [{}])[0]
+                same = first.get(self.spec["id"]) == items[0].get(self.spec["id"])
+                self._ordering_honoured = not same or first.get(order) == items[-1].get(order)
+                if not self._ordering_honoured:
+                    log.warning(
+                        "%s: the server ignores ordering=%s; every poll reads every page", self.name, wanted
+                    )
+        return self._ordering_honoured
 
     # ------------------------------------------------------------------ polling
 
@@ -182,7 +225,7 @@ class Poller:
         return item
 
     def prune(self) -> int:
-        days = float(os.environ.get("WILLO_SEEN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS))
+        days = self.window_days
         cutoff = time.time() - days * 86400
         with self.store.tx() as db:
             cur = db.execute(
@@ -194,6 +237,20 @@ class Poller:
 
     def reset(self) -> None:
         reset_ledger(self.store, self.name)
+
+
+def seen_window_days() -> float:
+    """``WILLO_SEEN_WINDOW_DAYS``: a finite number of days, not below 0."""
+    raw = os.environ.get("WILLO_SEEN_WINDOW_DAYS", "").strip()
+    if not raw:
+        return DEFAULT_WINDOW_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days < 0:
+        raise ConfigError(f"WILLO_SEEN_WINDOW_DAYS={short(raw)}: give a number of days (default 90)")
+    return days
 
 
 def reset_ledger(store: StateStore, name: str) -> None:

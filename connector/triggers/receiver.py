@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connector.limits import LimitError, loads_json
 from connector.state.store import StateStore, dumps
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ class Inbox:
         if bad is not None:
             return bad
         try:
-            payload = json.loads(body)
+            payload = loads_json(body)
+        except LimitError as exc:
+            return Verdict(400, {"error": f"body is {exc}"})
         except (ValueError, UnicodeDecodeError):
             return Verdict(400, {"error": "body is not JSON"})
         if not isinstance(payload, dict):
@@ -148,8 +151,71 @@ def make_app(inbox: Inbox) -> Callable[..., Iterable[bytes]]:
     return app
 
 
+#: connections served at once (fewer if the process may open fewer files)
+CONNECTION_LIMIT = 1000
+#: seconds a connection has to deliver a whole request (headers and body), from
+#: opening it or from its previous request: a slow or silent sender is dropped
+REQUEST_TIMEOUT = 30
+#: seconds an idle keep-alive connection is kept
+CHANNEL_TIMEOUT = 30
+
+
+def default_connection_limit(wanted: int = CONNECTION_LIMIT) -> int:
+    """``wanted``, or fewer if the open-files limit would not allow that many sockets."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return min(wanted, 500)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - 64))
+
+
+def _guard(server: Any, request_timeout: float) -> None:
+    """Make a waitress server drop connections that do not deliver a request in time.
+
+    waitress keeps a connection for as long as bytes trickle in (its channel_timeout
+    counts silence), so 100 slow senders (its default connection limit) shut every
+    delivery out. Here each connection must complete a request within
+    ``request_timeout`` of opening or of its previous request."""
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+
+    class GuardedChannel(HTTPChannel):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.quiet_since = time.monotonic()
+
+        def received(self, data: bytes) -> Any:
+            before = len(self.requests)
+            result = super().received(data)
+            if len(self.requests) > before or (self.request is None and not self.requests):
+                self.quiet_since = time.monotonic()  # a whole request arrived
+            return result
+
+    def maintenance(self: Any, now: Any) -> None:
+        BaseWSGIServer.maintenance(self, now)  # waitress's own idle timeout
+        cutoff = time.monotonic() - request_timeout
+        for channel in list(self.active_channels.values()):
+            if not channel.requests and getattr(channel, "quiet_since", cutoff) < cutoff:
+                channel.will_close = True
+
+    servers = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
+    for one in servers:
+        if isinstance(one, BaseWSGIServer):
+            one.channel_class = GuardedChannel
+            one.maintenance = maintenance.__get__(one)  # type: ignore[method-assign]
+
+
 class Listener:
-    """Serves the inbox and runs a dispatcher thread until stopped."""
+    """Serves the inbox and runs a dispatcher thread until stopped.
+
+    Tuned against slow senders (see docs/webhooks.md): up to ``connection_limit``
+    connections at once, each of which must deliver a whole request within
+    ``request_timeout`` seconds; idle keep-alive connections close after
+    ``channel_timeout``."""
 
     def __init__(
         self,
@@ -157,6 +223,10 @@ class Listener:
         host: str,
         port: int,
         dispatch_one: Callable[[], int] | None,
+        *,
+        connection_limit: int | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        channel_timeout: int = CHANNEL_TIMEOUT,
     ):
         import waitress.server
 
@@ -172,7 +242,12 @@ class Listener:
             threads=8,
             ident="willo-connector",
             clear_untrusted_proxy_headers=True,
+            connection_limit=connection_limit or default_connection_limit(),
+            channel_timeout=channel_timeout,
+            cleanup_interval=max(1, min(5, int(request_timeout))),
+            asyncore_use_poll=True,  # select() cannot watch more than 1024 sockets
         )
+        _guard(self.server, request_timeout)
         self.dispatch_one = dispatch_one
         self.wake = threading.Event()
         self.stopping = threading.Event()

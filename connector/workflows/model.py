@@ -25,7 +25,7 @@ from jinja2.exceptions import TemplateSyntaxError
 from connector import secrets
 from connector.catalog import schemas
 from connector.catalog.index import Catalog
-from connector.errors import ManifestError, UnknownIdError
+from connector.errors import ManifestError, UnknownIdError, short
 from connector.workflows import expressions
 from connector.yamlio import Document, YamlError, escape, load_text
 
@@ -323,8 +323,11 @@ class _Checker:
         try:
             ast = expressions.environment().parse(text)
         except TemplateSyntaxError as exc:
-            self.add(ptr, f"bad expression {text!r}: {exc.message}", sid)
+            self.add(ptr, f"bad expression {short(text)}: {exc.message}", sid)
             return None
+        over = expressions.limit_problem(ast)
+        if over is not None:
+            self.add(ptr, f"expression {short(text)} is over a limit: {over}", sid)
         local = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
         own = 1 if "use" in info.step and isinstance(info.step.get("if"), str) else 0
         guards = info.guards if own_guard else info.guards[own:]

@@ -41,7 +41,7 @@ from connector.errors import (
     TimedOut,
     WilloError,
 )
-from connector.http import deadline
+from connector.http import step_timeout
 from connector.state.store import StateStore, loads
 from connector.workflows import expressions
 from connector.workflows.model import Workflow, branches, walk_steps
@@ -249,7 +249,7 @@ def _attempt(
     reconcile_first: bool,
     tries: int,
 ) -> tuple[Any, list[dict[str, Any]]]:
-    with deadline.within(unit.timeout):
+    with step_timeout.within(unit.timeout):
         if reconcile_first:
             landed = reconcile(ctx.conn, manifest, unit, inputs)
             if landed is not None:
@@ -506,6 +506,13 @@ class Runner:
 
     # ------------------------------------------------------------------ execution
 
+    def _event(self, trigger: Any) -> Any:
+        """The trigger event as expressions see it: decimals as numbers."""
+        if trigger is None:
+            return {}
+        use = (self.wf.trigger or {}).get("use")
+        return self.conn.catalog.get(use, "trigger").numbers(trigger) if use else trigger
+
     def _execute(
         self,
         run_id: str | None,
@@ -517,7 +524,7 @@ class Runner:
         ctx = UnitContext(self.conn, self.store, journal, self.cancel, wait=self.wait)
         scope: dict[str, Any] = {
             "inputs": inputs,
-            "trigger": trigger if trigger is not None else {},
+            "trigger": self._event(trigger),
             "steps": {},
             "secrets": secret_scope(self.wf),
         }

@@ -103,9 +103,7 @@ class Connector:
         self.schema_mode = schema_mode or os.environ.get("WILLO_SCHEMA_MODE", "warn")
         if self.schema_mode not in ("warn", "strict", "off"):
             raise ConfigError(f"WILLO_SCHEMA_MODE={self.schema_mode!r}: use warn, strict or off")
-        filters: dict[str, Any] = {}
-        for _plugin, extra in self.host.call_each("template_filters"):
-            filters.update(extra)
+        filters = self.host.template_filters()
         if filters:
             expressions.add_filters(filters)
 
@@ -156,7 +154,7 @@ class Connector:
         else:
             output = self._declarative(manifest, inputs)
         self.check_output(manifest, output)
-        return Call(manifest.id, output)
+        return Call(manifest.id, manifest.numbers(output))
 
     def request_parts(self, manifest: Manifest, inputs: Mapping[str, Any]) -> dict[str, Any]:
         req = manifest.request
