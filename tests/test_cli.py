@@ -108,8 +108,12 @@ def test_unknown_id_suggests_close_ones() -> None:
 
 def test_validate_ok_and_errors(tmp_path: Path) -> None:
     ops = invoke("validate", str(EXAMPLES / "ops"))
-    assert ops.exit_code == 1 and "unknown secret 'chat_webhook' (set WILLO_SECRET_CHAT_WEBHOOK)" in ops.stderr
-    ops = invoke("validate", str(EXAMPLES / "ops"), WILLO_SECRET_CHAT_WEBHOOK="https://chat.example.com/hook/x")
+    assert (
+        ops.exit_code == 1 and "unknown secret 'chat_webhook' (set WILLO_SECRET_CHAT_WEBHOOK)" in ops.stderr
+    )
+    ops = invoke(
+        "validate", str(EXAMPLES / "ops"), WILLO_SECRET_CHAT_WEBHOOK="https://chat.example.com/hook/x"
+    )
     assert ops.exit_code == 0, ops.stderr
     r = invoke("validate", str(ROOT / "manifests"), str(EXAMPLES), "--skip-secrets")
     assert r.exit_code == 0, r.stderr
