@@ -43,6 +43,7 @@ class Progress:
         sent: Callable[[], int] | None = None,
         interval: float = DEFAULT_INTERVAL,
         terminal: bool | None = None,
+        concurrency: int = 1,
     ):
         self.label = label
         self.total = total
@@ -51,6 +52,7 @@ class Progress:
         self.pacer = pacer
         self.sent = sent
         self.interval = interval
+        self.concurrency = max(1, concurrency)
         self.terminal = self.stream.isatty() if terminal is None else terminal
         self.done = 0
         self.failed = 0
@@ -76,7 +78,9 @@ class Progress:
         observed = left / rate if rate else None
         budget = None
         if self.pacer is not None and self.sent is not None and self.done:
-            per_item = max(1.0, (self.sent() - self.sent_at_start) / self.done)
+            # the items in flight have sent about half their requests: count them as half done
+            in_flight = min(self.concurrency, left) / 2
+            per_item = max(1.0, (self.sent() - self.sent_at_start) / (self.done + in_flight))
             budget = self.pacer.time_for(round(left * per_item)) if self.pacer.windows else None
         if budget is not None and (observed is None or budget > observed):
             return budget, True

@@ -655,7 +655,7 @@ class Runner:
         outputs: list[Any] = [None] * len(items)
         tries: dict[int, int] = {}
         requests: list[dict[str, Any]] = []
-        bar = self._progress(sid, len(items))
+        bar = self._progress(sid, len(items), self._concurrency(step))
         for _ in failures:
             bar.advance(failed=True) if bar else None
         stop = threading.Event() if step.get("on_error", "stop") == "stop" else None
@@ -704,7 +704,7 @@ class Runner:
             entry["tries"] = tries[i]
         return entry
 
-    def _progress(self, label: str, total: int) -> Progress | None:
+    def _progress(self, label: str, total: int, concurrency: int = 1) -> Progress | None:
         if not self.progress or total <= 1:
             return None
         client = self.conn.client if not self.conn.dry_run else None
@@ -714,6 +714,7 @@ class Runner:
             pacer=client.pacer if client is not None else None,
             sent=(lambda: client.requests_sent) if client is not None else None,
             interval=float(os.environ.get("WILLO_PROGRESS_INTERVAL") or 5),
+            concurrency=concurrency,
         )
 
     def _concurrency(self, step: dict[str, Any]) -> int:
