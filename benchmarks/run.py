@@ -19,6 +19,7 @@ ALL = [
     "bench_interop",
     "bench_flows",
     "bench_hostile",
+    "bench_scaffold",
 ]
 
 if __name__ == "__main__":

@@ -57,6 +57,26 @@ class OutputError(ConnectorError):
     """A response that does not satisfy the action's output schema (strict mode)."""
 
 
+class ActionError(ConnectorError):
+    """Raised by a plugin's handler when its action cannot be done, with a message for
+    the user (``raise ActionError("no participant has a score yet")``). The host adds
+    the action's id and the plugin's name."""
+
+    action: str | None = None
+    plugin: str | None = None
+
+    def attribute(self, action: str, plugin: str) -> None:
+        """Name the action and plugin in the message (once: the innermost action wins)."""
+        if self.action is None:
+            self.action, self.plugin = action, plugin
+            self.args = (f"{action} (plugin {plugin}): {self}",)
+
+
+class PluginError(ActionError):
+    """A plugin's code misbehaved: its handler raised an unexpected exception or
+    returned the wrong type. The message names the plugin, the action and where."""
+
+
 class WilloError(ConnectorError):
     """An error answer from Willo (or a failure to reach it)."""
 

@@ -25,6 +25,7 @@ FLOORS = {
     "connector.yamlio": 0,
     "connector.secrets": 0,
     "connector._compat": 0,
+    "connector.sdk": 0,
     "connector.catalog": 1,
     "connector.state": 1,
     "connector.http": 2,

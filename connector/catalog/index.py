@@ -137,9 +137,15 @@ def build(host: PluginHost, files: list[tuple[str, Path]]) -> Catalog:
     from connector.catalog.plugins import handler_map
 
     handlers = handler_map(host)
+    pollers = handler_map(host, "poll_handlers")
     for m in list(cat.manifests.values()):
         if m.handler and m.handler not in handlers:
             cat.problems.append(f"{m.path}:1: /handler: no plugin registers handler {m.handler}")
+            del cat.manifests[m.id]
+        elif m.poll_handler and m.poll_handler not in pollers:
+            cat.problems.append(
+                f"{m.path}:1: /polling/handler: no plugin registers poll handler {m.poll_handler}"
+            )
             del cat.manifests[m.id]
     return cat
 

@@ -245,10 +245,11 @@ def set_host(host: PluginHost | None) -> None:
     _HOST = host
 
 
-def handler_map(host: PluginHost) -> dict[str, tuple[str, Callable[..., Any]]]:
-    """``{handler_id: (plugin, callable)}``; a handler id claimed twice is recorded."""
+def handler_map(host: PluginHost, hook: str = "action_handlers") -> dict[str, tuple[str, Callable[..., Any]]]:
+    """``{handler_id: (plugin, callable)}`` from ``hook`` (``action_handlers`` or
+    ``poll_handlers``); a handler id claimed twice is recorded."""
     found: dict[str, tuple[str, Callable[..., Any]]] = {}
-    for plugin, mapping in host.call_each("action_handlers"):
+    for plugin, mapping in host.call_each(hook):
         for hid, fn in dict(mapping).items():
             if hid in found:
                 host.record_failure(plugin, f"handler {hid} is also registered by plugin {found[hid][0]}")

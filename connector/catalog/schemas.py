@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -47,10 +48,26 @@ def check_schema(schema: Any, resources: Mapping[str, Any] | None = None) -> lis
     the meta-schema accepts) every ``$ref`` that does not resolve: nothing is fetched,
     so a remote or relative reference cannot resolve. ``resources`` are the shared
     schemas a ``resource:NAME`` reference may name (before they are inlined)."""
+    try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):  # not JSON (YAML dates...): the meta-schema says why
+        found = list(_check_schema(schema))
+    else:
+        found = list(_checked(key))
+    return found or unresolvable_refs(schema, resources)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(key: str) -> tuple[tuple[str, str], ...]:
+    """Checking against the meta-schema is the dearest part of loading a catalog; the
+    same schemas come back each time a process builds one (tests, embedding)."""
+    return _check_schema(json.loads(key))
+
+
+def _check_schema(schema: Any) -> tuple[tuple[str, str], ...]:
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
     found = [(pointer(e.absolute_path), _message(e)) for e in meta.iter_errors(schema)]
-    found += unknown_keywords(schema)
-    return found or unresolvable_refs(schema, resources)
+    return tuple(found + unknown_keywords(schema))
 
 
 #: Where a schema keyword holds subschemas: a mapping of them, one, or a list of them.

@@ -39,8 +39,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Serve every workflow of a folder: schedules, polls, webhooks.",
     ),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
+    "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
+    "new": ("connector.cli.new_cmd", "new", "Start a plugin, or add an action or trigger to one."),
     "mcp": ("connector.cli.interop_cmds", "mcp", "Serve the catalog as MCP tools."),
-    "export": ("connector.cli.interop_cmds", "export", "Export the catalog (OpenAPI, Swagger 2.0)."),
+    "export": ("connector.cli.interop_cmds", "export", "Export the catalog (OpenAPI, Swagger 2.0, docs)."),
 }
 
 
@@ -68,6 +70,10 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConnectorError as exc:
+            if os.environ.get("WILLO_CONNECTOR_DEBUG") and exc.__cause__ is not None:
+                import traceback  # a plugin's bug: its traceback, on request
+
+                traceback.print_exception(exc.__cause__, file=sys.stderr)
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -20,6 +20,11 @@ from connector.cli.common import echo, emit_json, input_option, json_option, par
     is_flag=True,
     help="Start the local simulator (demo data) and call it instead of Willo.",
 )
+@click.option(
+    "--cassette",
+    type=click.Path(dir_okay=False),
+    help="Answer every request from this vcrpy cassette (see `willo-connector record call`).",
+)
 @json_option
 def call(
     action_id: str,
@@ -27,13 +32,16 @@ def call(
     input_json: str | None,
     dry_run: bool,
     use_sandbox: bool,
+    cassette: str | None,
     as_json: bool,
 ) -> None:
     """Call the action ACTION_ID with the given inputs and print its output."""
     from connector.cli.context import connector_for
 
-    with connector_for(dry_run=dry_run, sandbox=use_sandbox) as conn:
+    with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
         manifest = conn.catalog.get(action_id, "action")
+        if manifest.deprecation():
+            click.echo(f"warning: {manifest.deprecation()}", err=True)
         values = parse_json_object(input_json, "--input-json") if input_json else {}
         values.update(parse_inputs(inputs, manifest.input_schema.get("properties")))
         result = conn.call(action_id, values)

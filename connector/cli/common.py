@@ -24,6 +24,32 @@ def input_option(help: str) -> Any:
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
 
+class LazySubcommands(click.Group):
+    """A command group whose subcommands, ``{name: (module, attribute, help)}``, are
+    imported on first use (so that a group's listing stays fast, and two modules can
+    add subcommands to one group without touching each other)."""
+
+    def __init__(self, *args: Any, subcommands: dict[str, tuple[str, str, str]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.subcommands = subcommands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.subcommands)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.subcommands:
+            return None
+        import importlib
+
+        module, attr, _ = self.subcommands[cmd_name]
+        cmd: click.Command = getattr(importlib.import_module(module), attr)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, self.subcommands[n][2]) for n in self.list_commands(ctx)])
+
+
 def emit_json(value: Any) -> None:
     """``value`` as JSON on stdout, secrets scrubbed; text that is not valid Unicode (a
     lone surrogate from the data) is written as a JSON escape rather than crashing."""

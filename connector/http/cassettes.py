@@ -191,10 +191,20 @@ def replay(path: str | Path) -> Iterator[Any]:
             raise CassetteError(f"{p}: the run made a request the cassette does not hold ({first})") from None
 
 
+#: pytest-recording's record modes: vcrpy's four, and ``rewrite`` (delete, then ``all``)
+RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
+
+
 @contextlib.contextmanager
 def record(path: str | Path, mode: str = "all", secrets: list[str] | None = None) -> Iterator[Any]:
     """Record every request into ``path``; ``secrets`` (the API key, the webhook secret,
-    and ``WILLO_API_KEY`` always) are scrubbed from URLs and bodies too."""
+    and ``WILLO_API_KEY`` always) are scrubbed from URLs and bodies too. ``mode`` is one
+    of :data:`RECORD_MODES`."""
+    if mode not in RECORD_MODES:
+        raise CassetteError(f"record mode {mode!r}: use one of {', '.join(RECORD_MODES)}")
+    if mode == "rewrite":
+        Path(path).unlink(missing_ok=True)
+        mode = "all"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     known = [
         *(secrets or []),

@@ -129,7 +129,12 @@ class Outbound(Transport):
 
     def _decode(self, req: dict[str, Any], resp: requests.Response, fail_on_status: bool) -> dict[str, Any]:
         method, url = req["method"], _plain(req["url"])
-        raw = resp.raw.read(MAX_RESPONSE + 1, decode_content=True) if method != "HEAD" else b""
+        raw = b""
+        if method != "HEAD":
+            for chunk in resp.iter_content(64 * 1024):  # decoded; stops past the cap
+                raw += chunk
+                if len(raw) > MAX_RESPONSE:
+                    break
         if len(raw) > MAX_RESPONSE:
             raise WilloError(
                 f"response body over {MAX_RESPONSE} bytes", status=resp.status_code, method=method, url=url

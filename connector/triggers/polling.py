@@ -27,10 +27,10 @@ from typing import Any
 
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
-from connector.errors import BadRequest, ConfigError, InputError, short
+from connector.errors import BadRequest, ConfigError, InputError, PluginError, short
 from connector.state.store import StateStore, dumps
 from connector.workflows import expressions
-from connector.workflows.runtime import Connector
+from connector.workflows.runtime import ActionContext, Connector
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ class Poller:
 
     def fetch(self, cursor: str | None, everything: bool) -> tuple[list[dict[str, Any]], int]:
         """Items newest first, paging only until the cursor (or through all)."""
+        if "handler" in self.spec:
+            return self._fetch_from_handler(cursor)
         before = self.conn.client.requests_sent
         order = self.spec.get("order")
         inputs = {**self._inputs(), "page_size": PAGE_SIZE}
@@ -123,6 +125,23 @@ class Poller:
             if not result.get("next") or reached or (cursor is None and not everything):
                 break
             page += 1
+        return items, self.conn.client.requests_sent - before
+
+    def _fetch_from_handler(self, cursor: str | None) -> tuple[list[dict[str, Any]], int]:
+        """A plugin's poll handler: ``poll(options, client, cursor) -> items``."""
+        before = self.conn.client.requests_sent
+        plugin, fn = self.conn.poll_handler(self.manifest)
+        client = ActionContext(self.conn, self.manifest)
+        found = self.conn.run_plugin_code(
+            self.manifest, plugin, "poll handler", lambda: list(fn(dict(self.options), client, cursor))
+        )
+        items = [i for i in found if isinstance(i, dict)]
+        if len(items) != len(found):
+            err = PluginError("poll handler returned items that are not objects")
+            err.attribute(self.manifest.id, plugin)
+            raise err
+        if self.spec.get("order"):  # newest first, as a list action gives them
+            items.sort(key=lambda i: str(i.get(self.spec["order"]) or ""), reverse=True)
         return items, self.conn.client.requests_sent - before
 
     def _refused(self, exc: BadRequest) -> Exception:

@@ -14,6 +14,7 @@ problem reads ``file:line: /pointer: step ID: message``.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from connector.catalog.index import Catalog
 from connector.errors import ManifestError, UnknownIdError, short
 from connector.workflows import expressions
 from connector.yamlio import Document, YamlError, escape, load_text
+
+log = logging.getLogger(__name__)
 
 SCOPE = ("inputs", "trigger", "steps", "item", "index", "secrets")
 STEP_FIELDS = ("output", "status", "error")
@@ -133,6 +136,8 @@ def load(
     problems = _sorted(doc, checker.run())
     if problems:
         raise ManifestError(problems)
+    for warning in deprecations(doc, catalog):
+        log.warning("%s", warning)
     return Workflow(doc, text, frozenset(checker.secret_names))
 
 
@@ -301,6 +306,8 @@ class _Checker:
         for ptr, msg in schemas.errors(literal, schema):
             if not ptr and any(msg.startswith(f"{k!r} is a required") for k in dynamic):
                 continue
+            if not ptr and dynamic and msg.endswith("does not have enough properties"):
+                continue  # minProperties counts the inputs given by expressions too
             self.add(f"{base}{ptr}", msg, sid)
 
     # ------------------------------------------------------------------ expressions
@@ -617,3 +624,28 @@ def check_document(doc: Document, catalog: Catalog, *, check_secrets: bool = Tru
     """Every static problem of a parsed workflow document."""
     normalize(doc.data)
     return _sorted(doc, _Checker(doc, catalog, check_secrets).run())
+
+
+def deprecations(doc: Document, catalog: Catalog) -> list[str]:
+    """A warning for every step or trigger (at any depth) that uses a deprecated
+    action or trigger: ``file:line: /pointer: step ID: X is deprecated...``."""
+    found: list[str] = []
+
+    def visit(value: Any, ptr: str) -> None:
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                visit(v, f"{ptr}/{i}")
+        elif isinstance(value, dict):
+            use = value.get("use")
+            manifest = catalog.manifests.get(use) if isinstance(use, str) else None
+            line = manifest.deprecation() if manifest is not None else None
+            if line is not None:
+                who = f"step {value['id']}: " if isinstance(value.get("id"), str) else ""
+                found.append(f"{doc.where(ptr + '/use')}: {ptr}/use: {who}{line}")
+            for k, v in value.items():
+                visit(v, f"{ptr}/{escape(str(k))}")
+
+    if isinstance(doc.data, dict):
+        for key in ("trigger", "steps"):
+            visit(doc.data.get(key), f"/{key}")
+    return found

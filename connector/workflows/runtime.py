@@ -3,16 +3,19 @@ handler), check the output against the manifest's schema."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector.catalog import drift, schemas
 from connector.catalog.index import Catalog, Manifest, get_catalog
 from connector.catalog.plugins import PluginHost, get_host, handler_map
-from connector.errors import ConfigError, InputError, OutputError
+from connector.errors import ActionError, ConfigError, ConnectorError, InputError, OutputError, PluginError
 from connector.http.client import Settings, WilloClient, redact_body, redact_headers
 from connector.workflows import expressions
 
@@ -52,8 +55,8 @@ def idempotent_for(manifest: Manifest, inputs: Mapping[str, Any]) -> bool:
 
 
 class ActionContext:
-    """What a handler receives as ``client``: raw requests, other actions, and
-    outbound HTTP to other hosts (``http``)."""
+    """What a handler receives as ``client`` (a :class:`connector.sdk.Client`): raw
+    requests, paged lists, other actions, and outbound HTTP to other hosts (``http``)."""
 
     def __init__(self, connector: Connector, manifest: Manifest, idempotent: bool | None = None):
         self._connector = connector
@@ -62,8 +65,13 @@ class ActionContext:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         kwargs.setdefault("manifest", self.manifest.data)
-        kwargs.setdefault("idempotent", self.idempotent)
+        # by method unless the manifest says (a handler's GETs are retried like any GET)
+        kwargs.setdefault("idempotent", self.manifest.data.get("idempotent"))
         return self._connector.client.request(method, path, **kwargs)
+
+    def paginate(self, method: str, path: str, **kwargs: Any) -> list[Any]:
+        kwargs.setdefault("manifest", self.manifest.data)
+        return self._connector.client.paginate(method, path, **kwargs)
 
     def http(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         """One request to any HTTP(S) URL, without the Willo key (see
@@ -100,6 +108,7 @@ class Connector:
         self._client = client
         self._outbound: Outbound | None = None
         self._handlers: dict[str, tuple[str, Callable[..., Any]]] | None = None
+        self._pollers: dict[str, tuple[str, Callable[..., Any]]] | None = None
         self.schema_mode = schema_mode or os.environ.get("WILLO_SCHEMA_MODE", "warn")
         if self.schema_mode not in ("warn", "strict", "off"):
             raise ConfigError(f"WILLO_SCHEMA_MODE={self.schema_mode!r}: use warn, strict or off")
@@ -136,9 +145,40 @@ class Connector:
         self.host.call_quietly("prepare_request", manifest=manifest, request=request)
 
     def handler(self, manifest: Manifest) -> Callable[..., Any]:
+        return self.plugin_handler(manifest)[1]
+
+    def plugin_handler(self, manifest: Manifest) -> tuple[str, Callable[..., Any]]:
+        """``(plugin, handler)`` of a handler action."""
         if self._handlers is None:
             self._handlers = handler_map(self.host)
-        return self._handlers[manifest.handler or manifest.id][1]
+        return self._handlers[manifest.handler or manifest.id]
+
+    def poll_handler(self, manifest: Manifest) -> tuple[str, Callable[..., Any]]:
+        """``(plugin, poll handler)`` of a polling trigger that names one."""
+        if self._pollers is None:
+            self._pollers = handler_map(self.host, "poll_handlers")
+        return self._pollers[manifest.poll_handler or manifest.id]
+
+    def run_plugin_code(
+        self, manifest: Manifest, plugin: str, what: str, fn: Callable[..., Any], *args: Any
+    ) -> Any:
+        """Call a plugin's ``fn``; any failure is reported as the plugin's and the
+        manifest's (never as an internal error of the host)."""
+        try:
+            return fn(*args)
+        except ActionError as exc:
+            exc.attribute(manifest.id, plugin)
+            raise
+        except ConnectorError:
+            raise  # the client's typed errors, InputError...: already say what failed
+        except Exception as exc:
+            log.debug("%s of plugin %s failed", what, plugin, exc_info=True)
+            err = PluginError(self._scrub(f"{what} raised {type(exc).__name__}: {exc}{_origin(exc)}"))
+            err.attribute(manifest.id, plugin)
+            raise err from exc
+
+    def _scrub(self, text: str) -> str:
+        return self._client.scrub(text) if self._client is not None else text
 
     # ------------------------------------------------------------------ calling
 
@@ -149,8 +189,16 @@ class Connector:
         if self.dry_run:
             return self.preview(manifest, inputs)
         if manifest.handler:
-            context = ActionContext(self, manifest, idempotent_for(manifest, inputs))
-            output = self.handler(manifest)(inputs, context)
+            plugin, fn = self.plugin_handler(manifest)
+            output = self.run_plugin_code(
+                manifest,
+                plugin,
+                "handler",
+                fn,
+                inputs,
+                ActionContext(self, manifest, idempotent_for(manifest, inputs)),
+            )
+            check_returned(manifest, plugin, output)
         else:
             output = self._declarative(manifest, inputs)
         self.check_output(manifest, output)
@@ -225,3 +273,30 @@ class Connector:
         if self.schema_mode == "strict":
             raise OutputError(f"{manifest.id}: output does not match its schema: " + "; ".join(report))
         drift.warn_once(manifest.id, report)
+
+
+def _origin(exc: BaseException) -> str:
+    """`` (at file.py:LINE)`` for the innermost frame of the exception's traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (at {Path(last.filename).name}:{last.lineno})"
+
+
+def check_returned(manifest: Manifest, plugin: str, output: Any) -> None:
+    """A handler's output must be JSON of the output schema's top-level type; anything
+    else is the plugin's error, not drift."""
+    wanted = manifest.output_schema.get("type")
+    names = [str(t) for t in (wanted if isinstance(wanted, list) else [wanted])]
+    got = drift.type_name(output)
+    if wanted is not None and got not in names and not (got == "integer" and "number" in names):
+        err = PluginError(f"handler returned {got}, not {' or '.join(names)} (its output schema's type)")
+        err.attribute(manifest.id, plugin)
+        raise err
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        err = PluginError(f"handler returned a value that is not JSON: {exc}")
+        err.attribute(manifest.id, plugin)
+        raise err from None
