@@ -219,3 +219,17 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch, found: list[object]) -> None:
+    """Make ``willo_connector`` entry-point discovery return ``found``; every other
+    group (pytest's, hypothesis's...) is answered as before."""
+    import importlib.metadata as md
+
+    real = md.entry_points
+
+    def entry_points(*args: object, **kwargs: object) -> object:
+        group = kwargs.get("group", args[0] if args else None)
+        return list(found) if group == "willo_connector" else real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(md, "entry_points", entry_points)

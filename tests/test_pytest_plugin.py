@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import fake_entry_points
 from tests.test_plugins import ACTION_YAML, make_plugin
 
 pytest_plugins = ["pytester"]
@@ -21,7 +22,7 @@ pytest_plugins = ["pytester"]
 def no_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """The inner sessions see no willo_connector plugins but those a test gives (other
     tests leave fake distributions on sys.path)."""
-    monkeypatch.setattr(md, "entry_points", lambda group: [])
+    fake_entry_points(monkeypatch, [])
 
 
 LIFECYCLE = """
@@ -193,7 +194,7 @@ def test_willo_plugins_selects_the_plugins_and_reports_their_failures(
         },
     )
     broken = make_plugin(tmp_path, "pytbroken", "raise ImportError('nope')\n", {})
-    monkeypatch.setattr(md, "entry_points", lambda group: [good, broken])
+    fake_entry_points(monkeypatch, [good, broken])
     pytester.makepyfile(test_plugin=PLUGIN_TEST)
     pytester.makeini("[pytest]\nwillo_plugins = pyt\nwillo_schema_mode = warn\n")
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)  # the broken one is not named

@@ -17,7 +17,7 @@ from connector.catalog import plugins
 from connector.cli import main
 from connector.kit import scaffold
 from connector.kit.verify import verify
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fake_entry_points
 
 
 def invoke(*args: str):
@@ -221,7 +221,7 @@ def test_an_unwritable_folder_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_verify_says_to_install_the_plugin_of_the_current_folder(tmp_path: Path, monkeypatch) -> None:
     scaffold.new_plugin("eps", tmp_path / "willo-eps", record=False)
-    monkeypatch.setattr(plugins.md, "entry_points", lambda group: [])  # none installed
+    fake_entry_points(monkeypatch, [])  # none installed
     monkeypatch.chdir(tmp_path / "willo-eps" / "tests")
     one_line_error(
         invoke("plugins", "verify", "eps"), f"install it first: pip install -e {tmp_path / 'willo-eps'}"

@@ -18,7 +18,7 @@ from connector.cli import main
 from connector.errors import ConnectorError
 from connector.kit import recording
 from connector.kit.verify import verify
-from tests.conftest import CASSETTES
+from tests.conftest import CASSETTES, fake_entry_points
 from tests.test_plugins import make_plugin
 
 COUNT = """\
@@ -163,7 +163,7 @@ def test_a_conforming_plugin_passes_from_scenarios_and_from_cassettes(tmp_path: 
 
 def test_the_cli_verifies_an_installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ep, cassettes = build(tmp_path, "vcli")
-    monkeypatch.setattr(plugins.md, "entry_points", lambda group: [ep])
+    fake_entry_points(monkeypatch, [ep])
     r = CliRunner().invoke(main, ["plugins", "verify", "vcli", "--cassettes", str(cassettes)])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("plugin vcli 1.2.3 (vcli (vcli_pkg))\n  ok: vcli.count_interviews:")

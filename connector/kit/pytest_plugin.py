@@ -46,7 +46,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
@@ -59,6 +59,10 @@ if TYPE_CHECKING:
 RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
 TARGETS = ("sandbox", "live")
 REPLAY_BASE_URL = "https://willo.invalid/api/integrations/v2"
+
+
+#: pytest's ini type for a whitespace-separated list (a name, not a string annotation for mypy)
+_ARGS: Literal["args"] = "args"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,7 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "willo_plugins",
         "Plugins (entry point names) to load besides the built-ins; default: every installed one.",
-        type="args",
+        type=_ARGS,
         default=[],
     )
     parser.addini("willo_schema_mode", "WILLO_SCHEMA_MODE of the fixtures' connectors.", default="strict")
