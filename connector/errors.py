@@ -56,6 +56,9 @@ class InputError(ConnectorError):
 class OutputError(ConnectorError):
     """A response that does not satisfy the action's output schema (strict mode)."""
 
+    sent = False  # True when Willo answered 2xx: the request landed
+    output: Any = None  # then, the answer
+
 
 class ActionError(ConnectorError):
     """Raised by a plugin's handler when its action cannot be done, with a message for

@@ -5,9 +5,18 @@ trigger and options, shared by the workflows that use it), and the webhook recei
 for webhook triggers (subscribed at start, unsubscribed at stop) all feed the state
 store's event queue; one loop dispatches it, one run at a time, oldest first. The
 loop sleeps until the next schedule slot, poll or retry is due, or a delivery
-arrives, so an idle serve costs next to nothing. :meth:`Service.stop` (SIGTERM,
-Ctrl-C) stops the running run at its next unit; its event waits, queued, for the
-next start, where the run resumes.
+arrives, so an idle serve costs next to nothing.
+
+Events are dispatched as ``listen`` and ``poll`` dispatch them
+(:class:`~connector.triggers.dispatch.Dispatcher`): a transient failure is retried
+with backoff over ``WILLO_EVENT_RETRY_HORIZON`` (at most
+``WILLO_EVENT_RETRY_MAX_DELAY`` apart), what cannot succeed or needs an operator is
+parked at once, and at start the events of a dead process and those parked by an
+outage are queued again. :meth:`Service.stop` (SIGTERM, Ctrl-C) stops the running run
+at its next unit: the run is journaled ``interrupted``, its event goes back to the
+queue uncounted, and the run resumes at the next start. The webhook receiver holds a
+share of its subscription (a lease), removed at stop only when no other live
+receiver serves the same URL.
 """
 
 from __future__ import annotations
@@ -24,13 +33,13 @@ from typing import Any
 
 from connector.errors import ConnectorError, ManifestError
 from connector.state.store import StateStore
-from connector.triggers.dispatch import Dispatcher, requeue_interrupted, workflow_handler
+from connector.triggers.dispatch import Dispatcher, requeue_interrupted, requeue_parked, workflow_handler
 from connector.triggers.polling import Poller
 from connector.triggers.receiver import PATH, Inbox, Listener, make_app
 from connector.triggers.schedule import SOURCE as SCHEDULE_SOURCE
 from connector.triggers.schedule import TRIGGER as SCHEDULE
 from connector.triggers.schedule import Schedule, Scheduler, utc_now
-from connector.triggers.subscriptions import subscribe, unsubscribe
+from connector.triggers.subscriptions import Subscription
 from connector.workflows.model import Workflow, load
 from connector.workflows.runtime import Connector
 
@@ -112,6 +121,7 @@ class Service:
         self.wake = threading.Event()
         self.receiver = receiver or Receiver()
         self.listener: Listener | None = None
+        self.subscription: Subscription | None = None
         self.url: str | None = None
         self.schedules: dict[str, Workflow] = {}
         self.polls: dict[str, _Poll] = {}
@@ -122,10 +132,14 @@ class Service:
             store, [Schedule.of(wf.name, _options(wf)) for wf in self.schedules.values()], now
         )
         self.dispatchers = [
-            Dispatcher(conn, store, SCHEDULE_SOURCE, self._route(lambda e: [self.schedules[_owner(e)]])),
-            Dispatcher(conn, store, "poll", self._route(lambda e: self.polls[e["trigger"]].workflows)),
-            Dispatcher(conn, store, "webhook", self._route(lambda e: self.hooks)),
+            Dispatcher(conn, store, source, self._route(pick), cancel=self.stopping)
+            for source, pick in (
+                (SCHEDULE_SOURCE, lambda e: [self.schedules[_owner(e)]]),
+                ("poll", lambda e: self.polls[e["trigger"]].workflows),
+                ("webhook", lambda e: self.hooks),
+            )
         ]
+        self._next_check = 0.0
 
     # ------------------------------------------------------------------ setting up
 
@@ -175,9 +189,11 @@ class Service:
     # ------------------------------------------------------------------ running
 
     def start(self) -> None:
-        """Requeue what a crash left dispatching, catch up schedules, open the receiver."""
+        """Requeue what a dead process left dispatching and what an outage parked, catch
+        up schedules, open the receiver."""
         for source in (SCHEDULE_SOURCE, "poll", "webhook"):
             requeue_interrupted(self.store, source)
+            requeue_parked(self.store, source)
         self.scheduler.start()
         if self.hooks:
             self._listen()
@@ -186,7 +202,7 @@ class Service:
         r = self.receiver
         inbox = Inbox(self.store, r.secret, on_queued=self.wake.set)
         try:
-            self.listener = Listener(make_app(inbox), r.host, r.port, None)
+            self.listener = Listener(make_app(inbox, self._health), r.host, r.port, None, self.stopping)
         except OSError as exc:
             raise ConnectorError(f"cannot listen on {r.host}:{r.port}: {exc.strerror}") from None
         self.listener.start()
@@ -196,12 +212,20 @@ class Service:
             for wf in self.hooks:
                 m = self.conn.catalog.get((wf.trigger or {})["use"], "trigger")
                 events.add(m.data["webhook"]["event"])
-            sub = subscribe(self.conn, self.store, self.url, events, r.secret)
-            self.say(f"subscribed {sub['key']} to {', '.join(sorted(events))}")
+            self.subscription = Subscription(self.conn, self.store, self.url, events, r.secret)
+            hook = self.subscription.start()
+            self.say(f"subscribed {hook['key']} to {', '.join(sorted(events))}")
+
+    def _health(self) -> dict[str, Any]:
+        if self.subscription is None:
+            return {"subscription": {"managed": False}}
+        info = self.subscription.status()
+        return {"subscription": info, **({} if info["live"] else {"status": "no_subscription"})}
 
     def tick(self) -> float:
         """Do what is due (schedules, polls, queued events); seconds until the next thing."""
         self.scheduler.tick()
+        self._check_subscription()
         now = self.clock()
         for entry in self.polls.values():
             if now >= entry.due and not self.stopping.is_set():
@@ -222,9 +246,19 @@ class Service:
                     return
                 busy = bool(dispatcher.one()) or busy
 
+    def _check_subscription(self) -> None:
+        """Every third of a lease period: is the subscription still there (else
+        subscribe again)? Keeps this receiver's share of it alive."""
+        if self.subscription is None or time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + self.store.leases.ttl / 3
+        self.subscription.check()
+
     def _sleep_for(self) -> float:
         now = self.clock()
         waits = [MAX_SLEEP]
+        if self.subscription is not None:
+            waits.append(self.store.leases.ttl / 3)
         due = self.scheduler.next_due()
         if due is not None:
             waits.append((due - self.scheduler.clock()).total_seconds())
@@ -253,12 +287,20 @@ class Service:
         self.wake.set()
 
     def shutdown(self) -> None:
+        """Close the receiver, give back this process's share of the subscription
+        (removed when no other live receiver holds one) and every lease."""
+        began = time.monotonic()
+        self.stopping.set()
         if self.listener is not None:
             self.listener.stop()
             self.listener = None
-            if self.receiver.subscribe and self.url:
-                removed = unsubscribe(self.conn, self.store, self.url)
-                self.say(f"unsubscribed {', '.join(removed) or 'nothing'}")
+        lingering: set[str] = set()
+        if self.subscription is not None:
+            _, account = self.subscription.stop(deadline=began + 1.5)
+            lingering = self.subscription.lingering
+            self.subscription = None
+            self.say(account)
+        self.store.leases.release_all(keep=lingering)
 
 
 def _options(wf: Workflow) -> dict[str, Any]:

@@ -232,8 +232,8 @@ def test_a_poll_handler_feeds_a_trigger_with_cursor_and_dedupe(poll_plugin, tmp_
     assert poller.poll().events == []  # each item once
     assert mod.CALLS == [
         ({"min_score": 2}, None),
-        ({"min_score": 2}, "2026-01-01T00:00:00Z"),
-        ({"min_score": 2}, "2026-01-02T00:00:00Z"),
+        ({"min_score": 2}, "2026-01-01T00:00:00.000000Z"),  # timestamps come back as UTC with microseconds
+        ({"min_score": 2}, "2026-01-02T00:00:00.000000Z"),
     ]
 
 

@@ -63,7 +63,8 @@ def poll_handlers() -> dict[str, PollHandler]:
     Called on every poll as ``poll(options, client, cursor)``: ``options`` are the
     trigger's validated options (``--with`` / a workflow's ``trigger.with``),
     ``client`` a :class:`connector.sdk.Client`, ``cursor`` the newest ``order`` value
-    emitted so far (``None`` before the first emission, or when the manifest has no
+    emitted so far (an integer as an integer, a timestamp as UTC ISO 8601 with
+    microseconds; ``None`` before the first emission, or when the manifest has no
     ``order``). It returns the items it sees, in any order; the host emits each item
     once per ``id`` and, with ``order``, never one older than the cursor, exactly as
     for a list action (the dedupe and cursor strategies of Activepieces'

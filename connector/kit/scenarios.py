@@ -165,7 +165,7 @@ def exercise(conn: Connector, manifest: Manifest, inputs: dict[str, Any], *, str
         return conn.call(manifest.id, inputs).output
     with tempfile.TemporaryDirectory(prefix="willo-poll-") as tmp:
         poller = Poller(conn, StateStore(Path(tmp) / "state"), manifest.id, inputs)
-        items, _ = poller.fetch(None, everything=False)
+        items, _ = poller.fetch(None, first=True, backfill=False)
         poller.store.close()
     if strict or conn.schema_mode == "strict":
         for i, item in enumerate(items):

@@ -6,19 +6,21 @@ user's XDG state directory, ``$XDG_STATE_HOME/willo-connector``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from connector import redaction
 from connector.errors import ConfigError
+from connector.state.leases import Leases
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -80,6 +82,8 @@ CREATE TABLE IF NOT EXISTS events (
     error TEXT,
     run_id TEXT,
     received_at REAL NOT NULL,
+    failure TEXT,
+    failing_since REAL,
     UNIQUE (source, dedupe)
 );
 CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at);
@@ -91,6 +95,16 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_slot TEXT,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    resource TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    shared INTEGER NOT NULL DEFAULT 0,
+    acquired_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (resource, owner)
+);
+CREATE INDEX IF NOT EXISTS leases_owner ON leases (owner);
 CREATE TABLE IF NOT EXISTS subscriptions (
     webhook TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -100,20 +114,15 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 );
 """
 
-#: columns added since a table was first created: (table, column, declaration)
-MIGRATIONS = (
-    ("runs", "parent", "TEXT"),
-    ("units", "started_at", "REAL"),
-    ("units", "tries", "INTEGER NOT NULL DEFAULT 0"),
+#: Columns added since the first release: (table, column, declaration), added to older
+#: files by :meth:`StateStore._add_columns` (the one place that upgrades an old file).
+ADDED_COLUMNS = (
+    ("events", "failure", "TEXT"),  # transient | permanent | blocked: why it last failed
+    ("events", "failing_since", "REAL"),  # first failure of the current retry horizon
+    ("runs", "parent", "TEXT"),  # the run a `rerun` repeats
+    ("units", "started_at", "REAL"),  # first time the unit was journaled
+    ("units", "tries", "INTEGER NOT NULL DEFAULT 0"),  # tries made within its runs
 )
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Add the columns a state file made by an earlier version lacks."""
-    for table, column, decl in MIGRATIONS:
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 def default_dir() -> Path:
@@ -142,14 +151,33 @@ class StateStore:
         # One writer at a time within the process: threads queue here (FIFO, no sleep)
         # instead of in SQLite's busy handler, whose back-off sleeps up to 100 ms.
         self._write_lock = threading.Lock()
+        self._leases: Leases | None = None
+        self._leases_lock = threading.Lock()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._conn().executescript(SCHEMA)
-            _migrate(self._conn())
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            self._add_columns(conn)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"state store {self.path}: {exc} (set WILLO_STATE_DIR or --state-dir to a writable folder)"
             ) from None
+
+    def _add_columns(self, conn: sqlite3.Connection) -> None:
+        for table, column, decl in ADDED_COLUMNS:
+            have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    @property
+    def leases(self) -> Leases:
+        """This store's lease owner (one per store object, i.e. per process)."""
+        if self._leases is None:
+            with self._leases_lock:
+                if self._leases is None:
+                    self._leases = Leases(self)
+        return self._leases
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -196,9 +224,14 @@ class StateStore:
         settings: dict[str, Any],
         event_id: int | None = None,
         parent: str | None = None,
+        hold: bool = False,
     ) -> str:
+        """A new run, ``running``; with ``hold``, this process takes its lease at once;
+        ``parent`` is the run it repeats (``rerun``)."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         with self.tx() as db:
+            if hold:
+                self.leases.acquire(f"run:{run_id}", db=db)
             db.execute(
                 "INSERT INTO runs (id, workflow, name, source, status, inputs, trigger, settings,"
                 " event_id, started_at, parent) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
@@ -261,11 +294,15 @@ class StateStore:
         output: Any = None,
         error: str | None = None,
         tries: int | None = None,
+        guard: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         """Record a unit's state. Inputs and outputs are stored with every registered
-        secret scrubbed; ``started_at`` is the first time a unit was marked."""
+        secret scrubbed; ``started_at`` is the first time a unit was marked. ``guard(db)``
+        runs first in the same transaction (a lease fence: it raises to write nothing)."""
         now = time.time()
         with self.tx() as db:
+            if guard is not None:
+                guard(db)
             db.execute(
                 "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
                 " updated_at, started_at, tries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -291,14 +328,15 @@ class StateStore:
 
     def copy_reusable_units(self, source: str, target: str) -> int:
         """Start run ``target`` from what ``source`` achieved: its succeeded units (and
-        decided branches) are reused; a unit that may have landed is copied as
-        ``sending``, so that it is looked up before anything is resent."""
+        decided branches) are reused; a unit that may have landed (``sending``,
+        ``ambiguous``, or ``sent`` with its 2xx body) is copied as it stands, so that it
+        is settled (looked up, or completed from the body) before anything is resent."""
         with self.tx() as db:
             return db.execute(
                 "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
-                " updated_at, started_at, tries) SELECT ?, step, item, action,"
-                " CASE WHEN status = 'succeeded' THEN 'succeeded' ELSE 'sending' END,"
-                " inputs, output, NULL, updated_at, started_at, 0 FROM units"
-                " WHERE run_id = ? AND status IN ('succeeded', 'sending', 'ambiguous')",
+                " updated_at, started_at, tries) SELECT ?, step, item, action, status,"
+                " inputs, output, CASE WHEN status = 'succeeded' THEN NULL ELSE error END,"
+                " updated_at, started_at, 0 FROM units"
+                " WHERE run_id = ? AND status IN ('succeeded', 'sending', 'ambiguous', 'sent')",
                 (target, source),
             ).rowcount

@@ -2,8 +2,9 @@
 
 A delivery is checked (size, signature when ``WILLO_WEBHOOK_SECRET`` is set, JSON,
 a known event), written to the durable inbox (the state store's event queue) and
-only then answered 2xx. Duplicates (same delivery id, else the same body hash) are
-answered 200 and not queued again. A dispatcher thread runs the workflows whose
+only then answered 2xx. Duplicates (the same event id inside the body, else the same
+body) are answered 200 and not queued again; the ``X-Willo-Delivery`` header is not
+signed, so it never decides what is a duplicate. A dispatcher thread runs the workflows whose
 trigger matches; queued events survive a crash and are processed at the next start.
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +38,24 @@ SIGNATURE_HEADER = "X-Willo-Signature"
 TIMESTAMP_HEADER = "X-Willo-Timestamp"
 DELIVERY_HEADER = "X-Willo-Delivery"
 PATH = "/willo/webhooks"
+
+
+_DIGITS = re.compile(r"[0-9]{1,15}")
+MAX_DEDUPE = 200
+
+
+def dedupe_key(payload: Mapping[str, Any], body: bytes) -> str:
+    """What makes two deliveries the same event: the event id inside the (signed) body,
+    else the body itself. Ids over 200 characters are hashed, never cut (two long ids
+    sharing a prefix are two events)."""
+    eid = payload.get("id")
+    if isinstance(eid, int) and not isinstance(eid, bool):
+        eid = str(eid)
+    if isinstance(eid, str) and eid:
+        if len(eid) <= MAX_DEDUPE and not eid.startswith("sha256"):
+            return eid
+        return "sha256-id:" + hashlib.sha256(eid.encode("utf-8", "surrogatepass")).hexdigest()
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -72,10 +92,9 @@ class Inbox:
         if not given:
             return Verdict(401, {"error": "missing signature"})
         if ts:
-            try:
-                skew = abs(self.clock() - float(ts))
-            except ValueError:
+            if not _DIGITS.fullmatch(ts):  # Unix seconds: no sign, fraction, exponent, nan or inf
                 return Verdict(400, {"error": "bad timestamp"})
+            skew = abs(self.clock() - int(ts))
             if skew > TOLERANCE:
                 return Verdict(401, {"error": "timestamp outside tolerance"})
         expected = (
@@ -106,14 +125,11 @@ class Inbox:
             return Verdict(400, {"error": "unknown or missing event"})
         if not isinstance(payload.get("data"), dict):
             return Verdict(400, {"error": "missing data"})
-        dedupe = headers.get(DELIVERY_HEADER) or payload.get("id")
-        if not isinstance(dedupe, str) or not dedupe:
-            dedupe = "sha256:" + hashlib.sha256(body).hexdigest()
         with self.store.tx() as db:
             cur = db.execute(
                 "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
                 " VALUES ('webhook', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-                (EVENTS[event], dedupe[:200], dumps(payload), self.clock()),
+                (EVENTS[event], dedupe_key(payload, body), dumps(payload), self.clock()),
             )
             fresh = bool(cur.rowcount)
         if fresh and self.on_queued is not None:
@@ -121,14 +137,19 @@ class Inbox:
         return Verdict(200 if not fresh else 202, {"status": "queued" if fresh else "duplicate"})
 
 
-def make_app(inbox: Inbox) -> Callable[..., Iterable[bytes]]:
-    """The WSGI app: POST ``/willo/webhooks``; GET ``/health``."""
+def make_app(
+    inbox: Inbox, health: Callable[[], dict[str, Any]] | None = None
+) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app: POST ``/willo/webhooks``; GET ``/health`` (``{"status": "ok"}``,
+    plus what ``health()`` adds, e.g. the state of this receiver's subscription)."""
     from werkzeug.wrappers import Request, Response
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         req = Request(environ)
         if req.path == "/health" and req.method == "GET":
-            resp = Response(json.dumps({"status": "ok"}), content_type="application/json")
+            resp = Response(
+                json.dumps({"status": "ok", **(health() if health else {})}), content_type="application/json"
+            )
         elif req.path.rstrip("/") != PATH:
             resp = Response(json.dumps({"error": "not found"}), 404, content_type="application/json")
         elif req.method != "POST":
@@ -215,7 +236,8 @@ class Listener:
     Tuned against slow senders (see docs/webhooks.md): up to ``connection_limit``
     connections at once, each of which must deliver a whole request within
     ``request_timeout`` seconds; idle keep-alive connections close after
-    ``channel_timeout``."""
+    ``channel_timeout``. ``stopping`` (set by :meth:`stop`) is also the dispatcher's
+    and the runs' cancel signal: no new event or unit starts once it is set."""
 
     def __init__(
         self,
@@ -223,6 +245,7 @@ class Listener:
         host: str,
         port: int,
         dispatch_one: Callable[[], int] | None,
+        stopping: threading.Event | None = None,
         *,
         connection_limit: int | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
@@ -250,18 +273,20 @@ class Listener:
         _guard(self.server, request_timeout)
         self.dispatch_one = dispatch_one
         self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.stopping = stopping or threading.Event()
+        self._serving: threading.Thread | None = None
+        self._dispatching: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         return int(self.server.effective_port)
 
     def _dispatch_loop(self) -> None:
+        dispatch_one = self.dispatch_one
+        assert dispatch_one is not None  # started only when there is one
         while not self.stopping.is_set():
             try:
-                assert self.dispatch_one is not None
-                busy = self.dispatch_one()
+                busy = dispatch_one()
             except Exception:  # a dispatcher must outlive a bad event; it was logged
                 log.exception("dispatcher error")
                 busy = False
@@ -271,16 +296,41 @@ class Listener:
 
     def start(self) -> None:
         """Serve; and dispatch, unless the owner dispatches itself (``dispatch_one`` None)."""
-        loops = [self.server.run] if self.dispatch_one is None else [self.server.run, self._dispatch_loop]
-        for target in loops:
-            t = threading.Thread(target=target, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._serving = threading.Thread(target=self.server.run, name="willo-http", daemon=True)
+        self._serving.start()
+        if self.dispatch_one is not None:
+            self._dispatching = threading.Thread(
+                target=self._dispatch_loop, name="willo-dispatch", daemon=True
+            )
+            self._dispatching.start()
 
     def stop(self) -> None:
+        """Stop at once: no new event or unit of work starts, every connection is
+        closed (even one a sender holds open), the HTTP threads end. A unit already
+        in flight may finish: see :meth:`join`."""
+        from waitress import wasyncore
+
         self.stopping.set()
         self.wake.set()
-        self.server.close()  # stops accepting; run() returns once its sockets are gone
-        self.server.task_dispatcher.shutdown()
-        for t in self._threads:
-            t.join(timeout=10)
+        from waitress.server import BaseWSGIServer
+
+        server = self.server
+        # Close every socket inside waitress's loop thread (closing them from here
+        # races its select() into "Bad file descriptor"); the loop then ends. One
+        # address: one server; several (a name with IPv4 and IPv6): one shared map.
+        single = isinstance(server, BaseWSGIServer)
+        sock_map: dict[Any, Any] = server._map if single else server.map
+        first: Any = server if single else next(v for v in sock_map.values() if isinstance(v, BaseWSGIServer))
+        first.trigger.pull_trigger(lambda: wasyncore.close_all(sock_map, ignore_all=True))
+        if self._serving is not None:
+            self._serving.join(timeout=0.5)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=0.2)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the dispatcher thread (a run's unit in flight);
+        True when it has ended. A unit still in flight stays journaled as sending: the
+        next start looks it up before it is ever sent again."""
+        if self._dispatching is None:
+            return True
+        self._dispatching.join(max(0.0, timeout))
+        return not self._dispatching.is_alive()

@@ -6,12 +6,25 @@ Every unit of work (an action step, or one foreach item) runs through
 :func:`run_unit`, a module-level function of a :class:`UnitContext`, the run id and
 the :class:`Unit` (which carries its own retry policy and timeout), so that any
 executor can run it: threads here (:mod:`connector.engines.local`), an activity on a
-task queue later. A unit is journaled as ``sending`` before its request and
-``succeeded``/``failed`` after. A try that failed in a way that may have landed
-(connection lost after sending, 5xx, timeout) is, for an action that is not
-idempotent, journaled ``ambiguous`` and never blindly resent: the next try, in this
-run or on resume, first looks the result up (the manifest's ``reconcile``), exactly
-as resuming a unit caught ``sending`` does.
+task queue later. A unit is journaled as ``sending`` before each request, then as one
+of:
+
+- ``succeeded`` (with its output);
+- ``failed``: it did not land (refused, never reached Willo) and may be sent again;
+- ``ambiguous``: a try failed after the request may have landed (connection lost
+  after sending, a 5xx other than 503) and the action is not idempotent;
+- ``sent``: Willo answered 2xx, then the unit failed (e.g. strict schema drift); the
+  2xx body is kept.
+
+A unit that may have landed (``sending``, ``ambiguous``, ``sent``) is never sent
+blindly again, whether the next try comes from the step's ``retry`` within the run
+or from ``resume``, a ``rerun --failed`` or the dispatcher's event retry: the same
+code (:func:`settle_pending`) first completes it from the kept 2xx body or looks it up
+(the manifest's ``reconcile``), resends it only if the lookup says it did not land or
+the action is idempotent, and otherwise leaves it **blocked** until an operator
+settles it (:func:`settle`, ``willo-connector runs resolve``). A run is worked on by
+one live process at a time: it holds the run's lease (:mod:`connector.state.leases`)
+and every journal write is fenced by it.
 """
 
 from __future__ import annotations
@@ -22,7 +35,8 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +56,7 @@ from connector.errors import (
     WilloError,
 )
 from connector.http import step_timeout
+from connector.state.leases import LeaseLost
 from connector.state.store import StateStore, loads
 from connector.workflows import expressions
 from connector.workflows.model import Workflow, branches, walk_steps
@@ -51,28 +66,118 @@ from connector.workflows.runtime import Connector, idempotent_for
 log = logging.getLogger(__name__)
 
 SINGLE = -1  # the item index of a step without foreach
-#: failure kinds after which a request may have landed
-MAYBE_LANDED = ("ambiguous", "server", "timeout")
 DEFAULT_ON = ("network", "throttled", "server", "ambiguous", "timeout")
-#: journal states of a unit whose request may have landed: look it up before resending
-PENDING = ("sending", "ambiguous")
+#: journal states of a unit whose request may have landed: settled before any resend
+SETTLEABLE = ("sending", "ambiguous", "sent")
 
 
 class Interrupted(ConnectorError):
-    """The run was asked to stop (Ctrl-C, SIGTERM) before this unit finished."""
+    """The run was asked to stop (Ctrl-C, SIGTERM, a listener shutting down) before
+    this unit finished; it is journaled as it stands and resumes later."""
+
+
+class Blocked(ConnectorError):
+    """A unit that may have been sent and that no lookup can settle: it is never
+    resent blindly; an operator settles it (``willo-connector runs resolve``)."""
+
+
+class RunBusy(ConnectorError):
+    """Another live process holds the run's lease."""
 
 
 class UnitFailed(ConnectorError):
-    """A unit that failed for good: ``str()`` says why and after how many tries."""
+    """A unit that failed for good: ``str()`` says why and after how many tries;
+    ``kind`` is one of :data:`KINDS`, ``reason`` the :func:`retry_kind` of the last try."""
 
-    def __init__(self, message: str, kind: str, tries: int):
+    def __init__(self, message: str, kind: str, tries: int, reason: str = "fatal"):
         super().__init__(message)
         self.kind = kind
         self.tries = tries
+        self.reason = reason
 
 
 class _NotStarted(Exception):
     """A foreach item not started: an earlier item failed (on_error: stop) or the run stops."""
+
+
+STOPPING = "not tried again: the run is stopping"
+_SEND = object()  # settle_pending: the unit surely did not land (or may be resent): send it
+
+
+# --------------------------------------------------------------------------- kinds of failure
+
+#: Why a unit, a step or a run failed, from the most to the least binding:
+#: ``blocked`` needs an operator, ``permanent`` cannot succeed as it is (a 4xx other
+#: than 429, a validation error), ``interrupted`` was stopped on purpose, and
+#: ``transient`` may succeed later (429, 5xx, Willo unreachable). The dispatcher
+#: retries or parks an event by it.
+KINDS = ("blocked", "permanent", "interrupted", "transient")
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The kind (see :data:`KINDS`) of one failure."""
+    if isinstance(exc, UnitFailed):
+        return exc.kind
+    if isinstance(exc, Blocked):
+        return "blocked"
+    if isinstance(exc, (Interrupted, LeaseLost)):
+        return "interrupted"
+    if isinstance(exc, RunBusy):
+        return "transient"
+    if isinstance(exc, WilloError):
+        status = exc.status
+        if status is None or status >= 500 or isinstance(exc, RateLimited) or status == 429:
+            return "transient"
+        return "permanent"
+    return "permanent"
+
+
+def worst(kinds: Iterable[str]) -> str | None:
+    found = set(kinds)
+    return next((k for k in KINDS if k in found), None)
+
+
+def retry_kind(exc: BaseException) -> str:
+    """What a step's ``retry.on`` names: ``network`` (never sent), ``throttled`` (429),
+    ``server`` (5xx), ``ambiguous`` (lost after sending), ``timeout`` (the step's
+    timeout), ``rejected`` (another error answer) or ``fatal`` (bad input, a bug:
+    retrying cannot help)."""
+    if isinstance(exc, TimedOut):
+        return "timeout"
+    if isinstance(exc, AmbiguousRequestError):
+        return "ambiguous"
+    if isinstance(exc, RateLimited):
+        return "throttled"
+    if isinstance(exc, ServerError):
+        return "server"
+    if isinstance(exc, CassetteMiss):
+        return "fatal"
+    if isinstance(exc, NetworkError):
+        return "network"
+    if isinstance(exc, WilloError):
+        return "rejected"
+    return "fatal"
+
+
+def landing(exc: BaseException, idempotent: bool) -> str:
+    """Whether a failed try's request landed: ``sent`` (a 2xx came back), ``ambiguous``
+    (it may have) or ``not_sent``. For an idempotent call it does not matter: a resend
+    is safe, so anything but ``sent`` counts as ``not_sent``."""
+    if getattr(exc, "sent", False):
+        return "sent"
+    status = getattr(exc, "status", None)
+    if isinstance(exc, WilloError) and status is not None and (200 <= status < 300 or status == 303):
+        return "sent"  # a 2xx (or See Other) whose body could not be used
+    if idempotent:
+        return "not_sent"
+    if isinstance(exc, AmbiguousRequestError):
+        return "ambiguous"
+    if isinstance(exc, WilloError):
+        # a 5xx may come after the work was done; 503 says the server did not take it
+        return "ambiguous" if status is not None and status >= 500 and status != 503 else "not_sent"
+    if isinstance(exc, ConnectorError):
+        return "not_sent"  # refused before sending (inputs, settings, the step's timeout)
+    return "ambiguous"  # an unexpected failure of a non-idempotent action: assume the worst
 
 
 # --------------------------------------------------------------------------- policy
@@ -81,7 +186,7 @@ class _NotStarted(Exception):
 @dataclass(frozen=True)
 class RetryPolicy:
     """A step's ``retry``: tries in all, exponential backoff with jitter, and which
-    failures to retry (see :func:`failure_kind`)."""
+    failures to retry (see :func:`retry_kind`)."""
 
     attempts: int = 6
     backoff: float = 1.0
@@ -108,27 +213,6 @@ class RetryPolicy:
         top = min(self.max_backoff, self.backoff * 2 ** (failed_try - 1))
         wait = top / 2 + rng.random() * top / 2
         return max(wait, retry_after) if retry_after else wait
-
-
-def failure_kind(exc: BaseException) -> str:
-    """``network`` (never sent), ``throttled`` (429), ``server`` (5xx), ``ambiguous``
-    (lost after sending), ``timeout`` (the step's timeout), ``rejected`` (another
-    error answer) or ``fatal`` (bad input, a bug: retrying cannot help)."""
-    if isinstance(exc, TimedOut):
-        return "timeout"
-    if isinstance(exc, AmbiguousRequestError):
-        return "ambiguous"
-    if isinstance(exc, RateLimited):
-        return "throttled"
-    if isinstance(exc, ServerError):
-        return "server"
-    if isinstance(exc, CassetteMiss):
-        return "fatal"
-    if isinstance(exc, NetworkError):
-        return "network"
-    if isinstance(exc, WilloError):
-        return "rejected"
-    return "fatal"
 
 
 # --------------------------------------------------------------------------- units
@@ -171,18 +255,49 @@ class UnitContext:
         return (self.wait or self.cancel.wait)(seconds)
 
 
+@dataclass
+class Pending:
+    """A unit whose request may have landed: its journal status (``sending``,
+    ``ambiguous`` or ``sent``), the 2xx body kept when ``sent``, and why."""
+
+    status: str
+    output: Any = None
+    cause: str | None = None
+
+    @classmethod
+    def of(cls, row: Any) -> Pending | None:
+        if row is None or row["status"] not in SETTLEABLE:
+            return None
+        return cls(row["status"], loads(row["output"]) if row["status"] == "sent" else None, row["error"])
+
+
+def _place(step: str, item: int, label: str = "") -> str:
+    return f"step {step}" + (f" {label or f'item {item}'}" if item != SINGLE else "")
+
+
 def _where(unit: Unit) -> str:
-    return f"step {unit.step}" + (f" {unit.label or f'item {unit.item}'}" if unit.item != SINGLE else "")
+    return _place(unit.step, unit.item, unit.label)
 
 
 def _journal(ctx: UnitContext, run_id: str | None, unit: Unit, status: str, **kw: Any) -> None:
+    """Journal a unit, fenced by the run's lease (:class:`LeaseLost` if another process
+    took the run over: nothing is written)."""
     if ctx.store is not None and run_id is not None:
-        ctx.store.mark_unit(run_id, unit.step, unit.item, unit.action, status, **kw)
+        leases, resource = ctx.store.leases, run_resource(run_id)
+        ctx.store.mark_unit(
+            run_id,
+            unit.step,
+            unit.item,
+            unit.action,
+            status,
+            guard=lambda db: leases.check(resource, db),
+            **kw,
+        )
 
 
 def _journaled_inputs(prev: Any, fresh: dict[str, Any]) -> dict[str, Any]:
-    """The inputs a unit caught sending was sent with: the journal's copy, unless it
-    equals the fresh rendering with secrets scrubbed (then the fresh one, secrets in)."""
+    """The inputs a unit that may have landed was sent with: the journal's copy, unless
+    it equals the fresh rendering with secrets scrubbed (then the fresh one, secrets in)."""
     kept = loads(prev["inputs"]) if prev["inputs"] else None
     if kept is None or redaction.scrub_value(fresh) == kept:
         return fresh
@@ -190,53 +305,81 @@ def _journaled_inputs(prev: Any, fresh: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_unit(ctx: UnitContext, run_id: str | None, unit: Unit) -> UnitResult:
-    """Run one unit with its retry policy; raise :class:`UnitFailed` (or
-    :class:`Interrupted`) when it fails for good."""
+    """Run one unit with its retry policy; raise :class:`UnitFailed` when it fails for
+    good, :class:`Blocked` when only an operator can settle it, :class:`Interrupted`
+    (or :class:`~connector.state.leases.LeaseLost`) when the run stops."""
+    if ctx.cancel.is_set():
+        raise Interrupted(f"{_where(unit)}: not started: the run was stopped (it resumes later)")
     prev = ctx.journal.get((unit.step, unit.item))
     if prev is not None and prev["status"] == "succeeded":
         return UnitResult(loads(prev["output"]), [], 0)
     manifest = ctx.conn.catalog.get(unit.action, "action")
-    pending = prev is not None and prev["status"] in PENDING
-    inputs = _journaled_inputs(prev, unit.inputs) if pending else unit.inputs
+    pending = Pending.of(prev)
+    inputs = _journaled_inputs(prev, unit.inputs) if pending is not None else unit.inputs
     idempotent = idempotent_for(manifest, inputs)
     tries = 0
     while True:
         tries += 1
+        sending = [False]  # set once this try's request may go out
         try:
-            output, requests = _attempt(ctx, run_id, unit, manifest, inputs, pending, tries)
+            output, requests = _attempt(ctx, run_id, unit, manifest, inputs, pending, tries, sending)
             return UnitResult(output, requests, tries)
+        except (Blocked, Interrupted, LeaseLost):
+            raise  # the journal stays as it is: settled later, or resumed
         except Exception as exc:
-            kind = failure_kind(exc)
-            pending = kind in MAYBE_LANDED and not idempotent
+            if sending[0]:  # else it failed while settling: what may have landed still may have
+                how = landing(exc, idempotent)
+                if how == "sent":
+                    pending = Pending("sent", getattr(exc, "output", None), _message(exc))
+                elif how == "ambiguous":
+                    pending = Pending("ambiguous", cause=_message(exc))
+                else:
+                    pending = None
+            reason = retry_kind(exc)
             message = _message(exc)
-            note = _why_not_again(unit, manifest, kind, tries, pending, ctx.cancel)
+            note = _why_not_again(ctx, run_id, unit, manifest, reason, tries, pending)
+            stopping = note == STOPPING
+            status = "failed" if pending is None else "sent" if pending.status == "sent" else "ambiguous"
+            kept = pending.output if pending is not None and pending.status == "sent" else None
             if note is not None:
                 message += f" (after {tries} tries)" if tries > 1 else ""
                 message += f"; {note}" if note else ""
-                _journal(ctx, run_id, unit, "ambiguous" if pending else "failed", error=message, tries=tries)
-                raise UnitFailed(message, kind, tries) from None
+                _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
+                kind = "interrupted" if stopping else failure_kind(exc)
+                raise UnitFailed(message, kind, tries, reason) from None
             wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
             log.info(
                 "%s: %s; try %d of %d in %.1fs", _where(unit), message, tries + 1, unit.retry.attempts, wait
             )
-            _journal(ctx, run_id, unit, "ambiguous" if pending else "failed", error=message, tries=tries)
+            _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
             if ctx.sleep(wait):
                 raise Interrupted(f"{_where(unit)}: interrupted while waiting to try again") from None
 
 
 def _why_not_again(
-    unit: Unit, manifest: Manifest, kind: str, tries: int, pending: bool, cancel: threading.Event
+    ctx: UnitContext,
+    run_id: str | None,
+    unit: Unit,
+    manifest: Manifest,
+    reason: str,
+    tries: int,
+    pending: Pending | None,
 ) -> str | None:
     """None if the unit may be tried again; else a note for the error ('' for none)."""
-    if not unit.retry.allows(kind) or tries >= unit.retry.attempts:
+    if not unit.retry.allows(reason) or tries >= unit.retry.attempts:
         return ""
-    if cancel.is_set():
-        return "not tried again: the run is stopping"
-    if pending and manifest.data.get("reconcile") is None:
-        return (
+    if pending is not None and pending.status == "sent":
+        return ""  # Willo took it: sending it again cannot help and would do it twice
+    if ctx.cancel.is_set():
+        return STOPPING
+    if pending is not None and manifest.data.get("reconcile") is None:
+        note = (
             f"not tried again: it may have landed, and {manifest.id} is not idempotent and has no "
             "reconcile lookup"
         )
+        if ctx.store is not None and run_id is not None:
+            note += f"; check, then {_how_to_settle(run_id, unit)}"
+        return note
     return None
 
 
@@ -246,40 +389,74 @@ def _attempt(
     unit: Unit,
     manifest: Manifest,
     inputs: dict[str, Any],
-    reconcile_first: bool,
+    pending: Pending | None,
     tries: int,
+    sending: list[bool],
 ) -> tuple[Any, list[dict[str, Any]]]:
     with step_timeout.within(unit.timeout):
-        if reconcile_first:
-            landed = reconcile(ctx.conn, manifest, unit, inputs)
-            if landed is not None:
+        if pending is not None:
+            landed = settle_pending(ctx.conn, run_id, unit, manifest, inputs, pending)
+            if landed is not _SEND:
                 _journal(ctx, run_id, unit, "succeeded", output=landed, tries=tries)
                 return landed, []
         _journal(ctx, run_id, unit, "sending", inputs=redaction.scrub_value(inputs), tries=tries)
+        sending[0] = True
         call = ctx.conn.call(unit.action, inputs)
     _journal(ctx, run_id, unit, "succeeded", output=call.output, tries=tries)
     return call.output, call.requests
 
 
-def reconcile(conn: Connector, manifest: Manifest, unit: Unit, inputs: dict[str, Any]) -> Any:
-    """For a unit whose request may have landed: its result if it did, None if it did
-    not (or the action is idempotent and may simply be sent again). Raises when it
-    cannot be known and resending is unsafe."""
+def settle_pending(
+    conn: Connector,
+    run_id: str | None,
+    unit: Unit,
+    manifest: Manifest,
+    inputs: dict[str, Any],
+    pending: Pending,
+) -> Any:
+    """The output of a unit that may have landed, found without resending it; or
+    ``_SEND`` when it surely did not land (the lookup says so) or the call is
+    idempotent. Raises :class:`Blocked` when only an operator can tell. The one
+    settling code of a retry within a run, a resume, a rerun and an event retry."""
+    where = _where(unit)
+    if pending.status == "sent" and pending.output is not None:
+        try:
+            conn.check_output(manifest, pending.output)
+        except ConnectorError as exc:
+            raise Blocked(
+                f"{where}: {unit.action} was sent (Willo answered 2xx) but its output was "
+                f"refused: {exc}; not resent. {_how_to_settle(run_id, unit)}, or allow the "
+                "output (WILLO_SCHEMA_MODE=warn) and resume"
+            ) from None
+        return manifest.numbers(pending.output)
+    landed = reconcile(conn, manifest, inputs, where)
+    if landed is not None:
+        return landed
+    has_lookup = manifest.data.get("reconcile") is not None
+    if pending.status == "sent" or (not idempotent_for(manifest, inputs) and not has_lookup):
+        cause = pending.cause or "the process stopped while sending"
+        what = "was sent (Willo answered 2xx)" if pending.status == "sent" else "may have been sent"
+        found = "the reconcile lookup does not find it" if has_lookup else "it has no reconcile lookup"
+        raise Blocked(
+            f"{where}: {unit.action} {what} ({_short(cause)}) and {found}; not resent. "
+            f"Check Willo, then {_how_to_settle(run_id, unit)}"
+        )
+    return _SEND
+
+
+def reconcile(conn: Connector, manifest: Manifest, inputs: dict[str, Any], where: str) -> Any:
+    """What the manifest's ``reconcile`` lookup finds for ``inputs``, or None (also
+    when the manifest has none)."""
     spec = manifest.data.get("reconcile")
     if spec is None:
-        if idempotent_for(manifest, inputs):
-            return None
-        raise ConnectorError(
-            f"{_where(unit)}: interrupted while sending {unit.action}, which is not idempotent and "
-            "has no reconcile lookup; check by hand before running it again"
-        )
+        return None
     scope = {"input": inputs}
     lookup = expressions.render(spec["with"], scope, omit_undefined=True)
     match = expressions.render(spec["match"], scope, omit_undefined=True)
     found = conn.call(spec["action"], {**lookup, "all": True}).output
     for item in found.get("results", []):
         if all(str(item.get(k, "")).casefold() == str(v).casefold() for k, v in match.items()):
-            log.info("%s: the earlier %s had landed; not resent", _where(unit), unit.action)
+            log.info("%s: %s had landed; not resent", where, manifest.id)
             return item
     return None
 
@@ -289,6 +466,16 @@ def start_unit(ctx: UnitContext, run_id: str | None, stop: threading.Event | Non
     if ctx.cancel.is_set() or (stop is not None and stop.is_set()):
         raise _NotStarted
     return run_unit(ctx, run_id, unit)
+
+
+def _how_to_settle(run_id: str | None, unit: Unit) -> str:
+    item = f" --item {unit.item}" if unit.item != SINGLE else ""
+    base = f"willo-connector runs resolve {run_id or 'RUN'} --step {unit.step}{item}"
+    return f"settle it with `{base} --sent` (or `--not-sent`) and resume"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- results
@@ -304,6 +491,7 @@ class StepResult:
     items: list[dict[str, Any]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     retries: int = 0
+    kind: str | None = None  # of a failure: see KINDS
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -327,10 +515,11 @@ class StepResult:
 class RunResult:
     run_id: str | None
     workflow: str
-    status: str  # succeeded | failed | interrupted
+    status: str  # succeeded | failed | blocked | interrupted
     steps: list[StepResult]
     error: str | None = None
     dry_run: bool = False
+    kind: str | None = None  # of a failure: see KINDS
     parent: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -345,6 +534,10 @@ class RunResult:
         if self.parent:
             d["rerun_of"] = self.parent
         return d
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "succeeded" else 1
 
 
 class Executor(Protocol):
@@ -454,7 +647,7 @@ class Runner:
         self.store = None if connector.dry_run else store
         self.progress = progress
         self.executor = executor
-        self.cancel = cancel or threading.Event()
+        self.cancel = cancel or threading.Event()  # set: start no further unit; resumable
         self.on_start = on_start
         self.wait = wait
         self.origins: dict[str, Any] = {}
@@ -473,36 +666,62 @@ class Runner:
     ) -> RunResult:
         """A new run. ``origins`` says which inputs came from CSV files (file, lines);
         ``parent`` is the run this one repeats, and with ``reuse`` what succeeded
-        there is reused (units that may have landed are looked up first)."""
+        there is reused (units that may have landed are settled first)."""
         self.origins = dict(origins or {})
         values = prepare_inputs(self.wf, inputs, self.origins)
         run_id = None
         journal: dict[tuple[str, int], Any] = {}
         if self.store is not None:
-            settings: dict[str, Any] = {"pid": os.getpid(), "base_url": self.conn.client.settings.base_url}
+            settings: dict[str, Any] = {
+                "pid": os.getpid(),
+                "owner": self.store.leases.owner,
+                "base_url": self.conn.client.settings.base_url,
+            }
             if self.origins:
                 settings["origins"] = self.origins
             run_id = self.store.new_run(
-                self.wf.path, self.wf.name, self.wf.text, values, trigger, settings, event_id, parent=parent
+                self.wf.path,
+                self.wf.name,
+                self.wf.text,
+                values,
+                trigger,
+                settings,
+                event_id,
+                parent=parent,
+                hold=True,
             )
-            if parent is not None and reuse:
+        try:
+            if self.store is not None and run_id is not None and parent is not None and reuse:
                 self.store.copy_reusable_units(parent, run_id)
                 journal = self.store.units(run_id)
-        if run_id is not None and self.on_start is not None:
-            self.on_start(run_id)
-        return self._execute(run_id, values, trigger, journal, parent)
+            if run_id is not None and self.on_start is not None:
+                self.on_start(run_id)
+            return self._execute(run_id, values, trigger, journal, parent)
+        finally:
+            self._let_go(run_id)
 
     def resume(self, run_id: str, inputs: Any, trigger: Any) -> RunResult:
+        """Continue ``run_id``: what succeeded is reused, nothing is resent blindly.
+        Raises :class:`RunBusy` while another live process holds the run."""
         assert self.store is not None
-        row = self.store.run(run_id)
-        if row is not None:
-            self.origins = dict(json.loads(row["settings"] or "{}").get("origins") or {})
-            inputs = inputs or loads(row["inputs"]) or {}
-        journal = self.store.units(run_id)
-        self.store.restart_run(run_id)
-        if self.on_start is not None:
-            self.on_start(run_id)
-        return self._execute(run_id, inputs, trigger, journal, row["parent"] if row is not None else None)
+        take_run(self.store, run_id)
+        try:
+            row = self.store.run(run_id)
+            if row is not None:
+                self.origins = dict(json.loads(row["settings"] or "{}").get("origins") or {})
+                inputs = inputs or loads(row["inputs"]) or {}
+            journal = self.store.units(run_id)
+            self.store.restart_run(run_id)
+            if self.on_start is not None:
+                self.on_start(run_id)
+            parent = row["parent"] if row is not None else None
+            return self._execute(run_id, inputs, trigger, journal, parent)
+        finally:
+            self._let_go(run_id)
+
+    def _let_go(self, run_id: str | None) -> None:
+        if self.store is not None and run_id is not None:
+            self.store.leases.release(run_resource(run_id))
 
     # ------------------------------------------------------------------ execution
 
@@ -529,13 +748,18 @@ class Runner:
             "secrets": secret_scope(self.wf),
         }
         results: list[StepResult] = []
-        status, error = self._block(ctx, run_id, self.wf.steps, scope, results)
+        status, error, kind = self._block(ctx, run_id, self.wf.steps, scope, results)
         status = "succeeded" if status == "ok" else status
         if status == "interrupted":
-            error = "interrupted before it finished"
+            error = "interrupted before it finished" + (f": {error}" if error else "")
         if self.store is not None and run_id is not None:
-            self.store.set_run(run_id, status, error)
-        return RunResult(run_id, self.wf.name, status, results, error, self.conn.dry_run, parent)
+            if kind == "interrupted" and not self.store.leases.holds(run_resource(run_id)):
+                pass  # taken over by another process: its journal now, not ours
+            else:
+                self.store.set_run(run_id, status, error)
+        return RunResult(
+            run_id, self.wf.name, status, results, error, self.conn.dry_run, kind=kind, parent=parent
+        )
 
     def _block(
         self,
@@ -544,11 +768,12 @@ class Runner:
         steps: list[dict[str, Any]],
         scope: dict[str, Any],
         results: list[StepResult],
-    ) -> tuple[str, str | None]:
-        """Run a list of steps: ``("ok" | "failed" | "interrupted", error)``."""
+    ) -> tuple[str, str | None, str | None]:
+        """Run a list of steps: ``("ok" | "failed" | "blocked" | "interrupted", error,
+        kind)``."""
         for step in steps:
             if self.cancel.is_set():
-                return "interrupted", None
+                return "interrupted", None, "interrupted"
             if "use" in step:
                 res = self._action_step(ctx, run_id, step, scope)
                 taken = "else" if res.status == "skipped" else None
@@ -556,10 +781,11 @@ class Runner:
                 res, taken = self._branch_step(ctx, run_id, step, scope)
             results.append(res)
             scope["steps"][res.id] = {"output": res.output, "status": res.status, "error": res.error}
-            if res.status == "interrupted":
-                return "interrupted", None
+            if res.status == "interrupted" or res.kind == "interrupted":
+                return "interrupted", f"step {res.id}: {res.error}" if res.error else None, "interrupted"
             if res.status == "failed" and step.get("on_error", "stop") == "stop":
-                return "failed", f"step {res.id}: {res.error}"
+                kind = res.kind or "permanent"
+                return ("blocked" if kind == "blocked" else "failed"), f"step {res.id}: {res.error}", kind
             for label, sub, _ in branches(step):
                 if label == taken and isinstance(sub, list):
                     outcome = self._block(ctx, run_id, sub, scope, results)
@@ -567,7 +793,7 @@ class Runner:
                         return outcome
                 else:
                     self._skip(sub, scope, results)
-        return "ok", None
+        return "ok", None, None
 
     def _skip(self, steps: Any, scope: dict[str, Any], results: list[StepResult]) -> None:
         """Steps of a branch not taken: in scope and in the report as skipped."""
@@ -590,9 +816,11 @@ class Runner:
             else:
                 label, public = self._choose(step, scope)
                 _journal(ctx, run_id, unit, "succeeded", inputs=[label, public], output={"branch": public})
+        except LeaseLost as exc:
+            return StepResult(sid, kind, "interrupted", error=str(exc), kind="interrupted"), None
         except ConnectorError as exc:
             _journal(ctx, run_id, unit, "failed", error=str(exc))
-            return StepResult(sid, kind, "failed", error=str(exc)), None
+            return StepResult(sid, kind, "failed", error=str(exc), kind="permanent"), None
         return StepResult(sid, kind, "succeeded", {"branch": public}), label
 
     @staticmethod
@@ -620,15 +848,17 @@ class Runner:
             if "foreach" in step:
                 return self._foreach(ctx, run_id, step, scope, unit)
             unit.inputs = expressions.render(step.get("with") or {}, scope)
+        except LeaseLost as exc:
+            return StepResult(sid, action, "interrupted", error=str(exc), kind="interrupted")
         except ConnectorError as exc:
             _journal(ctx, run_id, unit, "failed", error=str(exc))
-            return StepResult(sid, action, "failed", error=str(exc))
+            return StepResult(sid, action, "failed", error=str(exc), kind="permanent")
         fn = functools.partial(run_unit, ctx, run_id)
         _, result, error = next(self.executor.run([unit], fn, 1))
-        if isinstance(error, Interrupted):
-            return StepResult(sid, action, "interrupted", error=str(error))
+        if isinstance(error, (Interrupted, LeaseLost)):
+            return StepResult(sid, action, "interrupted", error=str(error), kind="interrupted")
         if error is not None:
-            return StepResult(sid, action, "failed", error=_message(error))
+            return StepResult(sid, action, "failed", error=_message(error), kind=failure_kind(error))
         return StepResult(
             sid, action, "succeeded", result.output, requests=result.requests, retries=result.tries - 1
         )
@@ -643,12 +873,14 @@ class Runner:
         labels = item_labels(step, self.origins, len(items))
         units: list[Unit] = []
         failures: dict[int, str] = {}
+        kinds: list[str] = []
         for i, item in enumerate(items):
             unit = Unit(sid, i, action, {}, base.retry, base.timeout, labels[i])
             try:
                 unit.inputs = expressions.render(step.get("with") or {}, {**scope, "item": item, "index": i})
             except ConnectorError as exc:
                 failures[i] = str(exc)
+                kinds.append("permanent")
                 _journal(ctx, run_id, unit, "failed", error=str(exc))
                 continue
             units.append(unit)
@@ -658,17 +890,24 @@ class Runner:
         bar = self._progress(sid, len(items), self._concurrency(step))
         for _ in failures:
             bar.advance(failed=True) if bar else None
-        stop = threading.Event() if step.get("on_error", "stop") == "stop" else None
+        stop = threading.Event()  # start no further items
+        stop_on_error = step.get("on_error", "stop") == "stop"
         fn = functools.partial(start_unit, ctx, run_id, stop)
         skipped: set[int] = set()
+        cut: str | None = None  # why items were left for later: the run stops, or its lease was lost
         try:
             for unit, result, failure in self.executor.run(units, fn, self._concurrency(step)):
-                if isinstance(failure, (_NotStarted, Interrupted)):
+                if isinstance(failure, _NotStarted):
                     skipped.add(unit.item)
+                elif isinstance(failure, (Interrupted, LeaseLost)):
+                    skipped.add(unit.item)
+                    cut = cut or str(failure)
+                    stop.set()
                 elif failure is not None:
                     failures[unit.item] = _message(failure)
+                    kinds.append(failure_kind(failure))
                     tries[unit.item] = getattr(failure, "tries", 1)
-                    if stop is not None:
+                    if stop_on_error or kinds[-1] == "interrupted":
                         stop.set()  # start no further items; running ones finish
                 else:
                     outputs[unit.item] = result.output
@@ -679,15 +918,20 @@ class Runner:
         finally:
             if bar is not None:
                 bar.close()
+        if skipped and self.cancel.is_set():
+            cut = cut or "the run was stopped"
         report = [self._item_report(i, labels[i], failures, skipped, tries) for i in range(len(items))]
         retries = sum(max(0, n - 1) for n in tries.values())
         if failures:
             first = min(failures)
             msg = f"{len(failures)} of {len(items)} items failed; {labels[first]}: {failures[first]}"
-            return StepResult(sid, action, "failed", outputs, msg, report, requests, retries)
-        if skipped and self.cancel.is_set():
-            msg = f"{len(skipped)} of {len(items)} items not run: interrupted"
-            return StepResult(sid, action, "interrupted", outputs, msg, report, requests, retries)
+            kind = worst([*kinds, *(["interrupted"] if cut else [])])
+            return StepResult(sid, action, "failed", outputs, msg, report, requests, retries, kind)
+        if cut:
+            msg = f"{len(skipped)} of {len(items)} items not run: interrupted ({_short(cut)})"
+            return StepResult(
+                sid, action, "interrupted", outputs, msg, report, requests, retries, "interrupted"
+            )
         return StepResult(sid, action, "succeeded", outputs, None, report, requests, retries)
 
     @staticmethod
@@ -727,6 +971,111 @@ class Runner:
         return 1 if self.conn.serial else wanted
 
 
+# --------------------------------------------------------------------------- leases
+
+
+def run_resource(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+def take_run(store: StateStore, run_id: str) -> None:
+    """Hold ``run_id``'s lease, or raise :class:`RunBusy` naming the live holder."""
+    if store.leases.acquire(run_resource(run_id)):
+        return
+    holders = [h for h in store.leases.holders(run_resource(run_id)) if h.owner != store.leases.owner]
+    who = holders[0].describe(time.time()) if holders else "another process"
+    raise RunBusy(f"run {run_id} is being run by another process ({who}); not resumed")
+
+
+def run_is_live(store: StateStore, run_id: str) -> bool:
+    return bool(store.leases.holders(run_resource(run_id)))
+
+
+# --------------------------------------------------------------------------- operators settle units
+
+
+def settle(
+    store: StateStore,
+    connector: Callable[[], Connector],
+    catalog: Any,
+    run_id: str,
+    step: str,
+    item: int | None,
+    *,
+    sent: bool,
+    output: Any = None,
+) -> dict[str, Any]:
+    """Record an operator's word on a unit that may have been sent (after checking
+    Willo), so that ``resume`` can go on.
+
+    ``sent=False``: it did not land; resume sends it. ``sent=True``: it landed; its
+    output is ``output`` when given (checked against the action's output schema),
+    else the 2xx body kept when it was sent, else what the action's ``reconcile``
+    lookup finds. Returns ``{"step", "item", "status", "output"}``; raises
+    :class:`ConnectorError` with a one-line reason when it cannot be settled.
+    """
+    units = store.units(run_id)
+    in_step = {i: row for (s, i), row in units.items() if s == step}
+    if not in_step:
+        steps = sorted({s for s, _ in units})
+        raise InputError(f"run {run_id} has no journaled step {step!r} (steps: {', '.join(steps) or 'none'})")
+    if item is None:
+        if SINGLE in in_step:
+            item = SINGLE
+        else:
+            open_items = sorted(i for i, row in in_step.items() if row["status"] in SETTLEABLE)
+            raise InputError(
+                f"step {step} is a foreach: give --item N (items to settle: "
+                f"{', '.join(map(str, open_items)) or 'none'})"
+            )
+    elif item != SINGLE and SINGLE in in_step:
+        raise InputError(f"step {step} is not a foreach step: leave out --item")
+    row = in_step.get(item)
+    where = _place(step, item)
+    if row is None:
+        raise InputError(f"run {run_id}: {where} was never started; nothing to settle")
+    if row["status"] not in SETTLEABLE:
+        raise InputError(f"run {run_id}: {where} is {row['status']}; nothing to settle")
+    take_run(store, run_id)
+    try:
+        manifest = catalog.get(row["action"], "action")
+        if not sent:
+            store.mark_unit(
+                run_id,
+                step,
+                item,
+                row["action"],
+                "failed",
+                error="settled by an operator: not sent (resume sends it)",
+            )
+            return {"step": step, "item": item, "status": "not sent", "output": None}
+        if output is not None:
+            problems = schemas.errors(output, manifest.output_schema)
+            if problems:
+                text = "; ".join(f"{p or '/'}: {m}" for p, m in problems[:5])
+                raise InputError(f"--output-json is not a {manifest.id} output: {_short(text, 400)}")
+        elif row["status"] == "sent" and row["output"] is not None:
+            output = loads(row["output"])
+        elif manifest.data.get("reconcile") is not None:
+            output = reconcile(connector(), manifest, loads(row["inputs"]) or {}, where)
+            if output is None:
+                raise InputError(
+                    f"{where}: the {manifest.data['reconcile']['action']} lookup does not find it in "
+                    f"Willo; if it was sent, give its output with --output-json (as Willo shows it), "
+                    "else settle with --not-sent"
+                )
+        else:
+            raise InputError(
+                f"{where}: {manifest.id} has no reconcile lookup and no output was kept: give the "
+                "resource as Willo shows it with --output-json JSON (it must match the action's "
+                "output schema), or settle with --not-sent"
+            )
+        store.mark_unit(run_id, step, item, row["action"], "succeeded", output=output)
+        return {"step": step, "item": item, "status": "sent", "output": output}
+    finally:
+        store.leases.release(run_resource(run_id))
+
+
 def _message(exc: BaseException) -> str:
     if isinstance(exc, ConnectorError):
         return str(exc)  # scrubbed by ConnectorError itself
@@ -750,13 +1099,21 @@ def summarize(output: Any) -> str:
 
 
 __all__ = [
+    "KINDS",
+    "Blocked",
     "Executor",
+    "Interrupted",
     "RetryPolicy",
+    "RunBusy",
     "RunResult",
     "Runner",
     "StepResult",
     "Unit",
     "UnitContext",
+    "failure_kind",
+    "retry_kind",
     "run_unit",
+    "settle",
+    "settle_pending",
     "summarize",
 ]

@@ -201,7 +201,12 @@ class Connector:
             check_returned(manifest, plugin, output)
         else:
             output = self._declarative(manifest, inputs)
-        self.check_output(manifest, output)
+        try:
+            self.check_output(manifest, output)
+        except OutputError as exc:
+            # Willo answered 2xx: the request was sent whatever is wrong with the answer
+            exc.sent, exc.output = True, output
+            raise
         return Call(manifest.id, manifest.numbers(output))
 
     def request_parts(self, manifest: Manifest, inputs: Mapping[str, Any]) -> dict[str, Any]:
