@@ -46,6 +46,7 @@ from connector.workflows.runtime import Connector
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 60.0
+SOURCES = (SCHEDULE_SOURCE, "poll", "webhook")
 #: the longest the loop sleeps without a reason (a safety net, not a poll)
 MAX_SLEEP = 300.0
 
@@ -191,7 +192,7 @@ class Service:
     def start(self) -> None:
         """Requeue what a dead process left dispatching and what an outage parked, catch
         up schedules, open the receiver."""
-        for source in (SCHEDULE_SOURCE, "poll", "webhook"):
+        for source in SOURCES:
             requeue_interrupted(self.store, source)
             requeue_parked(self.store, source)
         self.scheduler.start()
@@ -234,8 +235,16 @@ class Service:
                 except ConnectorError as exc:  # Willo unreachable: try at the next interval
                     log.warning("poll %s: %s", entry.poller.name, exc)
                 entry.due = now + entry.interval
+        self._take_back()
         self._dispatch()
         return self._sleep_for()
+
+    def _take_back(self) -> None:
+        """Events a killed process was dispatching go back to the queue once its lease
+        has expired (this loop dispatches on its own thread: none of them is ours)."""
+        for source in SOURCES:
+            if n := requeue_interrupted(self.store, source):
+                log.warning("%d %s event(s) of a stopped process queued again", n, source)
 
     def _dispatch(self) -> None:
         busy = True
@@ -266,6 +275,13 @@ class Service:
         rows = self.store.query("SELECT MIN(next_at) AS at FROM events WHERE status = 'queued'")
         if rows and rows[0]["at"] is not None:
             waits.append(rows[0]["at"] - time.time())
+        # another process's events: when its lease runs out (it died), take them back
+        rows = self.store.query(
+            "SELECT MIN(l.expires_at) AS at FROM events e JOIN leases l ON l.resource = 'event:' || e.id"
+            " WHERE e.status = 'dispatching'"
+        )
+        if rows and rows[0]["at"] is not None:
+            waits.append(rows[0]["at"] - time.time() + 0.05)
         return max(0.05, min(waits))
 
     def run(self) -> None:

@@ -202,6 +202,101 @@ def test_serve_ticks_schedules_and_polls_on_an_injected_clock(conn, sandbox, tmp
     service.shutdown()
 
 
+HOOKED = """\
+workflow: 1
+name: invite-on-score
+trigger: {use: willo.new_score}
+steps:
+  - id: invite
+    use: willo.invite_participant
+    foreach: "{{ ['s0@example.com', 's1@example.com', 's2@example.com', 's3@example.com', 's4@example.com'] }}"
+    with: {interview: INTERVIEW, email: "{{ trigger.data.participant.key }}.{{ item }}"}
+""".replace("INTERVIEW", stable("interview:Backend Engineer"))
+
+
+def delivered(store: StateStore, participant: str = "p1") -> None:
+    from connector.triggers.receiver import Inbox
+
+    body = {"id": f"evt-{participant}", "event": "new_score", "data": {"participant": {"key": participant}}}
+    assert Inbox(store).accept({}, json.dumps(body).encode()).status == 202
+
+
+def test_serve_stopped_mid_run_requeues_the_event_and_the_next_start_resumes_the_run(
+    conn, sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    from connector.serve import Receiver as Hooks
+
+    workflows, _ = load_folder(folder(tmp_path, hooked=HOOKED), conn)
+    state = tmp_path / "state"
+    service = Service(conn, StateStore(state), workflows, receiver=Hooks(port=0, subscribe=False))
+    real, posts = sandbox.app.dispatch, []
+
+    def dispatch(request):
+        if request.method == "POST" and request.path.rstrip("/").endswith("/participants"):
+            posts.append(request.path)
+            if len(posts) == 2:
+                service.stop()  # SIGTERM while the second invite is in flight
+        return real(request)
+
+    monkeypatch.setattr(sandbox.app, "dispatch", dispatch)
+    service.start()
+    try:
+        delivered(service.store, "p1")
+        delivered(service.store, "p2")  # claimed in the same batch, not started
+        service.tick()
+    finally:
+        service.shutdown()
+    store = StateStore(state)
+    (run,) = store.query("SELECT id, status FROM runs")
+    assert run["status"] == "interrupted" and len(posts) == 2  # the unit in flight finished; no more
+    events = store.query("SELECT status, attempts, failure FROM events ORDER BY id")
+    assert [(e["status"], e["attempts"], e["failure"]) for e in events] == [("queued", 0, None)] * 2
+    assert store.query("SELECT * FROM leases") == []
+    again = Service(conn, store, workflows, receiver=Hooks(port=0, subscribe=False))
+    again.start()
+    try:
+        again.tick()
+    finally:
+        again.shutdown()
+    runs = store.query("SELECT id, status FROM runs ORDER BY started_at")
+    assert (runs[0]["id"], runs[0]["status"]) == (run["id"], "succeeded")  # resumed, not redone
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    assert [e["status"] for e in store.query("SELECT status FROM events")] == ["dispatched"] * 2
+    emails = [
+        p["email"] for p in sandbox.store.table("participants").values() if p["email"][:3] in ("p1.", "p2.")
+    ]
+    assert sorted(emails) == sorted(f"{p}.s{i}@example.com" for p in ("p1", "p2") for i in range(5))
+
+
+def test_serve_takes_back_a_killed_processs_event_when_its_lease_runs_out(
+    conn, sandbox, tmp_path: Path
+) -> None:
+    from connector.serve import Receiver as Hooks
+    from connector.state.leases import Leases
+
+    workflows, _ = load_folder(folder(tmp_path, hooked=HOOKED), conn)
+    store = StateStore(tmp_path / "state")
+    delivered(store)
+    now = [time.time()]
+    dead = Leases(StateStore(tmp_path / "state"), owner="dead-host:1:abc", ttl=30, clock=lambda: now[0])
+    assert dead.acquire("event:1")
+    with store.tx() as db:
+        db.execute("UPDATE events SET status = 'dispatching', attempts = 1")
+    service = Service(conn, store, workflows, receiver=Hooks(port=0, subscribe=False))
+    service.start()
+    try:
+        wait = service.tick()  # its owner may still be alive: left alone
+        assert store.query("SELECT status FROM events")[0]["status"] == "dispatching"
+        assert wait <= 31  # but serve wakes up when the lease runs out
+        now[0] -= 60  # the lease was last renewed a minute ago: its owner is dead
+        dead.renew()
+        service.tick()
+    finally:
+        service.shutdown()
+    assert store.query("SELECT status FROM events")[0]["status"] == "dispatched"
+    assert store.query("SELECT status FROM runs")[0]["status"] == "succeeded"
+
+
 # --------------------------------------------------------------------------- serve, the installed script
 
 
