@@ -321,6 +321,7 @@ class Listener:
         single = isinstance(server, BaseWSGIServer)
         sock_map: dict[Any, Any] = server._map if single else server.map
         first: Any = server if single else next(v for v in sock_map.values() if isinstance(v, BaseWSGIServer))
+
         def close_all() -> None:
             wasyncore.close_all(sock_map, ignore_all=True)
 
