@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from connector import redaction
+from connector import secrets as workflow_secrets
 from connector.errors import ConfigError
 from connector.yamlio import Document, YamlError, escape, load_text
 
@@ -404,8 +405,13 @@ def secret(name: str, env: Mapping[str, str] | None = None) -> str | None:
     The value is registered as a secret (scrubbed from every output)."""
     env = os.environ if env is None else env
     config = load(env)
-    if config is None or name not in config.secrets:
+    if config is None:
         return None
+    if name not in config.secrets:  # as WILLO_SECRET_<NAME>, the name in any case
+        same = [k for k in config.secrets if k.upper() == name.upper()]
+        if len(same) != 1:
+            return None
+        name = same[0]
     ref = config.secrets[name]
     ptr = f"/secrets/{escape(name)}"
     if "env" in ref:
@@ -418,6 +424,11 @@ def secret(name: str, env: Mapping[str, str] | None = None) -> str | None:
         )
     redaction.register(value)
     return value
+
+
+#: The config file is a source of workflow secrets, after the environment
+#: (``WILLO_SECRET_NAME`` wins): :func:`connector.secrets.lookup` asks it.
+workflow_secrets.add_source("secrets: in the config file", lambda name: secret(name))
 
 
 def read_secret_file(path: Path, label: str, limit: int = 64 * 1024) -> str:

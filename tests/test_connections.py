@@ -448,15 +448,13 @@ def test_a_unit_sent_to_an_account_is_not_looked_up_on_another(two, tmp_path: Pa
     )
     store = StateStore()
     from connector.cli.context import connector_for
-    from connector.engines.local import LocalExecutor
-    from connector.workflows.model import load
-    from connector.workflows.runner import Runner
 
-    with connector_for(store=store) as conn:
-        runner = Runner(conn, load(wf, conn.catalog), store=store, progress=False, executor=LocalExecutor())
-        run_id = store.new_run(str(wf), "one", wf.read_text(), {}, None, {"connection": "child"}, hold=True)
-        runner._journal(run_id, "make", -1, "willo.create_interview", "sending", inputs={"title": "Once"})
-        store.leases.release(f"run:{run_id}")
+    with connector_for(store=store) as conn:  # the process dies while sending
+        child = conn.using("child").account.id
+        run_id = store.new_run(str(wf), "one", wf.read_text(), {}, None, {"connection": "child"})
+        store.mark_unit(
+            run_id, "make", -1, "willo.create_interview", "sending", inputs={"title": "Once"}, account=child
+        )
     before = store.units(run_id)[("make", -1)]["account"]
     assert before.startswith("child/")
     (tmp_path / "child.key").write_text(KEY_A)  # the child's key now opens another account
@@ -529,8 +527,13 @@ def test_the_readme_documents_every_setting_and_its_examples_are_valid(tmp_path:
     readme = (ROOT / "README.md").read_text()
     first_cells = re.findall(r"^\| ([^|]*`WILLO_[^|]*)\|", readme, re.M)
     table = {name for cell in first_cells for name in re.findall(r"`(WILLO_[A-Z_]+)`", cell)}
-    missing = [s.name for s in configfile.known_settings() if s.name not in table]
+    known = {s.name for s in configfile.known_settings()}
+    missing = sorted(known - table)
     assert not missing, f"settings the README's table does not list: {missing}"
+    # and every setting the README lists can go in the file, or is said not to
+    elsewhere = {*configfile.SECRET_SETTINGS, *configfile.CONNECTION_SETTINGS, *configfile.FILE_ENV}
+    unplaced = sorted(n for n in table - known - elsewhere if not n.startswith("WILLO_SECRET_"))
+    assert not unplaced, f"settings the config file's schema does not know: {unplaced}"
     for name in (*configfile.CONNECTION_SETTINGS, "WILLO_CONFIG", "WILLO_API_KEY"):
         assert f"`{name}`" in readme, name
     blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
@@ -544,3 +547,89 @@ def test_the_readme_documents_every_setting_and_its_examples_are_valid(tmp_path:
         "**Precedence**, for\nevery setting: a command-line flag (`--state-dir`...), then the environment, then the\nfile, then the default"
         in readme
     )
+
+
+def test_workflow_secrets_come_from_the_config_file_after_the_environment(
+    sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    (tmp_path / "dept").write_text("Secret Department 0001\n")
+    write_config(tmp_path, f"secrets:\n  DEPT: {{file: {tmp_path / 'dept'}}}\n")
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "workflow: 1\nname: secret\nsteps:\n  - id: make\n    use: willo.create_department\n"
+        '    with: {name: "{{ secrets.dept }}"}\n'
+    )
+    r = invoke("run", str(wf), "--json")
+    assert r.exit_code == 0, r.output
+    names = [d["name"] for d in sandbox.store.table("departments").values()]
+    assert "Secret Department 0001" in names
+    assert "Secret Department 0001" not in r.output  # registered: scrubbed from every output
+    monkeypatch.setenv("WILLO_SECRET_DEPT", "From The Environment 02")
+    assert invoke("run", str(wf)).exit_code == 0
+    assert "From The Environment 02" in [d["name"] for d in sandbox.store.table("departments").values()]
+    (tmp_path / "dept").unlink()
+    monkeypatch.delenv("WILLO_SECRET_DEPT")
+    err = one_line(invoke("validate", str(wf)))
+    assert "connections.yaml:2: /secrets/DEPT/file: secret DEPT:" in err and "no such file" in err
+
+
+def test_serve_and_a_branch_take_their_connection(two, tmp_path: Path) -> None:
+    """A step inside an if step that names a connection goes there too; serve -c names
+    the account whose triggers it serves."""
+    a, b = two
+    wf = tmp_path / "branch.yaml"
+    wf.write_text(
+        textwrap.dedent(
+            """
+            workflow: 1
+            name: branch
+            connection: parent
+            steps:
+              - id: pick
+                if: "{{ true }}"
+                connection: child
+                then:
+                  - id: make
+                    use: willo.create_interview
+                    with: {title: Made in a branch}
+            """
+        )
+    )
+    r = invoke("run", str(wf), "--json")
+    assert r.exit_code == 0, r.output
+    assert "Made in a branch" in titles(b) and "Made in a branch" not in titles(a)
+    one_line(invoke("serve", str(tmp_path), "-c", "nope"), "unknown connection 'nope'")
+
+
+def test_serve_on_a_connection_takes_its_own_deliveries_only(two, tmp_path: Path) -> None:
+    from connector.cli.context import connector_for
+    from connector.serve import Receiver as Hooks
+    from connector.serve import Service, load_folder
+
+    a, b = two
+    folder = tmp_path / "wfs"
+    folder.mkdir()
+    (folder / "hook.yaml").write_text(
+        "workflow: 1\nname: hook\ntrigger: {use: willo.new_score}\nsteps:\n"
+        '  - id: make\n    use: willo.create_interview\n    with: {title: "For {{ trigger.id }}"}\n'
+    )
+    store = StateStore(tmp_path / "state")
+    with connector_for(connection="child", store=store) as child, connector_for(store=store) as default:
+        services = {}
+        for name, conn in (("child", child), ("default", default)):
+            workflows, _ = load_folder(folder, conn)
+            services[name] = Service(conn, store, workflows, receiver=Hooks(port=0, subscribe=False))
+            services[name].start()
+        try:
+            body = {"id": "evt-child-1", "event": "new_score", "data": {"participant": {"key": "p"}}}
+            r = requests.post(services["child"].url, json=body, timeout=10)
+            assert r.status_code == 202, r.text
+            services["default"].tick()  # not its delivery: nothing to do
+            assert store.query("SELECT COUNT(*) AS n FROM runs")[0]["n"] == 0
+            services["child"].tick()
+        finally:
+            for service in services.values():
+                service.shutdown()
+    (event,) = store.query("SELECT account, status FROM events")
+    assert event["account"].startswith("child/") and event["status"] == "dispatched"
+    assert "For evt-child-1" in titles(b) and "For evt-child-1" not in titles(a)

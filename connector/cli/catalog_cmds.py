@@ -186,9 +186,15 @@ def options(
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--skip-secrets",
+    is_flag=True,
+    help="Do not require each secrets.NAME to be set (CI without the secrets); names are still checked.",
+)
 @json_option
-def validate(paths: tuple[str, ...], as_json: bool) -> None:
+def validate(paths: tuple[str, ...], skip_secrets: bool, as_json: bool) -> None:
     """Validate manifests and workflows; print FILE:LINE: /pointer: message per problem."""
+    import functools
     import sys
 
     from connector import connections
@@ -196,7 +202,8 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     from connector.workflows.model import check_document, deprecations
 
     names = connections.load().names()  # a workflow's connection: must name one of them
-    results = validate_paths(paths, lambda doc, cat: check_document(doc, cat, names), deprecations)
+    check = functools.partial(check_document, check_secrets=not skip_secrets, connections=names)
+    results = validate_paths(paths, check, deprecations)
     if as_json:
         emit_json({"ok": all(r["ok"] for r in results), "files": results})
     else:

@@ -38,6 +38,7 @@ from connector.state.budget import (
     Tuning,
     earliest,
     iso,
+    time_for,
 )
 
 if TYPE_CHECKING:
@@ -158,6 +159,15 @@ class Pacer:
             self._log.append(at)
             return at, now
 
+    def time_for(self, n: int) -> float:
+        """Seconds from now until ``n`` more requests could all have been sent, as
+        :meth:`reserve` would space them (nothing is reserved): for an ETA."""
+        if not self.windows or n <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            return time_for(now, self.tuning, self.windows, list(self._log), n)
+
     def acquire(self) -> None:
         if not self.windows:
             return
@@ -255,6 +265,13 @@ class SharedPacer:
 
     def describe(self) -> str:
         return self.limits.describe()
+
+    def time_for(self, n: int) -> float:
+        """Seconds from now until ``n`` more requests could all have been sent, given
+        what every process has reserved (nothing is reserved): for an ETA."""
+        if not self.windows or n <= 0:
+            return 0.0
+        return self.budget.time_for(self.account, self.limits, n)
 
 
 _PACERS: dict[tuple[str, int, int], Pacer] = {}

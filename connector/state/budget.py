@@ -139,6 +139,23 @@ def earliest(
     return at
 
 
+def time_for(
+    now: float, tuning: Tuning, windows: list[tuple[int, float]], slots: list[float], n: int
+) -> float:
+    """Seconds from ``now`` until ``n`` more requests could all have been sent after
+    the ``slots`` already reserved (oldest first), as :func:`earliest` spaces them."""
+    log = list(slots)
+
+    def nth(k: int) -> float | None:
+        return log[-k] if len(log) >= k else None
+
+    at = now
+    for _ in range(min(n, 100_000)):
+        at = earliest(now, tuning, windows, nth)
+        log.append(at)
+    return max(0.0, at - now)
+
+
 def utc_day(when: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(when))
 
@@ -294,6 +311,22 @@ class Budget:
             tuning.tighten(now, retry_after)
             self._save(db, account, tuning, row, now)
 
+    def time_for(self, account: str, limits: Limits, n: int) -> float:
+        """:func:`time_for` on ``account``'s slots and tuning (read only)."""
+        now = self.clock()
+        keep = max((limit for limit, _ in limits.windows), default=0) + 1
+        rows = self.store.query(
+            "SELECT at FROM budget_slots WHERE account = ? ORDER BY at DESC LIMIT ?", (account, keep)
+        )
+        tuned = self.store.query("SELECT * FROM budgets WHERE account = ?", (account,))
+        tuning = (
+            Tuning(tuned[0]["slack"], tuned[0]["cut"], tuned[0]["hold_until"], tuned[0]["relaxed_at"])
+            if tuned
+            else Tuning()
+        )
+        tuning.relax(now)
+        return time_for(now, tuning, limits.windows, [r["at"] for r in reversed(rows)], n)
+
     def usage(self, account: str) -> dict[str, Any]:
         """What ``account`` has used: today (UTC) against its quota, the last second and
         minute (slots reserved ahead included), and how far 429s tightened it."""
@@ -357,6 +390,7 @@ __all__ = [
     "earliest",
     "iso",
     "next_day",
+    "time_for",
     "usage",
     "utc_day",
 ]

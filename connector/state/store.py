@@ -21,8 +21,9 @@ from connector import redaction
 from connector.errors import ConfigError
 from connector.state.leases import Leases
 
-#: The tables of the release before schema versions (0.1.0), created by migration step 1.
-#: Never edit it: a change of schema is a new step in :data:`MIGRATIONS`.
+#: The tables of the releases before schema versions (0.1.0, then run history and
+#: schedules), created where missing by migration step 1. Never edit it: a change of
+#: schema is a new step in :data:`MIGRATIONS`.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     attempts INTEGER NOT NULL DEFAULT 1,
     event_id INTEGER,
     started_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    parent TEXT
 );
 CREATE TABLE IF NOT EXISTS units (
     run_id TEXT NOT NULL,
@@ -49,6 +51,8 @@ CREATE TABLE IF NOT EXISTS units (
     output TEXT,
     error TEXT,
     updated_at REAL NOT NULL,
+    started_at REAL,
+    tries INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, step, item)
 );
 CREATE TABLE IF NOT EXISTS triggers (
@@ -85,6 +89,14 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (source, dedupe)
 );
 CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    last_slot TEXT,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
     resource TEXT NOT NULL,
     owner TEXT NOT NULL,
@@ -169,6 +181,17 @@ _ACCOUNTS = (
     "CREATE INDEX IF NOT EXISTS budget_slots_at ON budget_slots (account, at)",
 )
 
+#: Columns added to the first release's tables before schema versions: (table, column,
+#: declaration); a file of a release before versions may have any of them (it added
+#: them itself when it opened an older file), migration step 2 adds those it lacks.
+ADDED_COLUMNS = (
+    ("events", "failure", "TEXT"),  # transient | permanent | blocked: why it last failed
+    ("events", "failing_since", "REAL"),  # first failure of the current retry horizon
+    ("runs", "parent", "TEXT"),  # the run a `rerun` repeats
+    ("units", "started_at", "REAL"),  # first time the unit was journaled
+    ("units", "tries", "INTEGER NOT NULL DEFAULT 0"),  # tries made within its runs
+)
+
 
 def _add_columns(*columns: tuple[str, str, str]) -> Callable[[sqlite3.Connection], None]:
     """A step adding columns that files of the unversioned release may already have
@@ -214,10 +237,7 @@ def _keep_sequence(
 #: the schema; never edit one that has shipped.
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("the tables of the first release", _statements(*(s for s in SCHEMA.split(";") if s.strip()))),
-    (
-        "why an event last failed, and since when",
-        _add_columns(("events", "failure", "TEXT"), ("events", "failing_since", "REAL")),
-    ),
+    ("columns added before schema versions", _add_columns(*ADDED_COLUMNS)),
     ("rows keyed by account; the shared rate budget", _keep_sequence("events", _statements(*_ACCOUNTS))),
 )
 #: The version this release writes.
@@ -247,6 +267,22 @@ def migrate(conn: sqlite3.Connection, path: Path | str) -> int:
         raise
     conn.execute("COMMIT")
     return found
+
+
+def _wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put the file in WAL mode. Switching a file still in rollback mode (one written
+    by hand, or restored from a copy) needs it to itself, and SQLite answers "locked"
+    at once, without its busy handler, while another process holds it (migrating it):
+    wait for that as the busy handler would."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _version_of(path: Path) -> int:
@@ -320,7 +356,7 @@ class StateStore:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
@@ -359,28 +395,32 @@ class StateStore:
         trigger: Any,
         settings: dict[str, Any],
         event_id: int | None = None,
+        parent: str | None = None,
         hold: bool = False,
         account: str | None = None,
     ) -> str:
-        """A new run, ``running``; with ``hold``, this process takes its lease at once.
-        ``account``: the account its steps use unless a step names another."""
+        """A new run, ``running``; with ``hold``, this process takes its lease at once;
+        ``parent`` is the run it repeats (``rerun``); ``account`` the account its steps use
+        unless a step names another."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         with self.tx() as db:
             if hold:
                 self.leases.acquire(f"run:{run_id}", db=db)
             db.execute(
                 "INSERT INTO runs (id, workflow, name, source, status, inputs, trigger, settings,"
-                " event_id, started_at, account) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                " event_id, started_at, parent, account)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     workflow,
                     name,
                     source,
-                    dumps(inputs),
-                    dumps(trigger),
+                    dumps(redaction.scrub_value(inputs)),
+                    dumps(redaction.scrub_value(trigger)),
                     dumps(settings),
                     event_id,
                     time.time(),
+                    parent,
                     account,
                 ),
             )
@@ -429,21 +469,26 @@ class StateStore:
         inputs: Any = None,
         output: Any = None,
         error: str | None = None,
+        tries: int | None = None,
         guard: Callable[[sqlite3.Connection], None] | None = None,
         account: str | None = None,
     ) -> None:
-        """Journal one unit; ``guard(db)`` runs first in the same transaction (a lease
-        fence: it raises to write nothing). ``account``: the account it is sent to (kept
-        from the first write that names one)."""
+        """Record a unit's state. Inputs and outputs are stored with every registered
+        secret scrubbed; ``started_at`` is the first time a unit was marked. ``guard(db)``
+        runs first in the same transaction (a lease fence: it raises to write nothing).
+        ``account``: the account it is sent to (kept from the first write that names one)."""
+        now = time.time()
         with self.tx() as db:
             if guard is not None:
                 guard(db)
             db.execute(
                 "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
-                " updated_at, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " updated_at, started_at, tries, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status,"
                 " inputs = COALESCE(excluded.inputs, units.inputs), output = excluded.output,"
                 " error = excluded.error, updated_at = excluded.updated_at,"
+                " started_at = COALESCE(units.started_at, excluded.started_at),"
+                " tries = MAX(units.tries, excluded.tries),"
                 " account = COALESCE(units.account, excluded.account)",
                 (
                     run_id,
@@ -451,10 +496,27 @@ class StateStore:
                     item,
                     action,
                     status,
-                    None if inputs is None else dumps(inputs),
+                    None if inputs is None else dumps(redaction.scrub_value(inputs)),
                     None if output is None else dumps(redaction.scrub_value(output)),
                     redaction.scrub(error) if error else error,
-                    time.time(),
+                    now,
+                    now,
+                    tries or 0,
                     account,
                 ),
             )
+
+    def copy_reusable_units(self, source: str, target: str) -> int:
+        """Start run ``target`` from what ``source`` achieved: its succeeded units (and
+        decided branches) are reused; a unit that may have landed (``sending``,
+        ``ambiguous``, or ``sent`` with its 2xx body) is copied as it stands, so that it
+        is settled (looked up, or completed from the body) before anything is resent."""
+        with self.tx() as db:
+            return db.execute(
+                "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
+                " updated_at, started_at, tries, account) SELECT ?, step, item, action, status,"
+                " inputs, output, CASE WHEN status = 'succeeded' THEN NULL ELSE error END,"
+                " updated_at, started_at, 0, account FROM units"
+                " WHERE run_id = ? AND status IN ('succeeded', 'sending', 'ambiguous', 'sent')",
+                (target, source),
+            ).rowcount

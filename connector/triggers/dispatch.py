@@ -148,6 +148,10 @@ def _of_account(account: str | tuple[str, ...] | None) -> tuple[str, tuple[Any, 
     return f" AND account IN ({','.join('?' * len(accounts))})", accounts
 
 
+#: The sources whose events belong to an account (a schedule's belong to none).
+ACCOUNT_SOURCES = ("poll", "webhook")
+
+
 def accounts_of(conn: Connector) -> tuple[str, ...]:
     """The accounts whose events ``conn``'s dispatchers take: its own, and for the
     ``default`` connection those received without one (before accounts, or by an
@@ -242,7 +246,8 @@ class Dispatcher:
         self.batch = batch
         self.cancel = cancel  # set: claimed events not yet started go back to the queue
         self.account = conn.account.id  # this dispatcher's events: its connection's
-        self.accounts = accounts_of(conn)
+        #: polled and received events belong to an account; scheduled ones to none
+        self.accounts = accounts_of(conn) if source in ACCOUNT_SOURCES else None
         self._next_sweep = 0.0
 
     def one(self, trigger: str | None = None) -> int:
@@ -368,10 +373,11 @@ def workflow_handler(
     store: StateStore,
     workflows: list[Any],
     progress: bool = False,
-    cancel: Any = None,
+    cancel: threading.Event | None = None,
 ) -> Callable[[str, dict[str, Any], dict[str, Any]], str | None]:
     """A dispatch handler that runs (or, on a retry, resumes) each matching workflow.
-    ``cancel`` (a ``threading.Event``), once set, stops a run between units."""
+    ``cancel``, once set, stops a run at its next unit; the run is journaled
+    ``interrupted`` and its event queued again, uncounted, to resume at the next start."""
     from connector.engines.local import LocalExecutor  # these load Jinja2: only when a run starts
     from connector.workflows.runner import Runner
 
