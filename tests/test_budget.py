@@ -254,3 +254,16 @@ def test_a_request_that_wakes_too_late_for_its_slot_takes_a_new_one(tmp_path: Pa
     for _ in range(30):
         steady.acquire()
     assert steady.missed == 0
+
+
+def test_the_shared_budgets_eta_is_the_in_memory_one(tmp_path: Path) -> None:
+    """flows' progress lines ask the pacer how long n more requests take."""
+    clock = Clock()
+    mem = Pacer(10, 100, clock=clock, sleep=clock.sleep)
+    shared = SharedPacer(StateStore(tmp_path), "acct", Limits(10, 100), clock=clock, sleep=lambda s: None)
+    for _ in range(37):
+        mem.reserve()
+        shared.budget.reserve("acct", Limits(10, 100))
+    for n in (0, 1, 5, 63, 64, 150):
+        assert shared.time_for(n) == pytest.approx(mem.time_for(n), abs=1e-6), n
+    assert shared.describe() == mem.describe() == "10/s, 100/min"

@@ -204,3 +204,24 @@ def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path, monkeypatc
     assert rows(folder, "PRAGMA user_version") == [{"user_version": 0}]
     assert "half_done" not in {r["name"] for r in rows(folder, "PRAGMA table_info(runs)")}
     assert "account" not in {r["name"] for r in rows(folder, "PRAGMA table_info(events)")}
+
+
+def test_a_store_of_the_release_with_run_history_and_schedules_is_migrated(tmp_path: Path) -> None:
+    """The unversioned release after 0.1.0 (flows: runs.parent, units.started_at/tries,
+    schedules) wrote its tables whole: they are taken as they are."""
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "state.sqlite3")
+    db.executescript(state.SCHEMA)
+    db.execute(
+        "INSERT INTO runs (id, workflow, name, source, status, inputs, started_at, parent)"
+        " VALUES ('r2', 'wf.yaml', 'wf', 'workflow: 1', 'failed', '{}', 1.0, 'r1')"
+    )
+    db.execute("INSERT INTO schedules VALUES ('morning', 'wf.yaml', '0 8 * * *', 'UTC', NULL, 1.0)")
+    db.commit()
+    db.close()
+    store = StateStore(folder)
+    assert store.migrated_from == 0 and store.query("PRAGMA user_version")[0][0] == VERSION
+    assert store.run("r2")["parent"] == "r1" and store.run("r2")["account"] is None
+    assert store.query("SELECT name FROM schedules")[0]["name"] == "morning"
+    assert "account" in {r["name"] for r in store.query("PRAGMA table_info(events)")}
