@@ -16,6 +16,7 @@ ALL = [
     "bench_webhook_ingest",
     "bench_bulk_invite",
     "bench_pacing",
+    "bench_accounts",
     "bench_interop",
     "bench_flows",
     "bench_hostile",
