@@ -214,6 +214,11 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> R
 
 
 def _drop(environ: dict[str, Any]) -> None:
+    """Close the client's connection without an answer (where the server allows it)."""
+    drop = environ.get("sandbox.drop")
+    if drop is not None:
+        drop()
+        return
     import socket
 
     sock = environ.get("werkzeug.socket")

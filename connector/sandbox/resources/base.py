@@ -4,7 +4,7 @@ django-filter's exact filters, body validation, permissions, and list helpers.""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request
@@ -12,6 +12,7 @@ from werkzeug.wrappers import Request
 from connector.sandbox import framework as fw
 from connector.sandbox import validate as v
 from connector.sandbox.store import Store
+from connector.sandbox.tables import INSERTION, NEWEST, Order, Record
 
 if TYPE_CHECKING:
     from connector.sandbox.faults import Faults
@@ -36,7 +37,10 @@ class Resource:
     faults: Faults
     _reset: Callable[[], None] | None
 
-    def page(self, request: Request, items: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    def page(
+        self, request: Request, items: Sequence[Record], out: Callable[[Record], Record] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """DRF's page of ``items`` (only the page's records go through ``out``)."""
         args = request.args
         size = fw.page_size(args)
         try:
@@ -51,11 +55,12 @@ class Resource:
         def link(n: int) -> str | None:
             return fw.page_link(request.base_url, args, n) if 1 <= n <= pages else None
 
+        results = items[start : start + size]
         return 200, {
             "count": len(items),
             "next": link(number + 1),
             "previous": link(number - 1),
-            "results": items[start : start + size],
+            "results": [out(r) for r in results] if out is not None else list(results),
         }
 
     def get(self, table: str, key: str) -> dict[str, Any]:
@@ -64,14 +69,14 @@ class Resource:
             raise detail(404, fw.not_found(table))
         return record
 
-    def filtered(
-        self, request: Request, items: list[dict[str, Any]], spec: dict[str, tuple[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """django-filter's exact filters: ``{param: (field, table | choices | None)}``.
+    def filters(self, request: Request, spec: dict[str, tuple[str, Any]]) -> dict[str, str]:
+        """django-filter's exact filters: ``{param: (field, table | choices | None)}``,
+        as ``{field: value}`` for the parameters given.
 
         A key that names no record of ``table``, or a value not among ``choices``, is a
         400 naming the parameter; values are compared exactly (case included)."""
         errors: dict[str, list[str]] = {}
+        values: dict[str, str] = {}
         for name, (fld, kind) in spec.items():
             value = request.args.get(name)
             if not value:
@@ -82,10 +87,39 @@ class Resource:
                 problem = fw.choice_filter(kind, value) if kind else None
             if problem:
                 errors[name] = [problem]
-            items = [i for i in items if i.get(fld) == value]
+            values[fld] = value
         if errors:
             raise ApiError(400, errors)
-        return items
+        return values
+
+    def listing(
+        self,
+        request: Request,
+        table: str,
+        *,
+        spec: dict[str, tuple[str, Any]] | None = None,
+        search: tuple[str, ...] = (),
+        order: Order = INSERTION,
+        visible: Callable[[Record], bool] | None = None,
+        viewer: Any = None,
+    ) -> Sequence[Record]:
+        """One list as the API filters it: ``spec``'s exact filters and ``order`` from the
+        table's indexes; then ``?search=`` over ``search`` and ``visible`` (what ``viewer``
+        may see), scanned and remembered until the next write."""
+        values = self.filters(request, spec or {})
+        view = self.store.table(table).select(values, order)
+        term = request.args.get("search") if search else None
+        if visible is None and not term:
+            return view
+
+        def scan() -> list[Record]:
+            found = view[0 : len(view)]
+            if visible is not None:
+                found = [r for r in found if visible(r)]
+            return _search(found, term, search)
+
+        key = (tuple(sorted(values.items())), order, term, viewer, self.store.versions())
+        return self.store.table(table).scan(key, scan)
 
     def clean(
         self, body: dict[str, Any], rules: dict[str, v.Rule], required: tuple[str, ...], partial: bool
@@ -128,10 +162,6 @@ def _public(record: dict[str, Any], *drop: str) -> dict[str, Any]:
     return {k: val for k, val in record.items() if not k.startswith("_") and k not in drop}
 
 
-def _newest(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(items, key=lambda i: i["created_at"], reverse=True)
-
-
 def _search(items: list[dict[str, Any]], term: str | None, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     if not term:
         return items
@@ -139,14 +169,10 @@ def _search(items: list[dict[str, Any]], term: str | None, fields: tuple[str, ..
     return [i for i in items if any(t in str(i.get(f) or "").casefold() for f in fields)]
 
 
-def _order(
-    items: list[dict[str, Any]], ordering: str | None, allowed: set[str], alias: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    if not ordering or ordering.lstrip("-") not in allowed:
-        return _newest(items)
-    name = ordering.lstrip("-")
-    name = (alias or {}).get(name, name)
-    present = [i for i in items if i.get(name) is not None]
-    absent = [i for i in items if i.get(name) is None]
-    present.sort(key=lambda i: (str(i[name]).casefold(), i["created_at"]), reverse=ordering.startswith("-"))
-    return present + absent
+def ordering(value: str | None, allowed: set[str], alias: dict[str, str] | None = None) -> Order:
+    """DRF's OrderingFilter: ``?ordering=[-]field`` among ``allowed``; anything else is
+    ignored (newest first)."""
+    if not value or value.lstrip("-") not in allowed:
+        return NEWEST
+    name = value.lstrip("-")
+    return Order((alias or {}).get(name, name), desc=value.startswith("-"))

@@ -7,13 +7,14 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from connector.sandbox import validate as v
-from connector.sandbox.resources.base import Resource, _newest, _public
+from connector.sandbox.resources.base import Resource, _public
+from connector.sandbox.tables import NEWEST
 
 
 class Children(Resource):
     def children_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
-        return self.page(request, [_public(c) for c in _newest(list(self.store.table("children").values()))])
+        return self.page(request, self.listing(request, "children", order=NEWEST), _public)
 
     def children_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)

@@ -7,7 +7,8 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from connector.sandbox import validate as v
-from connector.sandbox.resources.base import Resource, _newest, _public, _search, detail
+from connector.sandbox.resources.base import Resource, _public, detail
+from connector.sandbox.tables import NEWEST
 
 
 class Departments(Resource):
@@ -31,9 +32,15 @@ class Departments(Resource):
         return _public(d)
 
     def departments_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
-        items = [d for d in self.store.table("departments").values() if self.dept_visible(user, d)]
-        items = _search(items, request.args.get("search"), ("name", "description"))
-        return self.page(request, [self.dept_out(d) for d in _newest(items)])
+        items = self.listing(
+            request,
+            "departments",
+            search=("name", "description"),
+            order=NEWEST,
+            visible=None if self.privileged(user) else lambda d: self.dept_visible(user, d),
+            viewer=user["key"],
+        )
+        return self.page(request, items, self.dept_out)
 
     def departments_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         data = self.clean(body, self.DEPT_RULES, ("name",), partial=False)
@@ -55,18 +62,19 @@ class Departments(Resource):
     def department_put(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         d = self._dept(user, key, write=True)
         data = self.clean(body, self.DEPT_RULES, ("name",), partial=False)
-        d.update({"description": None, "is_global": False, "branding": None, **data})
+        self.store.update(
+            "departments", d, {"description": None, "is_global": False, "branding": None, **data}
+        )
         return 200, self.dept_out(d)
 
     def department_patch(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         d = self._dept(user, key, write=True)
-        d.update(self.clean(body, self.DEPT_RULES, (), partial=True))
+        self.store.update("departments", d, self.clean(body, self.DEPT_RULES, (), partial=True))
         return 200, self.dept_out(d)
 
     def department_delete(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         self._dept(user, key, write=True)
         del self.store.table("departments")[key]
-        for itv in self.store.table("interviews").values():
-            if itv.get("department") == key:
-                itv["department"] = None
+        for itv in list(self.store.table("interviews").bucket({"department": key}).values()):
+            self.store.update("interviews", itv, {"department": None})
         return 204, None

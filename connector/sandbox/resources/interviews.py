@@ -7,9 +7,10 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from connector.sandbox import validate as v
-from connector.sandbox.resources.base import Resource, _order, _public, _search, detail
+from connector.sandbox.resources.base import Resource, _public, detail, ordering
 from connector.sandbox.store import DEFAULT_STAGES, question
 
+ORDERING = {"created_at", "scheduled_at", "title"}
 QUESTION_DEFAULTS = {"answer_type": "video", "max_retakes": 1, "max_duration": 120, "thinking_time": 30}
 
 
@@ -60,18 +61,16 @@ class Interviews(Resource):
 
     def interviews_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         args = request.args
-        items = [i for i in self.store.table("interviews").values() if self.interview_visible(user, i)]
-        items = self.filtered(
-            request, items, {"department": ("department", "departments"), "owner": ("_owner", "users")}
+        items = self.listing(
+            request,
+            "interviews",
+            spec={"department": ("department", "departments"), "owner": ("_owner", "users")},
+            search=("title", "description"),
+            order=ordering(args.get("ordering"), ORDERING, alias={"scheduled_at": "created_at"}),
+            visible=None if self.privileged(user) else lambda i: self.interview_visible(user, i),
+            viewer=user["key"],
         )
-        items = _search(items, args.get("search"), ("title", "description"))
-        items = _order(
-            items,
-            args.get("ordering"),
-            {"created_at", "scheduled_at", "title"},
-            alias={"scheduled_at": "created_at"},
-        )
-        return self.page(request, [self.interview_out(i) for i in items])
+        return self.page(request, items, self.interview_out)
 
     def interviews_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         data = self.clean(body, self.ITV_RULES, ("title",), partial=False)
@@ -79,7 +78,7 @@ class Interviews(Resource):
         record = self._interview_record(data, request)
         record["_owner"] = user["key"]
         record = self.store.insert("interviews", record)
-        record["invite_link"] = f"{request.host_url}invite/{record['key']}"
+        self.store.update("interviews", record, {"invite_link": f"{request.host_url}invite/{record['key']}"})
         return 201, self.interview_out(record)
 
     def _check_dept(self, user: dict[str, Any], key: str | None) -> None:
@@ -103,7 +102,7 @@ class Interviews(Resource):
         self._check_dept(user, data.get("department"))
         fresh = self._interview_record(data, request)
         fresh["stages"] = itv["stages"]
-        itv.update(fresh)
+        self.store.update("interviews", itv, fresh)
         return 200, self.interview_out(itv)
 
     def interview_patch(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
@@ -117,13 +116,13 @@ class Interviews(Resource):
         for name, rules in (("settings", v.SETTINGS_RULES), ("message_templates", v.TEMPLATE_REF_RULES)):
             if name in data:
                 data[name] = {**itv[name], **v.known(rules, data[name])}
-        itv.update(data)
+        self.store.update("interviews", itv, data)
         return 200, self.interview_out(itv)
 
     def interview_delete(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         self._interview(user, key)
         del self.store.table("interviews")[key]
         parts = self.store.table("participants")
-        for pkey in [k for k, p in parts.items() if p["interview"] == key]:
+        for pkey in list(parts.bucket({"interview": key})):
             del parts[pkey]
         return 204, None

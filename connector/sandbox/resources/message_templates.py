@@ -7,7 +7,8 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from connector.sandbox import validate as v
-from connector.sandbox.resources.base import ApiError, Resource, _newest, _public, detail
+from connector.sandbox.resources.base import ApiError, Resource, _public, detail
+from connector.sandbox.tables import NEWEST
 
 
 class MessageTemplates(Resource):
@@ -25,10 +26,10 @@ class MessageTemplates(Resource):
         return data
 
     def message_templates_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
-        items = list(self.store.table("message_templates").values())
         spec = {"type": ("type", ("invite", "reminder", "success")), "channel": ("channel", ("email", "sms"))}
-        items = self.filtered(request, items, spec)
-        return self.page(request, [_public(t) for t in _newest(items)])
+        return self.page(
+            request, self.listing(request, "message_templates", spec=spec, order=NEWEST), _public
+        )
 
     def message_templates_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         data = self._tpl_checked(
@@ -53,14 +54,14 @@ class MessageTemplates(Resource):
         data = self._tpl_checked(
             self.clean(body, self.TPL_RULES, ("name", "type", "channel", "body"), partial=False)
         )
-        t.update({"subject": None, **data})
+        self.store.update("message_templates", t, {"subject": None, **data})
         return 200, _public(t)
 
     def message_template_patch(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         t = self._tpl(user, key, write=True)
         data = self.clean(body, self.TPL_RULES, (), partial=True)
         self._tpl_checked({**t, **data})
-        t.update(data)
+        self.store.update("message_templates", t, data)
         return 200, _public(t)
 
     def message_template_delete(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:

@@ -8,8 +8,10 @@ from werkzeug.wrappers import Request
 
 from connector.sandbox import framework as fw
 from connector.sandbox import validate as v
-from connector.sandbox.resources.base import ApiError, Resource, _order, _public, _search
+from connector.sandbox.resources.base import ApiError, Resource, _public, ordering
 from connector.sandbox.store import DEFAULT_STAGES
+
+ORDERING = {"created_at", "completed_at", "updated_at"}
 
 
 class Participants(Resource):
@@ -33,21 +35,26 @@ class Participants(Resource):
     def participants_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         args = request.args
         interviews = self.store.table("interviews")
-        items = [
-            p
-            for p in self.store.table("participants").values()
-            if self.interview_visible(user, interviews[p["interview"]])
-        ]
         spec = {
             "interview": ("interview", "interviews"),
             "stage": ("stage", None),
             "status": ("status", ("invited", "completed")),
             "email": ("email", None),  # exact, case included, as Django's
         }
-        items = self.filtered(request, items, spec)
-        items = _search(items, args.get("search"), ("email", "first_name", "last_name"))
-        items = _order(items, args.get("ordering"), {"created_at", "completed_at", "updated_at"})
-        return self.page(request, [self.participant_out(p) for p in items])
+        items = self.listing(
+            request,
+            "participants",
+            spec=spec,
+            search=("email", "first_name", "last_name"),
+            order=ordering(args.get("ordering"), ORDERING),
+            visible=(
+                None
+                if self.privileged(user)
+                else lambda p: self.interview_visible(user, interviews[p["interview"]])
+            ),
+            viewer=user["key"],
+        )
+        return self.page(request, items, self.participant_out)
 
     def participants_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         data = self.clean(body, self.INVITE_RULES, ("interview", "email"), partial=False)
@@ -55,11 +62,10 @@ class Participants(Resource):
         self.check_interview(user, self.store.table("interviews")[data["interview"]])
         if data.get("send_sms") and not data.get("phone"):
             raise ApiError(400, {"phone": ["A phone number is required to send an SMS."]})
-        for p in self.store.table("participants").values():
-            if p["interview"] == data["interview"] and p["email"] == data["email"]:  # unique_together
-                raise ApiError(
-                    400, {"non_field_errors": ["The fields interview, email must make a unique set."]}
-                )
+        if self.store.table("participants").bucket({"interview": data["interview"], "email": data["email"]}):
+            raise ApiError(  # unique_together
+                400, {"non_field_errors": ["The fields interview, email must make a unique set."]}
+            )
         now = self.store.clock.now()
         record = self.store.insert(
             "participants",
@@ -78,7 +84,7 @@ class Participants(Resource):
                 "_comments": [],
             },
         )
-        record["invite_link"] = f"{request.host_url}i/{record['key']}"
+        self.store.update("participants", record, {"invite_link": f"{request.host_url}i/{record['key']}"})
         return 201, self.participant_out(record)
 
     def _participant(self, user: dict[str, Any], key: str) -> dict[str, Any]:
@@ -99,8 +105,7 @@ class Participants(Resource):
         match = self._board_stage(p, stage)
         before = p["stage"]
         if match != before:
-            p["stage"] = match
-            p["updated_at"] = self.store.clock.now()
+            self.store.update("participants", p, {"stage": match, "updated_at": self.store.clock.now()})
             self.fire("stage_change", p, from_stage=before, to_stage=match)
 
     def participant_get(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
@@ -110,9 +115,7 @@ class Participants(Resource):
         stage = data.pop("stage", None)
         if stage is not None:
             self._board_stage(p, stage)  # validate before changing anything
-        for name, value in data.items():
-            p[name] = value
-        p["updated_at"] = self.store.clock.now()
+        self.store.update("participants", p, {**data, "updated_at": self.store.clock.now()})
         if stage is not None:
             self._set_stage(p, stage)
 

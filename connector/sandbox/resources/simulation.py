@@ -35,7 +35,7 @@ class Simulation(Participants):
                 }
             )
         now = self.store.clock.now()
-        p.update(status="completed", completed_at=now, updated_at=now)
+        self.store.update("participants", p, {"status": "completed", "completed_at": now, "updated_at": now})
         self.store.responses[key] = responses
         if body.get("idv"):
             self.store.idv[key] = {
@@ -45,7 +45,7 @@ class Simulation(Participants):
                 "verified_at": now,
             }
         if p["stage"] == DEFAULT_STAGES[0] and "Completed" in itv["stages"]:
-            p["stage"] = "Completed"
+            self.store.update("participants", p, {"stage": "Completed"})
         self.fire("new_response", p, responses=responses)
         return 200, self.participant_out(p)
 
@@ -62,8 +62,7 @@ class Simulation(Participants):
         score = body.get("score")
         if not isinstance(score, (int, float)) or isinstance(score, bool) or not 0 <= score <= 5:
             raise ApiError(400, {"score": ["A number from 0 to 5 is required."]})
-        p["score"] = score
-        p["updated_at"] = self.store.clock.now()
+        self.store.update("participants", p, {"score": score, "updated_at": self.store.clock.now()})
         self.fire("new_score", p, score=fw.decimal_text(score), scored_by=user["email"])
         return 200, self.participant_out(p)
 

@@ -6,19 +6,26 @@ from typing import Any
 
 from werkzeug.wrappers import Request
 
-from connector.sandbox.resources.base import _public, _search
+from connector.sandbox.resources.base import _public
 from connector.sandbox.resources.interviews import Interviews
+
+
+def _undated(record: dict[str, Any]) -> dict[str, Any]:
+    return _public(record, "created_at")
 
 
 class Templates(Interviews):
     def categories_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
-        return self.page(request, [_public(c, "created_at") for c in self.store.table("categories").values()])
+        return self.page(request, self.listing(request, "categories"), _undated)
 
     def interview_templates_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
-        items = list(self.store.table("interview_templates").values())
-        items = self.filtered(request, items, {"category": ("category", "categories")})
-        items = _search(items, request.args.get("search"), ("title", "description"))
-        return self.page(request, [_public(t, "created_at") for t in items])
+        items = self.listing(
+            request,
+            "interview_templates",
+            spec={"category": ("category", "categories")},
+            search=("title", "description"),
+        )
+        return self.page(request, items, _undated)
 
     def interview_template_get(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         return 200, _public(self.get("interview_templates", key), "created_at")

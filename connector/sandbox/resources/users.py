@@ -7,7 +7,8 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from connector.sandbox import validate as v
-from connector.sandbox.resources.base import ApiError, Resource, _newest, _public, _search, detail
+from connector.sandbox.resources.base import ApiError, Resource, _public, detail
+from connector.sandbox.tables import NEWEST
 
 
 class Users(Resource):
@@ -19,13 +20,14 @@ class Users(Resource):
     }
 
     def users_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
-        items = self.filtered(
+        items = self.listing(
             request,
-            list(self.store.table("users").values()),
-            {"role": ("role", ("owner", "admin", "standard"))},
+            "users",
+            spec={"role": ("role", ("owner", "admin", "standard"))},
+            search=("email", "full_name"),
+            order=NEWEST,
         )
-        items = _search(items, request.args.get("search"), ("email", "full_name"))
-        return self.page(request, [_public(u) for u in _newest(items)])
+        return self.page(request, items, _public)
 
     def users_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
@@ -55,8 +57,9 @@ class Users(Resource):
     def user_patch(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:
         target = self._user(user, key, write=True)
         data = self.clean(body, {k: r for k, r in self.USER_RULES.items() if k != "email"}, (), partial=True)
-        target.update(data)
-        target["full_name"] = f"{target.get('first_name') or ''} {target.get('last_name') or ''}".strip()
+        merged = {**target, **data}
+        full_name = f"{merged.get('first_name') or ''} {merged.get('last_name') or ''}".strip()
+        self.store.update("users", target, {**data, "full_name": full_name})
         return 200, _public(target)
 
     def user_delete(self, request: Request, user: dict[str, Any], body: Any, key: str) -> Any:

@@ -7,7 +7,8 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from connector.sandbox import validate as v
-from connector.sandbox.resources.base import Resource, _newest, _public
+from connector.sandbox.resources.base import Resource, _public
+from connector.sandbox.tables import NEWEST
 
 
 class Webhooks(Resource):
@@ -30,14 +31,12 @@ class Webhooks(Resource):
                 self.store.secrets[h["key"]] = secret
             else:
                 self.store.secrets.pop(h["key"], None)
-        h.update(data)
+        self.store.update("webhooks", h, data)
         return self.hook_out(h)
 
     def webhooks_list(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
-        return self.page(
-            request, [self.hook_out(h) for h in _newest(list(self.store.table("webhooks").values()))]
-        )
+        return self.page(request, self.listing(request, "webhooks", order=NEWEST), self.hook_out)
 
     def webhooks_create(self, request: Request, user: dict[str, Any], body: Any) -> Any:
         self.require_admin(user)
