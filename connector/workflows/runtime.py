@@ -180,7 +180,7 @@ class Connector:
     def check_output(self, manifest: Manifest, output: Any) -> None:
         if self.schema_mode == "off":
             return
-        report = drift.compare(manifest.output_schema, output)
+        report = manifest.drift.report(output)
         if not report:
             return
         if self.schema_mode == "strict":
