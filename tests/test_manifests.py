@@ -109,6 +109,17 @@ def test_request_expression_must_name_an_input(tmp_path: Path) -> None:
     assert problems[0].startswith(f"{tmp_path / 'm.yaml'}:20:")
 
 
+def test_pagination_page_size_must_name_an_input_with_a_maximum(tmp_path: Path) -> None:
+    paged = GOOD + "  pagination: {items: results, next: next, page_size: size}\n"
+    problems = validate_text(paged, tmp_path)
+    assert len(problems) == 1 and "/request/pagination/page_size: names input 'size'" in problems[0]
+    sized = paged.replace(
+        "    name: {type: string, description: Who}",
+        "    name: {type: string, description: Who}\n    size: {type: integer, maximum: 30}",
+    )
+    assert validate_text(sized, tmp_path) == []
+
+
 def test_input_must_be_a_valid_json_schema(tmp_path: Path) -> None:
     problems = validate_text(
         GOOD.replace("{type: string, description: Who}", "{type: strin, description: Who}"), tmp_path

@@ -39,6 +39,17 @@ def check_inputs(manifest: Manifest, inputs: Mapping[str, Any]) -> None:
         raise InputError(f"{manifest.id}: input " + "; ".join(problems))
 
 
+def paged_inputs(manifest: Manifest, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """With ``all: true`` and no page size, the largest page (the page-size input's
+    ``maximum``, which the manifest's ``pagination.page_size`` names): fewest requests."""
+    req = manifest.data.get("request") or {}
+    size = (req.get("pagination") or {}).get("page_size")
+    if not size or not inputs.get("all") or inputs.get(size) is not None:
+        return inputs
+    biggest = ((manifest.data["input"].get("properties") or {}).get(size) or {}).get("maximum")
+    return {**inputs, size: biggest} if biggest else inputs
+
+
 class ActionContext:
     """What a handler receives as ``client``: raw requests and other actions."""
 
@@ -135,6 +146,7 @@ class Connector:
         return parts
 
     def _declarative(self, manifest: Manifest, inputs: Mapping[str, Any]) -> Any:
+        inputs = paged_inputs(manifest, inputs)
         parts = self.request_parts(manifest, inputs)
         req = manifest.request or {}
         pagination = req.get("pagination")
@@ -163,7 +175,7 @@ class Connector:
         """A dry run of one action: the request it would send and its sample output."""
         sent: list[dict[str, Any]] = []
         if manifest.request is not None:
-            parts = self.request_parts(manifest, inputs)
+            parts = self.request_parts(manifest, paged_inputs(manifest, inputs))
             sent.append(
                 self.client.preview(
                     parts["method"],
