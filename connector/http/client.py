@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -368,6 +368,25 @@ class WilloClient:
                 text = text.replace(secret, REDACTED)
         return text
 
+    def pages(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        next_field: str = "next",
+        manifest: Mapping[str, Any] | None = None,
+    ) -> Iterator[Any]:
+        """Each page of a paged list as it arrives, following ``next`` links on the same
+        host (a generator: the next page is asked for when this one is done with)."""
+        page = self.request(method, path, params=params, manifest=manifest)
+        while True:
+            nxt = page.get(next_field) if isinstance(page, dict) else None
+            yield page
+            if not nxt:
+                return
+            page = self.request(method, self._rebase(urljoin(self.url(path), nxt)), manifest=manifest)
+
     def paginate(
         self,
         method: str,
@@ -379,15 +398,13 @@ class WilloClient:
         manifest: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> list[Any]:
-        """Every item of a paged list, following ``next`` links on the same host."""
+        """Every item of a paged list (see :meth:`pages`), in one list."""
         found: list[Any] = []
-        page = self.request(method, path, params=params, manifest=manifest)
-        while True:
+        for page in self.pages(method, path, params=params, next_field=next_field, manifest=manifest):
             found.extend(page.get(items) or [])
-            nxt = page.get(next_field)
-            if not nxt or (limit is not None and len(found) >= limit):
-                return found
-            page = self.request(method, self._rebase(urljoin(self.url(path), nxt)), manifest=manifest)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
     def _rebase(self, url: str) -> str:
         """A ``next`` link as a URL on the configured base: the key goes nowhere else.

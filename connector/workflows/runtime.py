@@ -3,9 +3,10 @@ handler), check the output against the manifest's schema."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,26 @@ def paged_inputs(manifest: Manifest, inputs: Mapping[str, Any]) -> Mapping[str, 
         return inputs
     biggest = ((manifest.data["input"].get("properties") or {}).get(size) or {}).get("maximum")
     return {**inputs, size: biggest} if biggest else inputs
+
+
+@dataclass
+class Stream:
+    """The records of a list read with ``all: true``, page by page as they arrive
+    (``batches``, to consume once; ``records`` flattens them); ``count`` is how many
+    were given out so far, all of them at the end. :meth:`Connector.call` returns the
+    same list as ``{**envelope(), items: [...]}``."""
+
+    action: str
+    items: str
+    batches: Iterator[list[Any]] = field(default_factory=lambda: iter(()))
+    count: int = 0
+
+    @property
+    def records(self) -> Iterator[Any]:
+        return itertools.chain.from_iterable(self.batches)
+
+    def envelope(self, count: int | None = None) -> dict[str, Any]:
+        return {"count": self.count if count is None else count, "next": None, "previous": None}
 
 
 class ActionContext:
@@ -119,6 +140,16 @@ class Connector:
     # ------------------------------------------------------------------ calling
 
     def call(self, action_id: str, inputs: Mapping[str, Any]) -> Call:
+        result = self.stream(action_id, inputs)
+        if isinstance(result, Call):
+            return result
+        records = list(result.records)  # checked and converted page by page
+        return Call(result.action, {**result.envelope(), result.items: records})
+
+    def stream(self, action_id: str, inputs: Mapping[str, Any]) -> Call | Stream:
+        """Like :meth:`call`, but a list read with ``all: true`` comes as a :class:`Stream`
+        of its records, page by page, each page checked against the output schema before
+        its records are given out (the first page is read before this returns)."""
         manifest = self.catalog.get(action_id, "action")
         inputs = dict(inputs)
         check_inputs(manifest, inputs)
@@ -127,9 +158,41 @@ class Connector:
         if manifest.handler:
             output = self.handler(manifest)(inputs, ActionContext(self, manifest))
         else:
+            pagination = (manifest.request or {}).get("pagination")
+            if pagination and inputs.get("all"):
+                return self._stream(manifest, paged_inputs(manifest, inputs), pagination)
             output = self._declarative(manifest, inputs)
         self.check_output(manifest, output)
         return Call(manifest.id, manifest.numbers(output))
+
+    def _stream(self, manifest: Manifest, inputs: Mapping[str, Any], pagination: dict[str, Any]) -> Stream:
+        parts = self.request_parts(manifest, inputs)
+        field, client = pagination["items"], self.client
+        pages = client.pages(
+            parts["method"],
+            parts["path"],
+            params=parts["params"],
+            next_field=pagination["next"],
+            manifest=manifest.data,
+        )
+        stream = Stream(manifest.id, field)
+        first = [next(pages)]  # a refused request fails here, before anything is given out
+
+        def batches() -> Iterator[list[Any]]:
+            page: Any = first.pop()
+            while page is not None:
+                batch = (page.get(field) if isinstance(page, dict) else None) or []
+                page = None  # hold one page at a time
+                # the page as the whole output would be checked and converted, alone
+                out = {**stream.envelope(len(batch)), field: batch}
+                self.check_output(manifest, out)
+                batch = manifest.numbers(out)[field]
+                stream.count += len(batch)
+                yield batch
+                page = next(pages, None)
+
+        stream.batches = batches()
+        return stream
 
     def request_parts(self, manifest: Manifest, inputs: Mapping[str, Any]) -> dict[str, Any]:
         req = manifest.request
@@ -146,22 +209,9 @@ class Connector:
         return parts
 
     def _declarative(self, manifest: Manifest, inputs: Mapping[str, Any]) -> Any:
-        inputs = paged_inputs(manifest, inputs)
         parts = self.request_parts(manifest, inputs)
         req = manifest.request or {}
-        pagination = req.get("pagination")
-        client = self.client
-        if pagination and inputs.get("all"):
-            items = client.paginate(
-                parts["method"],
-                parts["path"],
-                params=parts["params"],
-                items=pagination["items"],
-                next_field=pagination["next"],
-                manifest=manifest.data,
-            )
-            return {"count": len(items), "next": None, "previous": None, pagination["items"]: items}
-        return client.request(
+        return self.client.request(
             parts["method"],
             parts["path"],
             params=parts["params"],
