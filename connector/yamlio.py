@@ -8,10 +8,14 @@ from typing import Any
 
 import yaml
 
+from connector.errors import escape, pointer
+
 try:  # libyaml's parser is several times faster; the safe constructor is used either way
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+__all__ = ["Document", "YamlError", "escape", "load_file", "load_text", "pointer"]
 
 
 @dataclass
@@ -37,14 +41,6 @@ class Document:
 
 class YamlError(Exception):
     """Invalid YAML; ``str()`` is ``file:line: message``."""
-
-
-def escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def pointer(parts: Any) -> str:
-    return "".join("/" + escape(str(p)) for p in parts)
 
 
 def _walk(node: yaml.Node, ptr: str, lines: dict[str, int]) -> None:

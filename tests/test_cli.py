@@ -53,16 +53,53 @@ def test_version_and_help() -> None:
         assert f"  {cmd} " in r.stdout, cmd
 
 
-def test_help_imports_nothing_heavy() -> None:
+def _imported(args: list[str], env: dict[str, str], roots: tuple[str, ...]) -> list[str]:
+    """The modules under ``roots`` that running the CLI with ``args`` imported."""
     code = (
-        "import sys\nfrom connector.cli import main\nsys.argv=['willo-connector','--help']\n"
+        f"import sys\nfrom connector.cli import main\nsys.argv=['willo-connector', *{args!r}]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('jsonschema','requests','jinja2','werkzeug','urllib3','vcr'))\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {roots!r})\n"
         "print(repr(heavy), file=sys.stderr)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stderr.strip() == "[]"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return eval(out.stderr.strip().splitlines()[-1])  # a list of names
+
+
+HEAVY = ("jsonschema", "requests", "jinja2", "werkzeug", "urllib3", "vcr", "yaml")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["actions"],
+        ["actions", "--json"],
+        ["triggers"],
+        ["show", "willo.get_interview"],
+        ["plugins"],
+    ],
+)
+def test_help_and_listing_commands_import_nothing_heavy(args: list[str], tmp_path: Path) -> None:
+    env = script_env(XDG_CACHE_HOME=str(tmp_path / "c"))
+    _imported(["actions"], env, ())  # the first run ever validates the catalog and caches it
+    assert _imported(args, env, HEAVY) == []
+
+
+def test_a_cold_call_imports_only_what_it_needs(sandbox, tmp_path: Path) -> None:
+    """Valid inputs are settled without jsonschema, ``{{ input.x }}`` without Jinja2, and
+    neither PyYAML nor the "uri"/"date-time" libraries load for a call that needs none."""
+    env = script_env(
+        XDG_CACHE_HOME=str(tmp_path / "c"),
+        WILLO_BASE_URL=sandbox.base_url,
+        WILLO_API_KEY=sandbox.api_key,
+        WILLO_RATE_LIMIT="0",
+    )
+    _imported(["actions"], env, ())
+    roots = ("jsonschema", "jinja2", "yaml", "rfc3986_validator", "rfc3339_validator")
+    args = ["call", "willo.get_interview", "-i", "interview=927982d43d577f03e4877aab073a730e", "--json"]
+    assert _imported(args, env, roots) == []
+    bad = ["call", "willo.create_webhook", "-i", "url=not a url", "-i", 'events=["new_score"]']
+    assert "rfc3986_validator" in _imported(bad, env, roots)  # checked, on first use
 
 
 def test_actions_json_is_the_catalog_and_warm_start_skips_jsonschema(tmp_path: Path) -> None:

@@ -504,3 +504,54 @@ steps:
             == "succeeded"
         )
         assert ("pages" in tty.getvalue() and "100%" in tty.getvalue()) is shown
+
+
+def test_input_references_render_as_jinja_renders_them(monkeypatch) -> None:
+    """``{{ input.x }}`` is answered without Jinja2 (issue 16.6): exactly as Jinja2 would,
+    values, absent inputs (omitted or an error), dict-method names and paths alike."""
+    import re
+
+    from connector.errors import ConnectorError
+    from connector.workflows import expressions as ex
+
+    templates = [
+        "{{ input.a }}",
+        " {{input.a}} ",
+        "{{ input.items }}",
+        "{{ input.missing }}",
+        "{{ input._x }}",
+        "/p/{{ input.a }}/",
+        "/p/{{ input.a }}/{{ input.b }}/",
+        "/p/{{ input.missing }}/",
+        "{{ input.a }}-{{ input.b }}",
+        "/{# c #}{{ input.a }}/",
+        "plain",
+        "{{ input.a | upper }}",
+    ]
+    scopes = [
+        {"input": {"a": "x y/z", "b": 3, "_x": None, "items": "it"}},
+        {"input": {"a": None, "b": True, "items": [1]}},
+        {"input": {"a": {"k": [1, 2]}, "b": 2.5}},
+        {"input": {}},
+    ]
+
+    def outcomes() -> list:
+        found = []
+        for text in templates:
+            for scope in scopes:
+                for how in ("evaluate", "render", "path"):
+                    try:
+                        if how == "evaluate":
+                            value = ex.evaluate(text, scope)
+                        elif how == "render":
+                            value = ex.render({"k": text}, scope, omit_undefined=True)
+                        else:
+                            value = ex.render_path(text, scope)
+                        found.append(("ok", repr(value), type(value).__name__))
+                    except ConnectorError as exc:
+                        found.append(("error", str(exc)))
+        return found
+
+    fast = outcomes()
+    monkeypatch.setattr(ex, "_INPUT_NAME", re.compile(r"(?!x)x"))  # never matches: Jinja2 for all
+    assert fast == outcomes()

@@ -1,20 +1,96 @@
-"""JSON Schema (draft 2020-12, format checking on) and error formatting."""
+"""JSON Schema (draft 2020-12, format checking on) and error formatting.
+
+jsonschema is imported on first need (a cold ``call`` whose inputs :func:`proves_valid`
+settles needs none), and its "uri" and "date-time" libraries on first use.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from connector.errors import pointer
 
-from connector.yamlio import pointer
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
-FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+#: The format libraries jsonschema imports for "uri" and "date-time": they are imported
+#: the first time a value of that format is checked, not with jsonschema.
+_FORMAT_LIBS = ("rfc3986_validator", "rfc3339_validator")
+
+
+@cache
+def _jsonschema() -> Any:
+    """jsonschema, imported once, its format libraries kept for first use."""
+    blocked = [name for name in _FORMAT_LIBS if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # jsonschema's import of it fails
+    try:
+        import jsonschema
+        import jsonschema.exceptions
+    finally:
+        for name in blocked:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
+    if "date-time" not in jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers:
+        _register_lazy_formats(blocked)
+    return jsonschema
+
+
+def _uri(instance: object) -> bool:
+    from rfc3986_validator import validate_rfc3986
+
+    return not isinstance(instance, str) or bool(validate_rfc3986(instance, rule="URI"))
+
+
+def _uri_reference(instance: object) -> bool:
+    from rfc3986_validator import validate_rfc3986
+
+    return not isinstance(instance, str) or bool(validate_rfc3986(instance, rule="URI_reference"))
+
+
+def _datetime(instance: object) -> bool:
+    from rfc3339_validator import validate_rfc3339
+
+    return not isinstance(instance, str) or bool(validate_rfc3339(instance.upper()))
+
+
+def _time(instance: object) -> bool:
+    return not isinstance(instance, str) or _datetime("1970-01-01T" + instance)
+
+
+def _register_lazy_formats(blocked: list[str]) -> None:
+    """Give jsonschema back the formats whose libraries were kept from its import, as it
+    registers them itself (every draft), each importing its library on first use."""
+    import importlib.util
+
+    from jsonschema import _format
+
+    if not hasattr(_format, "_checks_drafts"):  # pragma: no cover - jsonschema changed
+        return
+    if "rfc3986_validator" in blocked and importlib.util.find_spec("rfc3986_validator"):
+        _format._checks_drafts(name="uri")(_uri)
+        _format._checks_drafts(
+            draft6="uri-reference",
+            draft7="uri-reference",
+            draft201909="uri-reference",
+            draft202012="uri-reference",
+            raises=ValueError,
+        )(_uri_reference)
+    if "rfc3339_validator" in blocked and importlib.util.find_spec("rfc3339_validator"):
+        _format._checks_drafts(name="date-time")(_datetime)
+        _format._checks_drafts(draft7="time", draft201909="time", draft202012="time")(_time)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FORMAT_CHECKER":  # draft 2020-12's, with every format
+        return _jsonschema().Draft202012Validator.FORMAT_CHECKER
+    raise AttributeError(name)
 
 
 @cache
@@ -28,23 +104,25 @@ def shipped_schema(name: str) -> dict[str, Any]:
 
 @cache
 def _validator_for_shipped(name: str) -> Draft202012Validator:
-    return Draft202012Validator(shipped_schema(name), format_checker=FORMAT_CHECKER)
+    return validator(shipped_schema(name))
 
 
 def validator(schema: dict[str, Any]) -> Draft202012Validator:
-    return Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+    draft = _jsonschema().Draft202012Validator
+    return draft(schema, format_checker=draft.FORMAT_CHECKER)
 
 
 def check_schema(schema: Any) -> list[tuple[str, str]]:
     """Problems with ``schema`` itself, as ``(pointer, message)`` pairs."""
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    draft = _jsonschema().Draft202012Validator
+    meta = draft(draft.META_SCHEMA)
     return [(pointer(e.absolute_path), e.message) for e in meta.iter_errors(schema)]
 
 
 def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
     """The most specific errors under a oneOf/anyOf, else the error itself."""
     if error.context:
-        best = jsonschema.exceptions.best_match(error.context)
+        best = _jsonschema().exceptions.best_match(error.context)
         if best is not None:
             yield best
             return
@@ -54,6 +132,8 @@ def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
 def errors(instance: Any, schema_or_validator: Any) -> list[tuple[str, str]]:
     """Every error of ``instance``, as ``(json_pointer, message)``, in document order."""
     v = schema_or_validator
+    if isinstance(v, dict) and proves_valid(instance, v):
+        return []
     if isinstance(v, str):
         v = _validator_for_shipped(v)
     elif isinstance(v, dict):
@@ -64,6 +144,138 @@ def errors(instance: Any, schema_or_validator: Any) -> list[tuple[str, str]]:
             found.append((pointer(leaf.absolute_path), _message(leaf)))
     found.sort(key=lambda pair: pair[0])
     return found
+
+
+# ---------------------------------------------------------------------- proof of validity
+
+#: Keywords that assert nothing (annotations): a proof passes over them.
+_ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+    }
+)
+
+
+def _is_type(x: Any, name: Any) -> bool:
+    t = type(x)
+    if name == "string":
+        return isinstance(x, str)
+    if name == "integer":
+        return t is int or (t is float and x.is_integer())
+    if name == "number":
+        return t is int or t is float
+    if name == "boolean":
+        return t is bool
+    if name == "null":
+        return x is None
+    if name == "object":
+        return isinstance(x, dict)
+    if name == "array":
+        return isinstance(x, list)
+    return False
+
+
+def _same(x: Any, options: Any) -> bool:
+    t = type(x)
+    return t in (str, int, float, bool, type(None)) and any(type(o) is t and o == x for o in options)
+
+
+def _number(x: Any) -> bool:
+    return type(x) is int or type(x) is float
+
+
+def _rule(key: str, x: Any, rule: Any, s: dict[str, Any]) -> bool:
+    """Does ``x`` certainly satisfy keyword ``key`` (``rule``) of schema ``s``?"""
+    if key == "type":
+        return any(_is_type(x, n) for n in rule) if isinstance(rule, list) else _is_type(x, rule)
+    if key == "properties":
+        return not isinstance(x, dict) or all(proves_valid(x[k], sub) for k, sub in rule.items() if k in x)
+    if key == "required":
+        return not isinstance(x, dict) or all(k in x for k in rule)
+    if key == "additionalProperties":
+        if not isinstance(x, dict) or rule is True:
+            return True
+        known = s.get("properties") or {}
+        return all(proves_valid(v, rule) for k, v in x.items() if k not in known)
+    if key == "enum":
+        return isinstance(rule, list) and _same(x, rule)
+    if key == "const":
+        return _same(x, [rule])
+    if key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        if type(x) is bool or isinstance(x, (str, dict, list, type(None))):
+            return True  # bounds apply to numbers only (a boolean is not one)
+        if not _number(x) or not _number(rule):
+            return False
+        return {
+            "minimum": x >= rule,
+            "maximum": x <= rule,
+            "exclusiveMinimum": x > rule,
+            "exclusiveMaximum": x < rule,
+        }[key]
+    if key in ("minLength", "maxLength"):
+        if not isinstance(x, str):
+            return True
+        return len(x) >= rule if key == "minLength" else len(x) <= rule
+    if key == "pattern":
+        return not isinstance(x, str) or re.search(rule, x) is not None
+    if key == "format":
+        check = _FORMATS.get(rule)
+        return not isinstance(x, str) or (check is not None and bool(check(x)))
+    if key == "items":
+        return not isinstance(x, list) or all(proves_valid(i, rule) for i in x)
+    if key in ("minItems", "maxItems"):
+        if not isinstance(x, list):
+            return True
+        return len(x) >= rule if key == "minItems" else len(x) <= rule
+    if key in ("minProperties", "maxProperties"):
+        if not isinstance(x, dict):
+            return True
+        return len(x) >= rule if key == "minProperties" else len(x) <= rule
+    if key == "uniqueItems":
+        if not isinstance(x, list) or rule is False:
+            return True
+        return all(type(i) is str for i in x) and len(set(x)) == len(x)
+    return False  # a keyword this proof does not know: ask jsonschema
+
+
+#: Formats a proof checks, as jsonschema does (the same functions, for the lazy ones).
+_FORMATS: dict[str, Callable[[str], object]] = {
+    "email": lambda s: "@" in s,
+    "uri": _uri,
+    "uri-reference": _uri_reference,
+    "date-time": _datetime,
+    "time": _time,
+}
+
+
+def proves_valid(instance: Any, schema: Any) -> bool:
+    """True only if ``instance`` certainly satisfies ``schema``, settled without
+    jsonschema for the keywords manifests' inputs use (types, properties, required,
+    additionalProperties, enum, const, bounds, lengths, pattern, items, uniqueItems of
+    strings, min/maxProperties, the formats of ``_FORMATS``);
+    False means "not proven": ask jsonschema, which also words the errors."""
+    if schema is True:
+        return True
+    if not isinstance(schema, dict):
+        return False
+    for key, rule in schema.items():
+        if key in _ANNOTATIONS or key.startswith("x-"):
+            continue
+        try:
+            if not _rule(key, instance, rule, schema):
+                return False
+        except (TypeError, ValueError, re.error, RecursionError):
+            return False
+    return True
 
 
 def _message(err: ValidationError) -> str:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-from jinja2 import StrictUndefined, Undefined
-from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from connector.errors import ConnectorError
 
+if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
+#: ``input.NAME``: what most request templates are, answered without Jinja2 (whose import
+#: a cold ``call`` would otherwise pay) exactly as Jinja2 answers it.
+_INPUT_NAME = re.compile(r"\{\{\s*input\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_MISSING = object()
 
 
 class ExpressionError(ConnectorError):
@@ -36,6 +39,9 @@ _EXTRA_FILTERS: dict[str, Callable[..., Any]] = {}
 
 
 def _make(finalize: Callable[[Any], Any] | None = None) -> ImmutableSandboxedEnvironment:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, finalize=finalize, keep_trailing_newline=True
     )
@@ -99,6 +105,8 @@ def is_expression(value: Any) -> bool:
 
 
 def _describe(exc: Exception, text: str) -> str:
+    from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+
     if isinstance(exc, SecurityError):
         return f"{text!r}: not allowed in the sandbox ({exc})"
     if isinstance(exc, UndefinedError):
@@ -108,8 +116,28 @@ def _describe(exc: Exception, text: str) -> str:
     return f"{text!r}: {type(exc).__name__}: {exc}"
 
 
+def _input_value(name: str, scope: Mapping[str, Any]) -> Any:
+    """``input.NAME`` as Jinja2 reads it, or ``_MISSING`` where only Jinja2 can say (an
+    absent value's error, a name that is a method of the mapping)."""
+    data = scope.get("input")
+    if type(data) is not dict or hasattr(data, name):
+        return _MISSING
+    return data.get(name, _MISSING)
+
+
 def evaluate(text: str, scope: Mapping[str, Any], *, omit_undefined: bool = False) -> Any:
     """Evaluate one string: native value for a single expression, else rendered text."""
+    if not is_expression(text):
+        return text
+    simple = _INPUT_NAME.fullmatch(text.strip())
+    if simple is not None:
+        value = _input_value(simple.group(1), scope)
+        if value is not _MISSING:
+            return value
+        if omit_undefined and type(scope.get("input")) is dict and not hasattr(dict, simple.group(1)):
+            raise Omit
+    from jinja2 import Undefined
+
     env = environment()
     expr = single_expression(text)
     try:
@@ -158,6 +186,12 @@ def render(value: Any, scope: Mapping[str, Any], *, omit_undefined: bool = False
 
 def render_path(template: str, scope: Mapping[str, Any]) -> str:
     """Render a URL path; every ``{{ }}`` value is percent-encoded (``/`` included)."""
+    names = _INPUT_NAME.findall(template)
+    if "{%" not in template and "{#" not in template and template.count("{{") == len(names):
+        values = [_input_value(name, scope) for name in names]
+        if _MISSING not in values:
+            parts = iter(values)
+            return _INPUT_NAME.sub(lambda _m: quote(str(next(parts)), safe=""), template)
     try:
         return _compiled(_path_environment(), "template", template).render(**scope)
     except Exception as exc:

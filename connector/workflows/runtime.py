@@ -31,6 +31,8 @@ class Call:
 
 
 def input_problems(manifest: Manifest, inputs: Mapping[str, Any]) -> list[str]:
+    if schemas.proves_valid(inputs, manifest.data["input"]):
+        return []  # settled without jsonschema (which words the errors when there are some)
     return [f"{ptr or '/'}: {msg}" for ptr, msg in schemas.errors(dict(inputs), manifest.input_validator)]
 
 
