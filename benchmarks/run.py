@@ -17,6 +17,8 @@ ALL = [
     "bench_bulk_invite",
     "bench_pacing",
     "bench_interop",
+    "bench_hostile",
+    "bench_scaffold",
 ]
 
 if __name__ == "__main__":

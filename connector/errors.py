@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
+
+from connector import redaction
+
+#: how much of a value an error message quotes
+QUOTE_LIMIT = 60
+
+
+def short(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """A repr of ``value`` cut to about ``limit`` characters: an error message never
+    quotes a whole (possibly huge, possibly secret) value. ``reprlib`` bounds every
+    level while formatting, so a million-row list costs no more than a short one."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    r.maxlevel = 3
+    text = redaction.scrub(r.repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ConnectorError(Exception):
-    """Base of every expected failure; ``str()`` is a one-line message."""
+    """Base of every expected failure; ``str()`` is a one-line message, with every
+    registered secret scrubbed (see :mod:`connector.redaction`)."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return redaction.scrub(super().__str__())
 
 
 class ConfigError(ConnectorError):
@@ -33,6 +55,29 @@ class InputError(ConnectorError):
 
 class OutputError(ConnectorError):
     """A response that does not satisfy the action's output schema (strict mode)."""
+
+    sent = False  # True when Willo answered 2xx: the request landed
+    output: Any = None  # then, the answer
+
+
+class ActionError(ConnectorError):
+    """Raised by a plugin's handler when its action cannot be done, with a message for
+    the user (``raise ActionError("no participant has a score yet")``). The host adds
+    the action's id and the plugin's name."""
+
+    action: str | None = None
+    plugin: str | None = None
+
+    def attribute(self, action: str, plugin: str) -> None:
+        """Name the action and plugin in the message (once: the innermost action wins)."""
+        if self.action is None:
+            self.action, self.plugin = action, plugin
+            self.args = (f"{action} (plugin {plugin}): {self}",)
+
+
+class PluginError(ActionError):
+    """A plugin's code misbehaved: its handler raised an unexpected exception or
+    returned the wrong type. The message names the plugin, the action and where."""
 
 
 class WilloError(ConnectorError):

@@ -151,3 +151,17 @@ def script_env(**extra: str) -> dict[str, str]:
 def script() -> list[str]:
     exe = Path(sys.executable).with_name("willo-connector")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "connector"]
+
+
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch, found: list[object]) -> None:
+    """Make ``willo_connector`` entry-point discovery return ``found``; every other
+    group (pytest's, hypothesis's...) is answered as before."""
+    import importlib.metadata as md
+
+    real = md.entry_points
+
+    def entry_points(*args: object, **kwargs: object) -> object:
+        group = kwargs.get("group", args[0] if args else None)
+        return list(found) if group == "willo_connector" else real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(md, "entry_points", entry_points)

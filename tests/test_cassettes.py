@@ -16,8 +16,8 @@ from connector.catalog.index import get_catalog
 from connector.errors import OutputError
 from connector.http.cassettes import replay
 from connector.http.client import Settings
+from connector.kit import scenarios
 from connector.workflows.runtime import Connector
-from tests.cassette_scenarios import SCENARIOS
 from tests.conftest import CASSETTES, ROOT
 
 DESIGN_IDS = """
@@ -87,14 +87,15 @@ def test_every_manifest_sample_validates_and_inputs_are_strict() -> None:
 
 
 def test_every_action_has_a_scenario_a_cassette_and_recorded_inputs() -> None:
-    assert sorted(SCENARIOS) == ACTIONS
+    polling = [m.id for m in get_catalog().of_kind("trigger") if m.data["strategy"] == "polling"]
+    assert sorted(scenarios.load(CASSETTES / "scenarios.yaml", get_catalog())) == sorted(ACTIONS + polling)
     for action in ACTIONS:
         assert (CASSETTES / f"{action}.yaml").is_file(), action
         assert action in INPUTS, action
 
 
 def test_no_secret_in_any_cassette() -> None:
-    for path in CASSETTES.glob("*.yaml"):
+    for path in CASSETTES.glob("willo.*.yaml"):
         text = path.read_text()
         assert "sk_sandbox_" not in text and "sk_live" not in text, path.name
         data = yaml.safe_load(text)
@@ -252,4 +253,5 @@ def test_a_record_shaped_like_one_seen_is_not_compared_again(monkeypatch) -> Non
 
 def test_readme_explains_re_recording() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "python -m tests.record_cassettes --live" in readme
+    assert "willo-connector record scenarios cassettes/scenarios.yaml --sandbox --out cassettes" in readme
+    assert "tests.record_cassettes" not in readme  # retired: the command needs nothing from tests/

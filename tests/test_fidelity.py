@@ -314,11 +314,14 @@ def test_polling_trusts_an_honoured_ordering_after_one_probe(target: Any, tmp_pa
     for key in [_invite(target, f"c{i:02d}@example.com") for i in range(31)]:
         _respond(target, key)
     poller = Poller(connector(), StateStore(tmp_path), "willo.participant_completed")
-    poller.poll()
+    # the first poll stops after page 1 only once the probe says the ordering is honoured
+    assert poller.poll().requests == 2  # page 1, probe
     _respond(target, ADA)
     first = poller.poll()
-    assert [e["email"] for e in first.events] == ["ada@example.com"] and first.requests == 2  # page 1, probe
-    assert poller.poll().requests == 1  # nothing new: one request, the verdict kept
+    assert [e["email"] for e in first.events] == [
+        "ada@example.com"
+    ] and first.requests == 1  # the verdict kept
+    assert poller.poll().requests == 1  # nothing new: one request
 
 
 # ---------------------------------------------------------------------- 18.8 decimals

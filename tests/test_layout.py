@@ -20,8 +20,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "connector"
 FLOORS = {
     "connector": 0,
     "connector.errors": 0,
+    "connector.redaction": 0,
+    "connector.limits": 0,
     "connector.yamlio": 0,
     "connector._compat": 0,
+    "connector.sdk": 0,
     "connector.catalog": 1,
     "connector.state": 1,
     "connector.http": 2,

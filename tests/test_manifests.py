@@ -301,3 +301,40 @@ def test_format_libraries_load_on_first_use_and_check_as_jsonschema_does() -> No
     assert theirs_before == ["rfc3986_validator", "rfc3339_validator"]  # jsonschema's own import
     assert before == [] and after == ["rfc3986_validator", "rfc3339_validator"]  # ours: on first use
     assert verdicts_ours == verdicts_theirs and not all(verdicts_ours[0])
+
+
+def test_a_comma_in_a_flow_mapping_is_an_unknown_keyword_with_its_line(tmp_path: Path) -> None:
+    """`{enum: [a, b], description: Owner, Admin or Standard.}` silently splits into a key
+    `Admin or Standard.`; the loader names it instead of shipping a broken schema."""
+    text = GOOD.replace(
+        "name: {type: string, description: Who}", "name: {type: string, description: Who, or what}"
+    )
+    assert validate_text(text, tmp_path) == [
+        f"{tmp_path / 'm.yaml'}:11: /input/properties/name/or what: not a valid JSON Schema: unknown schema "
+        "keyword 'or what' (custom keywords start with x-; in a YAML flow mapping, quote text that holds a comma)"
+    ]
+
+
+def test_extension_keywords_and_nested_subschemas_are_walked() -> None:
+    schema = {
+        "type": "object",
+        "x-options": {"action": "a"},
+        "properties": {"a": {"anyOf": [{"type": "string"}, {"typ": "null"}]}},
+        "items": {"minimum": 1, "maximun": 3},
+        "enum": [{"not-a-keyword": 1}],
+    }
+    assert sorted(ptr for ptr, _ in schemas.unknown_keywords(schema)) == [
+        "/items/maximun",
+        "/properties/a/anyOf/1/typ",
+    ]
+
+
+def test_every_shipped_schema_uses_only_known_keywords() -> None:
+    from connector.catalog import index
+    from connector.catalog.plugins import get_host
+
+    cat = index.build(get_host(), index._plugin_files(get_host()))  # uncached: every check runs
+    assert cat.problems == []
+    for m in cat.manifests.values():
+        assert schemas.unknown_keywords(m.input_schema) == [], m.id
+        assert schemas.unknown_keywords(m.output_schema) == [], m.id

@@ -119,7 +119,7 @@ def test_plugin_that_fails_to_import_is_recorded_and_the_rest_work(
     assert "acme.count_interviews" in cat.manifests
     assert "willo.invite_participant" in cat.manifests
     result = CliRunner().invoke(main, ["plugins"])
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the listing in full, then a failing exit for scripts
     assert "[FAILED]" in result.output and "boom at import" in result.output
 
 
@@ -210,6 +210,13 @@ def test_prepare_request_and_template_filters_hooks(good: md.EntryPoint, tmp_pat
     assert expressions.evaluate("{{ 'hi' | shout }}", {}) == "HI!"
 
 
+HOOKS = sorted(
+    name
+    for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
+    if hasattr(f, "willo_connector_spec")
+)
+
+
 def test_every_hook_is_typed_and_documented() -> None:
     specs = [
         f
@@ -219,6 +226,7 @@ def test_every_hook_is_typed_and_documented() -> None:
     assert {f.__name__ for f in specs} == {
         "manifest_paths",
         "action_handlers",
+        "poll_handlers",
         "prepare_request",
         "template_filters",
         "event_received",
@@ -231,11 +239,5 @@ def test_every_hook_is_typed_and_documented() -> None:
 
 def test_readme_documents_every_hook() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for name in (
-        "manifest_paths",
-        "action_handlers",
-        "prepare_request",
-        "template_filters",
-        "event_received",
-    ):
-        assert name in readme, name
+    for name in HOOKS:
+        assert f"| `{name}(" in readme, name

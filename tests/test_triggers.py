@@ -171,8 +171,12 @@ def test_queued_events_survive_a_crash_in_dispatch(conn: Connector, sandbox, tmp
 
     with pytest.raises(SystemExit):
         Dispatcher(conn, store, "poll", crash).one()
-    assert requeue_interrupted(StateStore(tmp_path), "poll") == 1
-    n = Dispatcher(conn, StateStore(tmp_path), "poll", lambda t, p, e: seen.append(p["email"])).drain()
+    store.leases.close()  # the dead process's heartbeat stops with it
+    assert requeue_interrupted(StateStore(tmp_path), "poll") == 0  # its lease has not expired yet
+    later = StateStore(tmp_path)
+    later.leases.clock = lambda: time.time() + store.leases.ttl + 1
+    assert requeue_interrupted(later, "poll") == 1
+    n = Dispatcher(conn, later, "poll", lambda t, p, e: seen.append(p["email"])).drain()
     assert n == 1 and seen == ["q@example.com"]
 
 
@@ -365,13 +369,16 @@ steps:
 
 
 class ListenProcess:
-    def __init__(self, sandbox, tmp_path: Path, workflows: list[Path], port: int, secret: str = ""):
+    def __init__(
+        self, sandbox, tmp_path: Path, workflows: list[Path], port: int, secret: str = "", **env: str
+    ):
         self.env = script_env(
             WILLO_BASE_URL=sandbox.base_url,
             WILLO_API_KEY=sandbox.api_key,
             WILLO_RATE_LIMIT="0",
             WILLO_STATE_DIR=str(tmp_path / "state"),
             XDG_CACHE_HOME=str(tmp_path / "cache"),
+            **env,
         )
         if secret:
             self.env["WILLO_WEBHOOK_SECRET"] = secret
@@ -476,7 +483,8 @@ def test_sigkill_after_2xx_then_restart_processes_the_event(sandbox, tmp_path: P
     wf = tmp_path / "score.yaml"
     wf.write_text(WF.format(event="new_score"))
     port = free_port()
-    lp = ListenProcess(sandbox, tmp_path, [wf], port)
+    # the killed listener's event lease expires after 2 s; then the restarted one takes it
+    lp = ListenProcess(sandbox, tmp_path, [wf], port, WILLO_LEASE_SECONDS="2")
     monkeypatch.setattr(sandbox.app.faults, "latency_ms", 3000)  # the run hangs in its request
     ada = stable("participant:ada@example.com")
     requests.post(
@@ -492,7 +500,7 @@ def test_sigkill_after_2xx_then_restart_processes_the_event(sandbox, tmp_path: P
     hooks = requests.get(sandbox.base_url + "/webhooks/", headers={"Authorization": sandbox.api_key}).json()
     first_key = hooks["results"][0]["key"]
     monkeypatch.setattr(sandbox.app.faults, "latency_ms", 0)
-    lp2 = ListenProcess(sandbox, tmp_path, [wf], port)
+    lp2 = ListenProcess(sandbox, tmp_path, [wf], port, WILLO_LEASE_SECONDS="2")
     try:
         wait_for(lambda: store.query("SELECT status FROM events")[0]["status"] == "dispatched")
         hooks = requests.get(
@@ -505,9 +513,9 @@ def test_sigkill_after_2xx_then_restart_processes_the_event(sandbox, tmp_path: P
         lp2.stop()
 
 
-def test_a_failing_workflow_is_retried_with_backoff_then_parked(
-    conn: Connector, sandbox, tmp_path: Path
-) -> None:
+def test_a_workflow_failing_with_a_4xx_is_parked_at_once(conn: Connector, sandbox, tmp_path: Path) -> None:
+    """A 404 cannot succeed by waiting: parked on the first attempt (transient failures
+    are retried: tests/test_event_delivery.py)."""
     from connector.triggers.dispatch import workflow_handler
     from connector.workflows.model import load
 
@@ -521,12 +529,12 @@ def test_a_failing_workflow_is_retried_with_backoff_then_parked(
     dispatcher = Dispatcher(
         conn, store, "webhook", workflow_handler(conn, store, [wf]), max_attempts=3, backoff=0.01
     )
-    for _ in range(3):
-        wait_for(lambda: dispatcher.one() > 0, timeout=2)
+    assert dispatcher.one() == 1
     event = store.query("SELECT * FROM events")[0]
-    assert (event["status"], event["attempts"]) == ("parked", 3)
+    assert (event["status"], event["attempts"], event["failure"]) == ("parked", 1, "permanent")
     assert "404" in event["error"]
+    assert dispatcher.one() == 0
     runs = json.loads(
         CliRunner().invoke(main, ["runs", "--json", "--state-dir", str(tmp_path / "state")]).stdout
     )
-    assert [(r["status"], r["attempts"]) for r in runs] == [("parked", 3)]
+    assert [(r["status"], r["attempts"]) for r in runs] == [("parked", 1)]

@@ -390,6 +390,7 @@ def test_sigkill_mid_foreach_then_resume_invites_each_exactly_once(
         WILLO_RATE_LIMIT="0",
         WILLO_STATE_DIR=str(tmp_path / "state"),
         XDG_CACHE_HOME=str(tmp_path / "cache"),
+        WILLO_LEASE_SECONDS="1",  # the killed run's lease expires after a second
     )
 
     def invited() -> list[str]:
@@ -420,11 +421,19 @@ def test_sigkill_mid_foreach_then_resume_invites_each_exactly_once(
     proc.wait()
     at_kill = len(invited())
     assert 15 <= at_kill < 50, at_kill
-    runs = json.loads(
-        subprocess.run(
-            [*script(), "runs", "--json"], env=env, capture_output=True, text=True, check=True
-        ).stdout
-    )
+
+    def listed() -> list[dict]:
+        return json.loads(
+            subprocess.run(
+                [*script(), "runs", "--json"], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
+
+    runs = listed()
+    deadline = time.monotonic() + 15
+    while runs[0]["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the dead process's lease expires
+        runs = listed()
     assert runs[0]["status"] == "interrupted"
     out = subprocess.run(
         [*script(), "resume", runs[0]["id"][:18], "--json"], env=env, capture_output=True, text=True

@@ -137,9 +137,15 @@ def build(host: PluginHost, files: list[tuple[str, Path]]) -> Catalog:
     from connector.catalog.plugins import handler_map
 
     handlers = handler_map(host)
+    pollers = handler_map(host, "poll_handlers")
     for m in list(cat.manifests.values()):
         if m.handler and m.handler not in handlers:
             cat.problems.append(f"{m.path}:1: /handler: no plugin registers handler {m.handler}")
+            del cat.manifests[m.id]
+        elif m.poll_handler and m.poll_handler not in pollers:
+            cat.problems.append(
+                f"{m.path}:1: /polling/handler: no plugin registers poll handler {m.poll_handler}"
+            )
             del cat.manifests[m.id]
     return cat
 
@@ -147,6 +153,7 @@ def build(host: PluginHost, files: list[tuple[str, Path]]) -> Catalog:
 def get_catalog(host: PluginHost | None = None) -> Catalog:
     """The catalog of ``host`` (default: the process's), loaded once per host."""
     host = host or get_host()
+    host.template_filters()  # a clash of filters is a plugin problem, shown with the others
     if isinstance(host.catalog, Catalog):
         return host.catalog
     files = _plugin_files(host)
@@ -155,9 +162,9 @@ def get_catalog(host: PluginHost | None = None) -> Catalog:
     if cat is None:
         cat = build(host, files)
         _write_cache(key, cat)
+    if host.strict and cat.problems:  # the error lists them; no warnings first
+        raise ManifestError(cat.problems)
     for problem in cat.problems:
         log.warning("%s", problem)
-    if host.strict and cat.problems:
-        raise ManifestError(cat.problems)
     host.catalog = cat
     return cat

@@ -67,15 +67,16 @@ class PluginHost:
     strict: bool = False
     #: the catalog built from this host's plugins (set by ``catalog.index.get_catalog``)
     catalog: Any = None
+    _filters: dict[str, Callable[..., Any]] | None = None
 
     def record_failure(self, name: str, message: str) -> None:
         info = self.plugins.get(name)
         if info is None:
             info = self.plugins[name] = PluginInfo(name, "?", "?")
         info.errors.append(message)
-        log.warning("plugin %s: %s", name, message)
-        if self.strict:
+        if self.strict:  # the error says it; no warning first
             raise PluginLoadError(f"plugin {name}: {message}")
+        log.warning("plugin %s: %s", name, message)
 
     @property
     def failures(self) -> list[tuple[str, str]]:
@@ -94,10 +95,55 @@ class PluginHost:
             if result is not None:
                 yield name, result
 
+    def template_filters(self) -> dict[str, Callable[..., Any]]:
+        """The plugins' template filters, once per host. A name that is a built-in
+        filter, or that an earlier plugin registered, is recorded as a failure of the
+        later plugin naming both; the built-in (or the first plugin's) filter stays."""
+        if self._filters is not None:
+            return self._filters
+        found: dict[str, Callable[..., Any]] = {}
+        owners: dict[str, str] = {}
+        self._filters = found  # strict mode may raise below: never ask twice
+        reserved: frozenset[str] | None = None
+        for plugin, mapping in self.call_each("template_filters"):
+            try:
+                items = list(dict(mapping).items())
+            except (TypeError, ValueError):
+                self.record_failure(plugin, "hook template_filters did not return a mapping of filters")
+                continue
+            for name, fn in items:
+                if reserved is None:
+                    reserved = builtin_filters()
+                if name in reserved:
+                    self.record_failure(
+                        plugin,
+                        f"template filter {name!r} would replace the built-in filter {name!r}; "
+                        "the built-in stays",
+                    )
+                elif name in owners:
+                    self.record_failure(
+                        plugin,
+                        f"template filter {name!r} is also registered by plugin {owners[name]}; "
+                        f"plugin {owners[name]}'s stays",
+                    )
+                elif not isinstance(name, str) or not callable(fn):
+                    self.record_failure(plugin, f"template filter {name!r} is not a callable with a name")
+                else:
+                    owners[name] = plugin
+                    found[name] = fn
+        return found
+
     def call_quietly(self, hook_name: str, **kwargs: Any) -> None:
         """Call an observer hook; a plugin that raises is logged, never fatal."""
         for _ in self.call_each(hook_name, **kwargs):
             pass
+
+
+def builtin_filters() -> frozenset[str]:
+    """The names of Jinja2's built-in filters, which no plugin may replace."""
+    from jinja2.filters import FILTERS
+
+    return frozenset(FILTERS)
 
 
 def _blocked() -> set[str]:
@@ -199,10 +245,11 @@ def set_host(host: PluginHost | None) -> None:
     _HOST = host
 
 
-def handler_map(host: PluginHost) -> dict[str, tuple[str, Callable[..., Any]]]:
-    """``{handler_id: (plugin, callable)}``; a handler id claimed twice is recorded."""
+def handler_map(host: PluginHost, hook: str = "action_handlers") -> dict[str, tuple[str, Callable[..., Any]]]:
+    """``{handler_id: (plugin, callable)}`` from ``hook`` (``action_handlers`` or
+    ``poll_handlers``); a handler id claimed twice is recorded."""
     found: dict[str, tuple[str, Callable[..., Any]]] = {}
-    for plugin, mapping in host.call_each("action_handlers"):
+    for plugin, mapping in host.call_each(hook):
         for hid, fn in dict(mapping).items():
             if hid in found:
                 host.record_failure(plugin, f"handler {hid} is also registered by plugin {found[hid][0]}")

@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.errors import UnknownIdError
+from connector.errors import UnknownIdError, short
 
 
 @dataclass
@@ -79,6 +79,32 @@ class Manifest:
         return str(h) if h is not None else None
 
     @property
+    def poll_handler(self) -> str | None:
+        """The poll handler of a polling trigger that names one instead of a list action."""
+        h = (self.data.get("polling") or {}).get("handler")
+        return str(h) if h is not None else None
+
+    @property
+    def version(self) -> str | None:
+        v = self.data.get("version")
+        return str(v) if v is not None else None
+
+    @property
+    def deprecated(self) -> dict[str, Any] | None:
+        """``{message, replacement?, since?}`` when the manifest is deprecated."""
+        d = self.data.get("deprecated")
+        return dict(d) if isinstance(d, dict) else None
+
+    def deprecation(self) -> str | None:
+        """One line saying that this is deprecated, why, and what to use instead."""
+        d = self.deprecated
+        if d is None:
+            return None
+        since = f" since {d['since']}" if d.get("since") else ""
+        instead = f"; use {d['replacement']} instead" if d.get("replacement") else ""
+        return f"{self.id} is deprecated{since}: {d['message']}{instead}"
+
+    @property
     def idempotent(self) -> bool:
         if "idempotent" in self.data:
             return bool(self.data["idempotent"])
@@ -86,13 +112,17 @@ class Manifest:
         return req is not None and req["method"] in ("GET", "PUT", "DELETE")
 
     def summary(self) -> dict[str, Any]:
-        return {
+        found = {
             "id": self.id,
             "kind": self.kind,
             "title": self.title,
             "description": self.data["description"],
             "plugin": self.plugin,
+            "version": self.version,
         }
+        if self.deprecated is not None:
+            found["deprecated"] = self.deprecated
+        return found
 
 
 @dataclass
@@ -114,9 +144,11 @@ class Catalog:
         pool = [m.id for m in self.manifests.values() if kind is None or m.kind == kind]
         import difflib
 
-        close = difflib.get_close_matches(manifest_id, pool, n=3, cutoff=0.6)
+        close = (
+            difflib.get_close_matches(manifest_id, pool, n=3, cutoff=0.6) if len(manifest_id) < 200 else []
+        )
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownIdError(f"unknown {what} {manifest_id!r}{hint}")
+        raise UnknownIdError(f"unknown {what} {short(manifest_id)}{hint}")
 
     def of_kind(self, kind: str) -> list[Manifest]:
         return sorted((m for m in self.manifests.values() if m.kind == kind), key=lambda m: m.id)

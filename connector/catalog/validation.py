@@ -24,8 +24,13 @@ def kind_of(doc: Document) -> str:
     return "manifest"
 
 
-def validate_paths(paths: tuple[str, ...] | list[str], check_workflow: WorkflowCheck) -> list[dict[str, Any]]:
-    """One result per file: ``{path, kind, ok, problems}``."""
+def validate_paths(
+    paths: tuple[str, ...] | list[str],
+    check_workflow: WorkflowCheck,
+    warn_workflow: WorkflowCheck | None = None,
+) -> list[dict[str, Any]]:
+    """One result per file: ``{path, kind, ok, problems, warnings}``. Warnings (a
+    deprecated manifest, a workflow using one) do not make a file fail."""
     from connector.catalog import manifests, schemas
     from connector.catalog.index import get_catalog, yaml_files
 
@@ -36,7 +41,9 @@ def validate_paths(paths: tuple[str, ...] | list[str], check_workflow: WorkflowC
         try:
             doc = load_file(path)
         except YamlError as exc:
-            results.append({"path": str(path), "kind": "yaml", "ok": False, "problems": [str(exc)]})
+            results.append(
+                {"path": str(path), "kind": "yaml", "ok": False, "problems": [str(exc)], "warnings": []}
+            )
             continue
         docs.append((doc, kind_of(doc)))
     # resources: the built-in ones plus any given here
@@ -50,18 +57,23 @@ def validate_paths(paths: tuple[str, ...] | list[str], check_workflow: WorkflowC
     ids: dict[str, str] = {}
     for doc, kind in docs:
         problems: list[str] = []
+        warnings: list[str] = []
         if kind == "resources":
             for name, schema in (doc.data.get("resources") or {}).items():
-                for ptr, msg in schemas.check_schema(schema):
+                for ptr, msg in schemas.check_schema(schema, resources):
                     problems.append(
                         f"{doc.where('/resources/' + name + ptr)}: "
                         f"/resources/{name}{ptr}: not a valid JSON Schema: {msg}"
                     )
         elif kind == "workflow":
             problems.extend(check_workflow(doc, catalog))
+            if warn_workflow is not None:
+                warnings.extend(warn_workflow(doc, catalog))
         else:
             m = manifests.validate(doc, "validate", resources, problems)
             if m is not None:
+                if m.deprecation():
+                    warnings.append(f"{doc.where('/deprecated')}: /deprecated: {m.deprecation()}")
                 if m.id in ids:  # installed copies of the same files are not a clash
                     problems.append(f"{doc.where('/id')}: /id: {m.id} is also defined in {ids[m.id]}")
                 ids.setdefault(m.id, doc.path)
@@ -70,7 +82,9 @@ def validate_paths(paths: tuple[str, ...] | list[str], check_workflow: WorkflowC
                         f"{doc.where('/handler')}: /handler: no installed plugin "
                         f"registers handler {m.handler}"
                     )
-        results.append({"path": doc.path, "kind": kind, "ok": not problems, "problems": problems})
+        results.append(
+            {"path": doc.path, "kind": kind, "ok": not problems, "problems": problems, "warnings": warnings}
+        )
     return results
 
 

@@ -33,8 +33,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
     "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
+    "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
+    "new": ("connector.cli.new_cmd", "new", "Start a plugin, or add an action or trigger to one."),
     "mcp": ("connector.cli.interop_cmds", "mcp", "Serve the catalog as MCP tools."),
-    "export": ("connector.cli.interop_cmds", "export", "Export the catalog (OpenAPI, Swagger 2.0)."),
+    "export": ("connector.cli.interop_cmds", "export", "Export the catalog (OpenAPI, Swagger 2.0, docs)."),
 }
 
 
@@ -62,6 +64,10 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConnectorError as exc:
+            if os.environ.get("WILLO_CONNECTOR_DEBUG") and exc.__cause__ is not None:
+                import traceback  # a plugin's bug: its traceback, on request
+
+                traceback.print_exception(exc.__cause__, file=sys.stderr)
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -79,8 +85,10 @@ class LazyGroup(click.Group):
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print ``error: message`` (each line of it) to stderr and exit."""
-    for line in message.splitlines() or [""]:
+    """Print ``error: message`` (each line of it, secrets scrubbed) to stderr and exit."""
+    from connector.redaction import scrub
+
+    for line in scrub(message).splitlines() or [""]:
         click.echo(f"error: {line}" if not line.startswith(("error:", " ")) else line, err=True)
     sys.exit(code)
 
@@ -110,4 +118,7 @@ def main(verbose: int) -> None:
     WILLO_AUTH_SCHEME (e.g. Bearer), WILLO_RATE_LIMIT (per second/per minute, default
     10/100), WILLO_SCHEMA_MODE (warn, strict or off), WILLO_STATE_DIR.
     """
+    from connector.redaction import register_env
+
+    register_env()  # from here on, no output, error or log line shows these values
     setup_logging(verbose)

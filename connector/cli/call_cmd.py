@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from connector.cli.common import (
+    echo,
     emit_json,
     emit_list,
     emit_records,
@@ -28,6 +29,11 @@ from connector.cli.common import (
     is_flag=True,
     help="Start the local simulator (demo data) and call it instead of Willo.",
 )
+@click.option(
+    "--cassette",
+    type=click.Path(dir_okay=False),
+    help="Answer every request from this vcrpy cassette (see `willo-connector record call`).",
+)
 @json_option
 @click.option(
     "--jsonl",
@@ -41,6 +47,7 @@ def call(
     input_json: str | None,
     dry_run: bool,
     use_sandbox: bool,
+    cassette: str | None,
     as_json: bool,
     jsonl: bool,
 ) -> None:
@@ -55,8 +62,10 @@ def call(
 
     if as_json and jsonl:
         raise click.UsageError("use --json or --jsonl, not both")
-    with connector_for(dry_run=dry_run, sandbox=use_sandbox) as conn:
+    with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
         manifest = conn.catalog.get(action_id, "action")
+        if manifest.deprecation():
+            click.echo(f"warning: {manifest.deprecation()}", err=True)
         values = parse_json_object(input_json, "--input-json") if input_json else {}
         values.update(parse_inputs(inputs, manifest.input_schema.get("properties")))
         result = conn.stream(action_id, values)
@@ -89,15 +98,17 @@ def call(
 
 
 def show_requests(requests: list[dict[str, Any]]) -> None:
+    """Each request as it would be sent: the URL with its query encoded as on the wire."""
     import json
+
+    from connector.http.client import full_url
 
     for req in requests:
         if "handler" in req:
-            click.echo(f"  would call handler {req['handler']} with {json.dumps(req['inputs'])}")
+            echo(f"  would call handler {req['handler']} with {json.dumps(req['inputs'])}")
             continue
-        query = "&".join(f"{k}={v}" for k, v in req["params"].items())
-        click.echo(f"{req['method']} {req['url']}{'?' + query if query else ''}")
+        echo(f"{req['method']} {full_url(req['url'], req['params'])}")
         for name, value in req["headers"].items():
-            click.echo(f"  {name}: {value}")
+            echo(f"  {name}: {value}")
         if req.get("json") is not None:
-            click.echo("  " + json.dumps(req["json"], indent=2).replace("\n", "\n  "))
+            echo("  " + json.dumps(req["json"], indent=2).replace("\n", "\n  "))

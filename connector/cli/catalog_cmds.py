@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, json_option, parse_inputs
+from connector.cli.common import LazySubcommands, emit_json, json_option, parse_inputs
 
 
 def _catalog() -> Any:
@@ -15,10 +15,28 @@ def _catalog() -> Any:
     return get_catalog()
 
 
-@click.command()
+PLUGINS_SUBCOMMANDS = {
+    "verify": ("connector.cli.verify_cmd", "verify", "Check a plugin's conformance; list every problem."),
+}
+
+
+@click.group(
+    cls=LazySubcommands,
+    subcommands=PLUGINS_SUBCOMMANDS,
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
 @json_option
-def plugins(as_json: bool) -> None:
-    """Loaded plugins, their versions and sources, and any load errors."""
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """Loaded plugins, their versions and sources, and any load errors.
+
+    Exits 1 when a plugin failed to load or one of its manifests was rejected (the
+    listing is printed in full first), so scripts and CI can tell a broken install.
+    `plugins verify NAME` checks one plugin's conformance.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from connector.catalog.plugins import get_host
 
     host = get_host()
@@ -28,17 +46,19 @@ def plugins(as_json: bool) -> None:
         info["manifests"] = sorted(m.id for m in cat.manifests.values() if m.plugin == info["name"])
     if as_json:
         emit_json({"plugins": infos, "manifest_problems": cat.problems})
-        return
-    for info in infos:
-        state = "FAILED" if info["errors"] else "ok"
-        click.echo(
-            f"{info['name']} {info['version']}  [{state}]  {info['source']}  "
-            f"({len(info['manifests'])} manifests)"
-        )
-        for err in info["errors"]:
-            click.echo(f"  error: {err}")
-    for problem in cat.problems:
-        click.echo(f"manifest error: {problem}")
+    else:
+        for info in infos:
+            state = "FAILED" if info["errors"] else "ok"
+            click.echo(
+                f"{info['name']} {info['version']}  [{state}]  {info['source']}  "
+                f"({len(info['manifests'])} manifests)"
+            )
+            for err in info["errors"]:
+                click.echo(f"  error: {err}")
+        for problem in cat.problems:
+            click.echo(f"manifest error: {problem}")
+    if host.failures or cat.problems:
+        ctx.exit(1)
 
 
 def _listing(kind: str, as_json: bool) -> None:
@@ -87,7 +107,10 @@ def show(manifest_id: str, as_json: bool) -> None:
         emit_json({**m.data, "_source": {"path": m.path, "plugin": m.plugin}})
         return
     click.echo(f"{m.id} ({m.kind}): {m.title}")
+    if m.deprecation():
+        click.echo(f"  DEPRECATED: {m.deprecation()}")
     click.echo(f"  {m.data['description']}")
+    click.echo(f"  version: {m.version or 'not declared'}")
     click.echo(f"  source: {m.path} (plugin {m.plugin})")
     if m.request:
         click.echo(f"  request: {m.request['method']} {m.request['path']}")
@@ -166,9 +189,9 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     import sys
 
     from connector.catalog.validation import validate_paths
-    from connector.workflows.model import check_document
+    from connector.workflows.model import check_document, deprecations
 
-    results = validate_paths(paths, check_document)
+    results = validate_paths(paths, check_document, deprecations)
     if as_json:
         emit_json({"ok": all(r["ok"] for r in results), "files": results})
     else:
@@ -177,5 +200,7 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
                 click.echo(f"{r['path']}: ok ({r['kind']})")
             for problem in r["problems"]:
                 click.echo(problem, err=True)
+            for warning in r["warnings"]:
+                click.echo(f"warning: {warning}", err=True)
     if not all(r["ok"] for r in results):
         sys.exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 
 import click
 
-from connector.errors import InputError
+from connector.errors import InputError, short
+from connector.limits import LimitError, loads_json
 
 
 def input_option(help: str) -> Any:
@@ -22,14 +24,55 @@ def input_option(help: str) -> Any:
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
 
+class LazySubcommands(click.Group):
+    """A command group whose subcommands, ``{name: (module, attribute, help)}``, are
+    imported on first use (so that a group's listing stays fast, and two modules can
+    add subcommands to one group without touching each other)."""
+
+    def __init__(self, *args: Any, subcommands: dict[str, tuple[str, str, str]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.subcommands = subcommands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.subcommands)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.subcommands:
+            return None
+        import importlib
+
+        module, attr, _ = self.subcommands[cmd_name]
+        cmd: click.Command = getattr(importlib.import_module(module), attr)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, self.subcommands[n][2]) for n in self.list_commands(ctx)])
+
+
 def emit_json(value: Any) -> None:
-    """``value`` as indented JSON on stdout, written as it is encoded (a large run report
-    is never one string in memory)."""
+    """``value`` as indented JSON on stdout, secrets scrubbed, written as it is encoded (a
+    large run report is never one string in memory); text that is not valid Unicode (a
+    lone surrogate from the data) is written as a JSON escape rather than crashing."""
     encoder = json.JSONEncoder(indent=2, ensure_ascii=False, default=str)
     with _Out() as out:
         for chunk in encoder.iterencode(value):
-            out.write(chunk)
+            out.write(_clean(chunk))
         out.write("\n")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    """JSON text with secrets scrubbed and lone surrogates escaped (they occur only
+    inside strings, where ``\\uXXXX`` means the same)."""
+    from connector.redaction import scrub
+
+    text = scrub(text)
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
 
 
 class _Out:
@@ -76,7 +119,7 @@ class _Out:
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    return _clean(json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")))
 
 
 def emit_records(batches: Iterable[list[Any]]) -> None:
@@ -107,7 +150,7 @@ def emit_list(head: Mapping[str, Any], items: str, batches: Iterable[list[Any]],
         for batch in batches:
             for record in batch:
                 if indent:
-                    text = json.dumps(record, indent=2, ensure_ascii=False, default=str)
+                    text = _clean(json.dumps(record, indent=2, ensure_ascii=False, default=str))
                     out.write(("\n    " if first else ",\n    ") + text.replace("\n", "\n    "))
                 else:
                     out.write(_compact(record) if first else "," + _compact(record))
@@ -127,17 +170,20 @@ def emit_list(head: Mapping[str, Any], items: str, batches: Iterable[list[Any]],
             out.write("]" + "".join(f",{_compact(k)}:{_compact(v)}" for k, v in rest.items()) + "}\n")
 
 
+def echo(text: str, err: bool = False) -> None:
+    """``click.echo`` with every registered secret scrubbed (for human output that shows
+    requests, outputs or errors)."""
+    from connector.redaction import scrub
+
+    click.echo(scrub(text), err=err)
+
+
 def _load_file_value(spec: str, name: str) -> Any:
     path = Path(spec)
     if not path.is_file():
-        raise InputError(f"--input {name}=@{spec}: no such file")
+        raise InputError(f"--input {name}=@{short(spec)}: no such file")
     if path.suffix.lower() == ".csv":
         return load_csv(path)
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise InputError(f"{path}: invalid JSON: {exc}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         from connector.yamlio import YamlError, load_file
 
@@ -145,7 +191,20 @@ def _load_file_value(spec: str, name: str) -> Any:
             return load_file(path).data
         except YamlError as exc:
             raise InputError(str(exc)) from None
-    return path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {exc.start}); give a UTF-8 file, or JSON/CSV/YAML by suffix"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return loads_json(text)
+        except ValueError as exc:
+            raise InputError(f"{path}: invalid JSON: {exc}") from None
+    return text
 
 
 def load_csv(path: Path) -> list[dict[str, str]]:
@@ -181,7 +240,9 @@ def coerce(raw: str, schema: Mapping[str, Any] | None) -> Any:
         return raw
     if "$ref" in (schema or {}) or not names or names != ["string"]:
         try:
-            return json.loads(raw)
+            return loads_json(raw)
+        except LimitError as exc:
+            raise InputError(f"value {short(raw)}: {exc}") from None
         except ValueError:
             return raw
     return raw
@@ -196,7 +257,7 @@ def parse_inputs(
         name, sep, raw = pair.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise InputError(f"{flag} {pair!r}: expected NAME=VALUE")
+            raise InputError(f"{flag} {short(pair)}: expected NAME=VALUE")
         if raw.startswith("@"):
             out[name] = _load_file_value(raw[1:], name)
         else:
@@ -206,7 +267,7 @@ def parse_inputs(
 
 def parse_json_object(text: str, flag: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = loads_json(text)
     except ValueError as exc:
         raise InputError(f"{flag}: invalid JSON: {exc}") from None
     if not isinstance(value, dict):

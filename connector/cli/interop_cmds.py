@@ -141,3 +141,14 @@ def openapi(fmt: str, swagger2: bool, output: str | None) -> None:
         Path(output).write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
+
+
+def _add_doc_exports() -> None:
+    """``export docs`` and ``export manifest-reference`` live in their own module."""
+    from connector.cli.export_docs import docs, manifest_reference
+
+    export.add_command(docs)
+    export.add_command(manifest_reference)
+
+
+_add_doc_exports()

@@ -68,7 +68,7 @@ def poll(
     """Poll TRIGGER_ID; print new items (one JSON object per line with --json)."""
     from connector.cli.context import connector_for
     from connector.state.store import StateStore
-    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, workflow_handler
+    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, requeue_parked, workflow_handler
     from connector.triggers.polling import Poller
     from connector.workflows.model import load
 
@@ -87,6 +87,7 @@ def poll(
 
         dispatcher = Dispatcher(conn, store, "poll", handle)
         requeue_interrupted(store, "poll")
+        requeue_parked(store, "poll")  # parked by an outage: tried again at each start
         dispatcher.drain(poller.name)  # events queued before a crash go first
         while True:
             result = poller.poll(backfill=backfill)
@@ -119,13 +120,20 @@ def listen(
     no_subscribe: bool,
     state_dir: str | None,
 ) -> None:
-    """Receive Willo webhooks and run each workflow whose trigger matches."""
+    """Receive Willo webhooks and run each workflow whose trigger matches.
+
+    SIGTERM or SIGINT stops it at once: no new run or unit starts, a unit in flight
+    gets a second to finish (else it is looked up, never blindly resent, at the next
+    start), and the subscription is removed unless another live listener serves it.
+    """
+    import time
+
     from connector.cli.context import connector_for
     from connector.errors import ConnectorError
     from connector.state.store import StateStore
-    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, workflow_handler
+    from connector.triggers.dispatch import Dispatcher, requeue_interrupted, requeue_parked, workflow_handler
     from connector.triggers.receiver import PATH, Inbox, Listener, make_app
-    from connector.triggers.subscriptions import subscribe, unsubscribe
+    from connector.triggers.subscriptions import Subscription
     from connector.workflows.model import load
 
     store = StateStore(state_dir)
@@ -142,28 +150,49 @@ def listen(
                     "(willo.new_response, stage_change, new_comment, new_score)"
                 )
             events.add(m.data["webhook"]["event"])
-        dispatcher = Dispatcher(conn, store, "webhook", workflow_handler(conn, store, wfs))
+        stopping = threading.Event()
+        dispatcher = Dispatcher(
+            conn, store, "webhook", workflow_handler(conn, store, wfs, cancel=stopping), cancel=stopping
+        )
         requeue_interrupted(store, "webhook")
+        requeue_parked(store, "webhook")  # parked by an outage: tried again at each start
         listener: Listener | None = None
+        sub: Subscription | None = None
+
+        def health() -> dict[str, Any]:
+            if sub is None:
+                return {"subscription": {"managed": False}}
+            info = sub.status()
+            return {"subscription": info, **({} if info["live"] else {"status": "no_subscription"})}
+
         inbox = Inbox(store, secret, on_queued=lambda: listener.wake.set() if listener else None)
         try:
-            listener = Listener(make_app(inbox), host, port, dispatcher.one)
+            listener = Listener(make_app(inbox, health), host, port, dispatcher.one, stopping)
         except OSError as exc:
             raise ConnectorError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         url = (public_url or f"http://{host}:{listener.port}").rstrip("/") + PATH
+        if not no_subscribe:
+            sub = Subscription(conn, store, url, events, secret)
         stop = _stop_on_signals()
         listener.start()
         click.echo(f"listening on http://{host}:{listener.port}{PATH}", err=True)
         try:
-            if not no_subscribe:
-                sub = subscribe(conn, store, url, events, secret)
-                click.echo(f"subscribed {sub['key']} to {', '.join(sorted(events))}", err=True)
-            stop.wait()
+            if sub is not None:
+                hook = sub.start()
+                click.echo(f"subscribed {hook['key']} to {', '.join(sorted(events))}", err=True)
+                while not stop.wait(store.leases.ttl / 3):
+                    sub.check()
+            else:
+                stop.wait()
         finally:
+            began = time.monotonic()
             listener.stop()
-            if not no_subscribe:
-                removed = unsubscribe(conn, store, url)
-                click.echo(f"unsubscribed {', '.join(removed) or 'nothing'}", err=True)
+            if sub is not None:
+                _, account = sub.stop(deadline=began + 1.5)
+                click.echo(account, err=True)
+            if not listener.join(timeout=1.0 - (time.monotonic() - began)):
+                click.echo("stopped with a request in flight: the next start looks it up", err=True)
+            store.leases.release_all(keep=sub.lingering if sub is not None else ())
 
 
 @click.group()

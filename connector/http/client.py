@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from connector import __version__
+from connector import __version__, redaction
 from connector.errors import (
     AmbiguousRequestError,
     CassetteMiss,
@@ -36,7 +37,9 @@ from connector.errors import (
     WilloError,
     error_for_status,
     field_errors,
+    short,
 )
+from connector.http.deadline import DeadlineAdapter, DeadlineExceeded, deadline
 from connector.http.pacing import Pacer, parse_rate, shared_pacer
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.willotalent.com/api/integrations/v2"
 DEFAULT_RATE = "10/100"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
-REDACTED = "***"
+#: ``next`` links followed at most, for one list (30 a page: 300,000 items)
+MAX_PAGES = 10_000
+REDACTED = redaction.REDACTED
 
 #: Hook called with the request dict (method, url, params, json, headers) before sending.
 PrepareHook = Callable[[Mapping[str, Any], dict[str, Any]], None]
@@ -86,34 +91,48 @@ class Settings:
     rate: str = DEFAULT_RATE
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    #: one attempt, from sending to the answer's last byte (WILLO_TOTAL_TIMEOUT)
+    total_timeout: float = 120.0
+    #: the longest Retry-After the client waits for; a longer one is reported instead
+    max_retry_after: float = 120.0
     max_retries: int = 4
     backoff: float = 0.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
-        timeout = env.get("WILLO_TIMEOUT", "")
+        redaction.register_env(env)
         s = cls(
             base_url=env.get("WILLO_BASE_URL") or DEFAULT_BASE_URL,
             api_key=env.get("WILLO_API_KEY") or None,
-            auth_scheme=env.get("WILLO_AUTH_SCHEME", "").strip(),
+            auth_scheme=env.get("WILLO_AUTH_SCHEME", ""),
             rate=env.get("WILLO_RATE_LIMIT") or DEFAULT_RATE,
         )
-        if timeout:
-            try:
-                s.read_timeout = float(timeout)
-            except ValueError:
-                raise ConfigError(f"WILLO_TIMEOUT={timeout!r} is not a number of seconds") from None
+        if env.get("WILLO_TIMEOUT", "").strip():
+            s.read_timeout = _seconds("WILLO_TIMEOUT", env["WILLO_TIMEOUT"])
+        if env.get("WILLO_TOTAL_TIMEOUT", "").strip():
+            s.total_timeout = _seconds("WILLO_TOTAL_TIMEOUT", env["WILLO_TOTAL_TIMEOUT"])
         if env.get("WILLO_MAX_RETRIES"):
             try:
                 s.max_retries = int(env["WILLO_MAX_RETRIES"])
             except ValueError:
                 raise ConfigError("WILLO_MAX_RETRIES is not a whole number") from None
+            if s.max_retries < 0:
+                raise ConfigError("WILLO_MAX_RETRIES cannot be negative")
         for k, v in overrides.items():
             if v is not None:
                 setattr(s, k, v)
         s.base_url = s.base_url.rstrip("/")
+        s.normalize()
         return s
+
+    def normalize(self) -> None:
+        """Strip the whitespace a key file or a Kubernetes secret leaves around the key
+        and the scheme, refuse what cannot go in a header, and register the key as a
+        secret. Error messages name the setting, never its value."""
+        self.api_key = _header_token("WILLO_API_KEY", self.api_key)
+        self.auth_scheme = _header_token("WILLO_AUTH_SCHEME", self.auth_scheme) or ""
+        redaction.register(self.api_key)
 
     def authorization(self) -> str:
         if not self.api_key:
@@ -121,7 +140,43 @@ class Settings:
                 "set WILLO_API_KEY to your Willo API key (Willo: Settings > Integrations), "
                 "or use --sandbox to try the connector without an account"
             )
+        self.normalize()  # settings may have been changed after from_env
+        assert self.api_key is not None
         return f"{self.auth_scheme} {self.api_key}" if self.auth_scheme else self.api_key
+
+
+def _header_token(name: str, value: str | None) -> str | None:
+    """``value`` stripped; a ConfigError (that does not quote it) if it holds anything
+    but visible ASCII: a line break or NUL inside, a space, a non-ASCII character."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    bad = next((c for c in value if not "!" <= c <= "~"), None)
+    if bad is not None:
+        what = (
+            "a space"
+            if bad == " "
+            else "a non-ASCII character"
+            if ord(bad) > 127
+            else f"a control character (U+{ord(bad):04X})"
+        )
+        raise ConfigError(
+            f"{name} holds {what} inside it and cannot be sent in a header; "
+            "fix the setting (its value is not shown)"
+        )
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={short(raw)} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={short(raw)}: give a number of seconds greater than 0")
+    return value
 
 
 class _Refuse(HTTPAdapter):
@@ -144,6 +199,7 @@ class WilloClient:
         dry_run: bool = False,
     ):
         self.settings = settings or Settings.from_env()
+        self.settings.normalize()
         check_url(self.settings.base_url)
         self._prepare = prepare
         per_s, per_m = parse_rate(self.settings.rate)
@@ -151,7 +207,7 @@ class WilloClient:
         self.dry_run = dry_run
         self.session = session or requests.Session()
         adapter: HTTPAdapter = (
-            _Refuse() if dry_run else HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+            _Refuse() if dry_run else DeadlineAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -164,6 +220,7 @@ class WilloClient:
         self.session.headers["User-Agent"] = f"willo-connector/{__version__}"
         self.session.headers["Accept"] = "application/json"
         self.requests_sent = 0
+        self.max_pages = MAX_PAGES
 
     # ------------------------------------------------------------------ building
 
@@ -235,7 +292,7 @@ class WilloClient:
         if idempotent is None:
             idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         resp = self._send(req, idempotent)
-        return self._decode(req, resp, binary)
+        return self._decode(req, resp, binary, idempotent)
 
     def _retry(self, idempotent: bool) -> Retry:
         n = self.settings.max_retries
@@ -281,9 +338,9 @@ class WilloClient:
                 try:
                     retry = retry.increment(method, url, error=cause)
                 except MaxRetryError:
-                    raise NetworkError(
-                        f"cannot reach Willo: {_reason(cause)}", method=method, url=url
-                    ) from None
+                    unreachable = isinstance(cause, (NewConnectionError, ConnectTimeoutError))
+                    what = "cannot reach Willo" if unreachable else "no answer from Willo"
+                    raise NetworkError(f"{what}: {_reason(cause)}", method=method, url=url) from None
                 except Exception:  # Retry re-raises errors it will not retry
                     raise NetworkError(f"{_reason(cause)}", method=method, url=url) from None
                 log.info("retrying %s %s after %s", method, url, _reason(cause))
@@ -291,11 +348,20 @@ class WilloClient:
                 continue
             code = resp.status_code
             if code == 429:
-                after = resp.headers.get("Retry-After", "")
-                self.pacer.throttled(float(after) if after.isdigit() else None)
+                self.pacer.throttled(_retry_after(resp))
             if code in (retry.status_forcelist or ()) and retry.is_retry(
                 method, code, "Retry-After" in resp.headers
             ):
+                wait = _retry_after(resp)
+                if wait is not None and wait > self.settings.max_retry_after:
+                    log.warning(
+                        "%s %s: Retry-After %g s is more than the %g s the client waits; not retried",
+                        method,
+                        url,
+                        wait,
+                        self.settings.max_retry_after,
+                    )
+                    return resp
                 try:
                     retry = retry.increment(method, url, response=resp.raw)
                 except MaxRetryError:
@@ -308,23 +374,36 @@ class WilloClient:
     def _send_once(
         self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
     ) -> requests.Response:
-        try:
-            return self.session.send(
-                prepared, timeout=timeout, allow_redirects=False, proxies=self._proxies, verify=self._verify
-            )
-        except requests.RequestException:
-            raise
-        except Exception as exc:
-            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
-                raise CassetteMiss(
-                    "the cassette does not hold this request", method=method, url=url
-                ) from None
-            raise
+        """One attempt, within the total deadline (a watchdog ends a trickled answer)."""
+        with deadline(self.settings.total_timeout) as attempt:
+            try:
+                return self.session.send(
+                    prepared,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxies=self._proxies,
+                    verify=self._verify,
+                )
+            except Exception as exc:
+                if attempt.expired:
+                    raise requests.ReadTimeout(DeadlineExceeded(attempt.seconds)) from None
+                if isinstance(exc, requests.RequestException):
+                    raise
+                self._cassette_miss(exc, method, url)
+                raise
 
-    def _decode(self, req: dict[str, Any], resp: requests.Response, binary: bool) -> Any:
+    def _cassette_miss(self, exc: Exception, method: str, url: str) -> None:
+        if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
+            raise CassetteMiss("the cassette does not hold this request", method=method, url=url) from None
+
+    def _decode(
+        self, req: dict[str, Any], resp: requests.Response, binary: bool, idempotent: bool = True
+    ) -> Any:
         method, url = req["method"], _plain(req["url"])
         if resp.status_code >= 400:
             raise self._error(resp, method, url)
+        if 300 <= resp.status_code < 400:
+            raise self._redirect(resp, method, url, idempotent)
         if binary:
             body = resp.content
             return {
@@ -346,7 +425,12 @@ class WilloClient:
 
     def _error(self, resp: requests.Response, method: str, url: str) -> WilloError:
         message, fields = parse_error_body(resp)
-        retry_after = resp.headers.get("Retry-After")
+        retry_after = _retry_after(resp)
+        if retry_after is not None and retry_after > self.settings.max_retry_after:
+            message += (
+                f" (Retry-After {retry_after:g} s is more than the {self.settings.max_retry_after:g} s "
+                "the client waits; try again later)"
+            )
         cls = error_for_status(resp.status_code)
         return cls(
             self.scrub(message),
@@ -354,8 +438,25 @@ class WilloClient:
             method=method,
             url=url,
             field_errors={self.scrub(k): self._scrub_all(v) for k, v in fields.items()},
-            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            retry_after=retry_after,
         )
+
+    def _redirect(self, resp: requests.Response, method: str, url: str, idempotent: bool) -> WilloError:
+        """A 3xx is never success: the client follows no redirect (the key would go
+        with it), and Django answers a path without its trailing slash with a 301
+        and an empty body, having done nothing."""
+        location = resp.headers.get("Location", "")
+        target = urljoin(resp.url or url, location) if location else ""
+        hint = ""
+        if target and urlsplit(target).path == urlsplit(url).path + "/":
+            hint = "; the request path needs a trailing slash"
+        text = (
+            f"redirect to {short(target, 200)[1:-1] if target else '(no Location)'}, which the client "
+            f"does not follow{hint}"
+        )
+        # a 303 answers a request that was carried out: for a create, it may have landed
+        cls = AmbiguousRequestError if resp.status_code == 303 and not idempotent else WilloError
+        return cls(self.scrub(text), status=resp.status_code, method=method, url=url)
 
     def _scrub_all(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -363,10 +464,7 @@ class WilloClient:
         return self.scrub(str(value))
 
     def scrub(self, text: str) -> str:
-        for secret in (self.settings.api_key, os.environ.get("WILLO_WEBHOOK_SECRET")):
-            if secret:
-                text = text.replace(secret, REDACTED)
-        return text
+        return redaction.scrub(text)
 
     def pages(
         self,
@@ -378,14 +476,30 @@ class WilloClient:
         manifest: Mapping[str, Any] | None = None,
     ) -> Iterator[Any]:
         """Each page of a paged list as it arrives, following ``next`` links on the same
-        host (a generator: the next page is asked for when this one is done with)."""
+        host (a generator: the next page is asked for when this one is done with); a link
+        already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
+        seen = {full_url(self.url(path), params)}
         page = self.request(method, path, params=params, manifest=manifest)
         while True:
             nxt = page.get(next_field) if isinstance(page, dict) else None
             yield page
             if not nxt:
                 return
-            page = self.request(method, self._rebase(urljoin(self.url(path), nxt)), manifest=manifest)
+            link = self._rebase(urljoin(self.url(path), str(nxt)))
+            if full_url(link, None) in seen:
+                raise WilloError(
+                    f"pagination loops: the next link {short(link, 120)} was already fetched",
+                    method=method,
+                    url=_plain(link),
+                )
+            if len(seen) >= self.max_pages:
+                raise WilloError(
+                    f"more than {self.max_pages} pages; stopped (is the next link ever null?)",
+                    method=method,
+                    url=_plain(link),
+                )
+            seen.add(full_url(link, None))
+            page = self.request(method, link, manifest=manifest)
 
     def paginate(
         self,
@@ -421,6 +535,13 @@ class WilloClient:
         self.session.close()
 
 
+def full_url(url: str, params: Mapping[str, Any] | None) -> str:
+    """``url`` with ``params`` encoded exactly as :meth:`WilloClient.request` sends them."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, {k: _param(v) for k, v in (params or {}).items() if v is not None})
+    return str(prepared.url)
+
+
 def _param(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -445,7 +566,22 @@ def _transport_cause(exc: requests.RequestException) -> Exception:
     return ProtocolError(str(cause))
 
 
+def _retry_after(resp: requests.Response) -> float | None:
+    """The Retry-After header in seconds (a number or an HTTP date), if usable."""
+    raw = resp.headers.get("Retry-After", "").strip()
+    if not raw:
+        return None
+    try:
+        if raw.isdigit():
+            return float(raw)
+        return max(0.0, float(Retry().parse_retry_after(raw)))
+    except Exception:  # urllib3 raises InvalidHeader for a value it cannot read
+        return None
+
+
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DeadlineExceeded):
+        return f"no complete answer within {exc.seconds:g} s (WILLO_TOTAL_TIMEOUT)"
     if isinstance(exc, NewConnectionError):
         return "connection refused or host not found"
     if isinstance(exc, ConnectTimeoutError):

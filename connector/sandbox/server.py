@@ -157,12 +157,18 @@ class Sandbox:
             def close_all() -> None:
                 wasyncore.close_all(server._map, ignore_all=True)
 
+            pulled = False
             if self._thread is not None and self._thread.is_alive():
-                server.trigger.pull_trigger(close_all)
+                try:
+                    server.trigger.pull_trigger(close_all)
+                    pulled = True
+                except OSError:  # the loop is closing already (its trigger is gone)
+                    pass
                 self._thread.join(timeout=5)
-            else:
+            if not pulled:
                 close_all()
             server.task_dispatcher.shutdown()
+            self._server, self._thread = None, None
         self.deliverer.stop()
 
     def __enter__(self) -> Sandbox:

@@ -6,18 +6,21 @@ user's XDG state directory, ``$XDG_STATE_HOME/willo-connector``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from connector import redaction
 from connector.errors import ConfigError
+from connector.state.leases import Leases
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -76,9 +79,21 @@ CREATE TABLE IF NOT EXISTS events (
     error TEXT,
     run_id TEXT,
     received_at REAL NOT NULL,
+    failure TEXT,
+    failing_since REAL,
     UNIQUE (source, dedupe)
 );
 CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at);
+CREATE TABLE IF NOT EXISTS leases (
+    resource TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    shared INTEGER NOT NULL DEFAULT 0,
+    acquired_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (resource, owner)
+);
+CREATE INDEX IF NOT EXISTS leases_owner ON leases (owner);
 CREATE TABLE IF NOT EXISTS subscriptions (
     webhook TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -87,6 +102,12 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     created_at REAL NOT NULL
 );
 """
+
+#: Columns added since the first release: (table, column, declaration), added to older files.
+ADDED_COLUMNS = (
+    ("events", "failure", "TEXT"),  # transient | permanent | blocked: why it last failed
+    ("events", "failing_since", "REAL"),  # first failure of the current retry horizon
+)
 
 
 def default_dir() -> Path:
@@ -115,13 +136,33 @@ class StateStore:
         # One writer at a time within the process: threads queue here (FIFO, no sleep)
         # instead of in SQLite's busy handler, whose back-off sleeps up to 100 ms.
         self._write_lock = threading.Lock()
+        self._leases: Leases | None = None
+        self._leases_lock = threading.Lock()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._conn().executescript(SCHEMA)
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            self._add_columns(conn)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"state store {self.path}: {exc} (set WILLO_STATE_DIR or --state-dir to a writable folder)"
             ) from None
+
+    def _add_columns(self, conn: sqlite3.Connection) -> None:
+        for table, column, decl in ADDED_COLUMNS:
+            have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    @property
+    def leases(self) -> Leases:
+        """This store's lease owner (one per store object, i.e. per process)."""
+        if self._leases is None:
+            with self._leases_lock:
+                if self._leases is None:
+                    self._leases = Leases(self)
+        return self._leases
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -167,9 +208,13 @@ class StateStore:
         trigger: Any,
         settings: dict[str, Any],
         event_id: int | None = None,
+        hold: bool = False,
     ) -> str:
+        """A new run, ``running``; with ``hold``, this process takes its lease at once."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         with self.tx() as db:
+            if hold:
+                self.leases.acquire(f"run:{run_id}", db=db)
             db.execute(
                 "INSERT INTO runs (id, workflow, name, source, status, inputs, trigger, settings,"
                 " event_id, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
@@ -199,6 +244,7 @@ class StateStore:
 
     def set_run(self, run_id: str, status: str, error: str | None = None) -> None:
         finished = time.time() if status != "running" else None
+        error = redaction.scrub(error) if error else error
         with self.tx() as db:
             db.execute(
                 "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
@@ -229,8 +275,13 @@ class StateStore:
         inputs: Any = None,
         output: Any = None,
         error: str | None = None,
+        guard: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
+        """Journal one unit; ``guard(db)`` runs first in the same transaction (a lease
+        fence: it raises to write nothing)."""
         with self.tx() as db:
+            if guard is not None:
+                guard(db)
             db.execute(
                 "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -244,8 +295,8 @@ class StateStore:
                     action,
                     status,
                     None if inputs is None else dumps(inputs),
-                    None if output is None else dumps(output),
-                    error,
+                    None if output is None else dumps(redaction.scrub_value(output)),
+                    redaction.scrub(error) if error else error,
                     time.time(),
                 ),
             )

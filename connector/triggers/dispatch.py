@@ -1,36 +1,89 @@
 """The event queue that polling triggers and webhooks share, and its dispatcher.
 
 Events wait in the state store's ``events`` table. A dispatcher claims due events
-atomically (concurrent claimers never share one), shows each to the
-``event_received`` observers, and hands it to a handler, typically
+atomically and takes each one's lease (:mod:`connector.state.leases`), so an event
+has one live owner; an event whose owner died (its lease expired) goes back to the
+queue, while a live owner's events are left alone. Each event is shown to the
+``event_received`` observers and handed to a handler, typically
 :func:`workflow_handler`, which runs (or, on a retry, resumes) the workflows whose
-trigger matches. A failed dispatch is retried with backoff, then parked.
+trigger matches.
+
+A failure is handled by its kind (:data:`connector.workflows.runner.KINDS`): a
+transient one (429, 5xx, Willo unreachable) is retried with exponential backoff up
+to ``WILLO_EVENT_RETRY_MAX_DELAY`` between attempts, for
+``WILLO_EVENT_RETRY_HORIZON`` in all, then parked; what cannot succeed as it is (a
+4xx other than 429, a validation error) or needs an operator (a blocked unit) is
+parked at once; an interrupted run (a shutdown) goes back to the queue uncounted.
+Events parked by a transient failure are queued again when a listener or poller
+starts (:func:`requeue_parked`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import random
+import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connector.errors import ConnectorError
+from connector import redaction
+from connector.errors import ConfigError, ConnectorError
+from connector.state.leases import live_clause
 from connector.state.store import StateStore, loads
+from connector.workflows.runner import failure_kind
 from connector.workflows.runtime import Connector
 
 log = logging.getLogger(__name__)
 
+DEFAULT_HORIZON = 24 * 3600.0  # keep retrying a transient failure for a day
+DEFAULT_MAX_DELAY = 600.0  # at most ten minutes between two attempts
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(name: str, raw: str) -> float:
+    """``90``, ``90s``, ``15m``, ``6h`` or ``1d`` as seconds (> 0); ConfigError otherwise."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", raw.lower())
+    value = float(found.group(1)) * _UNITS[found.group(2)] if found else math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={raw[:20]!r}: give a duration such as 90s, 15m, 6h or 1d")
+    return value
+
+
+def retry_settings(env: Mapping[str, str] | None = None) -> tuple[float, float]:
+    """``(horizon, max_delay)`` from ``WILLO_EVENT_RETRY_HORIZON`` and
+    ``WILLO_EVENT_RETRY_MAX_DELAY``."""
+    env = os.environ if env is None else env
+    horizon = env.get("WILLO_EVENT_RETRY_HORIZON", "")
+    delay = env.get("WILLO_EVENT_RETRY_MAX_DELAY", "")
+    return (
+        parse_duration("WILLO_EVENT_RETRY_HORIZON", horizon) if horizon else DEFAULT_HORIZON,
+        parse_duration("WILLO_EVENT_RETRY_MAX_DELAY", delay) if delay else DEFAULT_MAX_DELAY,
+    )
+
+
+def event_resource(event_id: int) -> str:
+    return f"event:{event_id}"
+
 
 def claim(store: StateStore, source: str, trigger: str | None = None, limit: int = 1) -> list[dict[str, Any]]:
-    """Take up to ``limit`` of the oldest due queued events, atomically: concurrent
-    claimers never share one. A claimed event left by a crash is requeued at restart."""
+    """Take up to ``limit`` of the oldest due queued events, atomically, each with its
+    lease: concurrent claimers never share one."""
+    leases = store.leases
     with store.tx() as db:
         sql = "SELECT * FROM events WHERE source = ? AND status = 'queued' AND next_at <= ?"
         args: tuple[Any, ...] = (source, time.time())
         if trigger is not None:
             sql += " AND trigger = ?"
             args += (trigger,)
-        rows = db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        rows = [
+            row
+            for row in db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+            if leases.acquire(event_resource(row["id"]), db=db)
+        ]
         db.executemany(
             "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id = ?",
             [(row["id"],) for row in rows],
@@ -51,27 +104,65 @@ def finish(
     error: str | None = None,
     retry_in: float | None = None,
     run_id: str | None = None,
+    *,
+    failure: str | None = None,
+    failing_since: float | None = None,
+    uncounted: bool = False,
 ) -> None:
+    """Settle a claimed event (dispatched, parked, or queued again in ``retry_in``
+    seconds) and give back its lease."""
+    error = redaction.scrub(error) if error else error
     with store.tx() as db:
         if retry_in is not None:
             db.execute(
-                "UPDATE events SET status = 'queued', next_at = ?, error = ?,"
-                " run_id = COALESCE(?, run_id) WHERE id = ?",
-                (time.time() + retry_in, error, run_id, event_id),
+                "UPDATE events SET status = 'queued', next_at = ?, error = ?, failure = ?,"
+                " failing_since = ?, attempts = attempts - ?, run_id = COALESCE(?, run_id) WHERE id = ?",
+                (time.time() + retry_in, error, failure, failing_since, int(uncounted), run_id, event_id),
             )
         else:
             db.execute(
-                "UPDATE events SET status = ?, error = ?, run_id = COALESCE(?, run_id) WHERE id = ?",
-                (status, error, run_id, event_id),
+                "UPDATE events SET status = ?, error = ?, failure = ?, failing_since = ?,"
+                " run_id = COALESCE(?, run_id) WHERE id = ?",
+                (status, error, failure, failing_since, run_id, event_id),
             )
+        store.leases.release(event_resource(event_id), db=db)
 
 
 def requeue_interrupted(store: StateStore, source: str) -> int:
-    """Events a crashed process was dispatching go back to the queue."""
+    """Events whose dispatcher died (no live lease) go back to the queue; events a
+    live process is dispatching are left to it."""
     with store.tx() as db:
         return db.execute(
-            "UPDATE events SET status = 'queued' WHERE source = ? AND status = 'dispatching'", (source,)
+            "UPDATE events SET status = 'queued' WHERE source = ? AND status = 'dispatching'"
+            " AND NOT " + live_clause("'event:' || events.id"),
+            (source, store.leases.clock()),
         ).rowcount
+
+
+def requeue_parked(store: StateStore, source: str) -> int:
+    """Events parked by a transient failure (or before failures had kinds) are queued
+    again, with a fresh retry horizon: run at a listener's or poller's start."""
+    with store.tx() as db:
+        return db.execute(
+            "UPDATE events SET status = 'queued', next_at = 0, failing_since = NULL"
+            " WHERE source = ? AND status = 'parked' AND (failure IS NULL OR failure = 'transient')",
+            (source,),
+        ).rowcount
+
+
+def requeue_event_of(store: StateStore, run: Mapping[str, Any]) -> int | None:
+    """Queue again the parked event whose run ``run`` is (after an operator settled
+    or resumed it); its id, or None."""
+    event_id = run["event_id"]
+    if event_id is None:
+        return None
+    with store.tx() as db:
+        cur = db.execute(
+            "UPDATE events SET status = 'queued', next_at = 0, failing_since = NULL, failure = NULL"
+            " WHERE id = ? AND status = 'parked'",
+            (event_id,),
+        )
+    return int(event_id) if cur.rowcount else None
 
 
 _FAILED = object()  # a dispatch that failed and was rescheduled or parked
@@ -80,7 +171,8 @@ _FAILED = object()  # a dispatch that failed and was rescheduled or parked
 class Dispatcher:
     """Delivers queued events: observers, then a handler (e.g. a workflow run).
 
-    A handler failure is retried with exponential backoff, then the event is parked.
+    Failures are retried or parked by kind (see the module's docstring);
+    ``max_attempts``, when given, also parks after that many attempts.
     """
 
     def __init__(
@@ -90,23 +182,44 @@ class Dispatcher:
         source: str,
         handler: Callable[[str, dict[str, Any], dict[str, Any]], str | None],
         *,
-        max_attempts: int = 5,
         backoff: float = 2.0,
+        max_delay: float | None = None,
+        horizon: float | None = None,
+        max_attempts: int | None = None,
         batch: int = 32,
+        cancel: threading.Event | None = None,
     ):
         self.conn = conn
         self.store = store
         self.source = source
         self.handler = handler
+        default_horizon, default_delay = retry_settings()
+        self.horizon = default_horizon if horizon is None else horizon
+        self.max_delay = default_delay if max_delay is None else max_delay
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.batch = batch
+        self.cancel = cancel  # set: claimed events not yet started go back to the queue
+        self._next_sweep = 0.0
 
     def one(self, trigger: str | None = None) -> int:
         """Dispatch a batch of due events (in order); the number dispatched, 0 if none."""
+        self._sweep()
         events = claim(self.store, self.source, trigger, limit=self.batch)
         quiet: list[int] = []  # handled without a run: marked done together
         for event in events:
+            if self.cancel is not None and self.cancel.is_set():
+                finish(
+                    self.store,
+                    event["id"],
+                    "queued",
+                    event["error"],
+                    retry_in=0,
+                    uncounted=True,
+                    failure=event["failure"],
+                    failing_since=event["failing_since"],
+                )
+                continue
             run_id = self._dispatch(event)
             if run_id is _FAILED:
                 continue
@@ -117,53 +230,105 @@ class Dispatcher:
         if quiet:
             with self.store.tx() as db:
                 db.executemany(
-                    "UPDATE events SET status = 'dispatched', error = NULL WHERE id = ?",
+                    "UPDATE events SET status = 'dispatched', error = NULL, failure = NULL,"
+                    " failing_since = NULL WHERE id = ?",
                     [(i,) for i in quiet],
                 )
+                for i in quiet:
+                    self.store.leases.release(event_resource(i), db=db)
         return len(events)
+
+    def _sweep(self) -> None:
+        """Now and then, take back the events of dispatchers that died meanwhile."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.store.leases.ttl
+            if n := requeue_interrupted(self.store, self.source):
+                log.warning("%d event(s) of a stopped dispatcher queued again", n)
 
     def _dispatch(self, event: dict[str, Any]) -> object:
         trigger_id = event["trigger"].split("#", 1)[0]
         self.conn.host.call_quietly("event_received", trigger=trigger_id, event=event["payload"])
         try:
             run_id = self.handler(trigger_id, event["payload"], event)
-        except ConnectorError as exc:
-            run_id = getattr(exc, "run_id", None)
-            if event["attempts"] >= self.max_attempts:
-                log.error("event %s parked after %d attempts: %s", event["id"], event["attempts"], exc)
-                finish(self.store, event["id"], "parked", str(exc), run_id=run_id)
-                if run_id:
-                    self.store.set_run(run_id, "parked", str(exc))
-            else:
-                delay = self.backoff * 2 ** (event["attempts"] - 1)
-                log.warning(
-                    "event %s failed (attempt %d), retrying in %.0fs: %s",
-                    event["id"],
-                    event["attempts"],
-                    delay,
-                    exc,
-                )
-                finish(self.store, event["id"], "queued", str(exc), retry_in=delay, run_id=run_id)
+        except Exception as exc:
+            self._failed(event, exc)
             return _FAILED
         return run_id
 
+    def _failed(self, event: dict[str, Any], exc: Exception) -> None:
+        run_id = getattr(exc, "run_id", None)
+        kind = getattr(exc, "kind", None) or failure_kind(exc)
+        message = (
+            str(exc) if isinstance(exc, ConnectorError) else f"internal error: {type(exc).__name__}: {exc}"
+        )
+        eid, attempts = event["id"], event["attempts"]
+        if kind == "interrupted":
+            log.info("event %s: run interrupted; queued again", eid)
+            finish(
+                self.store,
+                eid,
+                "queued",
+                message,
+                retry_in=0,
+                run_id=run_id,
+                uncounted=True,
+                failure=event["failure"],
+                failing_since=event["failing_since"],
+            )
+            return
+        since = event.get("failing_since") or time.time()
+        over = time.time() - since >= self.horizon or (
+            self.max_attempts is not None and attempts >= self.max_attempts
+        )
+        if kind != "transient" or over:
+            why = {
+                "blocked": "it needs an operator",
+                "permanent": "it cannot succeed as it is",
+            }.get(kind, f"still failing after {attempts} attempts")
+            log.error("event %s parked (%s): %s", eid, why, message)
+            finish(self.store, eid, "parked", message, run_id=run_id, failure=kind, failing_since=since)
+            if run_id and kind != "blocked":
+                self.store.set_run(run_id, "parked", message)
+            return
+        delay = min(self.max_delay, self.backoff * 2 ** min(attempts - 1, 40))
+        delay *= random.uniform(0.8, 1.0)  # spread the retries of a burst
+        delay = min(self.max_delay, max(delay, getattr(exc, "retry_after", None) or 0))
+        log.warning("event %s failed (attempt %d), retrying in %.0fs: %s", eid, attempts, delay, message)
+        finish(
+            self.store,
+            eid,
+            "queued",
+            message,
+            retry_in=delay,
+            run_id=run_id,
+            failure=kind,
+            failing_since=since,
+        )
+
     def drain(self, trigger: str | None = None) -> int:
         n = 0
-        while done := self.one(trigger):
+        while not (self.cancel is not None and self.cancel.is_set()) and (done := self.one(trigger)):
             n += done
         return n
 
 
 class RunFailed(ConnectorError):
-    def __init__(self, message: str, run_id: str | None):
+    def __init__(self, message: str, run_id: str | None, kind: str | None = None):
         super().__init__(message)
         self.run_id = run_id
+        self.kind = kind
 
 
 def workflow_handler(
-    conn: Connector, store: StateStore, workflows: list[Any], progress: bool = False
+    conn: Connector,
+    store: StateStore,
+    workflows: list[Any],
+    progress: bool = False,
+    cancel: Any = None,
 ) -> Callable[[str, dict[str, Any], dict[str, Any]], str | None]:
-    """A dispatch handler that runs (or, on a retry, resumes) each matching workflow."""
+    """A dispatch handler that runs (or, on a retry, resumes) each matching workflow.
+    ``cancel`` (a ``threading.Event``), once set, stops a run between units."""
     from connector.engines.local import LocalExecutor  # these load Jinja2: only when a run starts
     from connector.workflows.runner import Runner
 
@@ -188,14 +353,14 @@ def workflow_handler(
             if prior and prior[0]["status"] == "succeeded":
                 last = prior[0]["id"]
                 continue  # done before a crash or an earlier attempt; never twice
-            runner = Runner(conn, wf, store=store, progress=progress, executor=LocalExecutor())
+            runner = Runner(conn, wf, store=store, progress=progress, executor=LocalExecutor(), cancel=cancel)
             if prior:  # an interrupted or failed attempt: completed steps are not resent
                 result = runner.resume(prior[0]["id"], {}, payload)
             else:
                 result = runner.start({}, payload, event_id=event["id"])
             last = result.run_id
             if result.status != "succeeded":
-                raise RunFailed(f"workflow {wf.name}: {result.error}", result.run_id)
+                raise RunFailed(f"workflow {wf.name}: {result.error}", result.run_id, result.kind)
         return last
 
     return handle

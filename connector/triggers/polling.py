@@ -1,11 +1,13 @@
 """Polling triggers: one ledger per trigger and options.
 
 The ledger of a polling trigger (one per trigger id and options) lives in the
-state store: a cursor (the newest ``order`` value emitted), the keys already seen,
-and the events emitted. New items, their seen keys, the cursor and the queued
-events are written in one transaction, so a crash between fetching and committing
-repeats nothing and loses nothing, and two pollers of one trigger never emit an
-item twice. Events are then dispatched from the queue (:mod:`.dispatch`); a queued
+state store: a cursor (the newest ``order`` value covered, compared as a time, not
+as text: see :func:`order_key`), the keys already seen, and the events emitted.
+New items, their seen keys, the cursor and the queued events are written in one
+transaction, so a crash between fetching and committing repeats nothing and loses
+nothing, and two pollers of one trigger never emit an item twice. A first poll that
+finds nothing leaves no cursor: the next poll reads every page (all of it is new).
+Events are then dispatched from the queue (:mod:`.dispatch`); a queued
 event survives a crash and is dispatched at the next start.
 
 Seen keys are pruned only when both older than ``WILLO_SEEN_WINDOW_DAYS`` (default
@@ -18,23 +20,54 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
-from connector.errors import BadRequest, InputError
+from connector.errors import BadRequest, ConfigError, InputError, PluginError, short
 from connector.state.store import StateStore, dumps
 from connector.workflows import expressions
-from connector.workflows.runtime import Connector
+from connector.workflows.runtime import ActionContext, Connector
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 30
 DEFAULT_WINDOW_DAYS = 90.0
+
+
+def order_key(value: Any) -> str | None:
+    """A polling ``order`` value as a string that sorts as the value does: a
+    timestamp as UTC with six-digit microseconds (DRF drops the fraction when
+    microseconds are 0, and ``...:16Z`` sorts after ``...:16.5Z`` as text), an integer
+    zero-padded, anything else as it is; None for a missing value."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) and abs(value) < 10**30:
+        return f"{value + 10**30:031d}"
+    text = str(value)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def cursor_value(key: str | None) -> Any:
+    """The cursor as a poll handler sees it: an integer back as an integer, a timestamp
+    as UTC ISO 8601 with microseconds (``order_key`` undone where it padded)."""
+    if key is not None and len(key) == 31 and key.isdigit():
+        return int(key) - 10**30
+    return key
 
 
 def ledger_name(trigger_id: str, options: Mapping[str, Any]) -> str:
@@ -72,6 +105,7 @@ class Poller:
             raise InputError(f"{trigger_id} is a webhook trigger; use `willo-connector listen`")
         self.options = dict(options or {})
         check_options(self.manifest, self.options)
+        self.window_days = seen_window_days()
         self.spec = self.manifest.data["polling"]
         self._ordering_honoured: bool | None = None
         self.name = ledger_name(self.manifest.id, self.options)
@@ -97,12 +131,23 @@ class Poller:
         row = self.store.query("SELECT * FROM triggers WHERE name = ?", (self.name,))[0]
         return dict(row)
 
-    def fetch(self, cursor: str | None, everything: bool) -> tuple[list[dict[str, Any]], int]:
-        """Items newest first, paging only until the cursor (or through all)."""
+    def fetch(self, cursor: str | None, first: bool, backfill: bool) -> tuple[list[dict[str, Any]], int]:
+        """Items newest first, and the requests it took.
+
+        Pages are read until one holds an item strictly older than the point already
+        covered (the cursor; on a first poll, the newest item): an item tied with it
+        may lie beyond the first page. Every page is read when there is no such point:
+        a backfill, a trigger without ``order``, or a later poll whose first poll found
+        nothing (everything listed now is new). A plugin's poll handler fetches for
+        itself."""
+        if "handler" in self.spec:
+            return self._fetch_from_handler(cursor)
         before = self.conn.client.requests_sent
         order = self.spec.get("order")
         inputs = {**self._inputs(), "page_size": PAGE_SIZE}
         items: list[dict[str, Any]] = []
+        everything = not order or (first and backfill) or (not first and cursor is None)
+        newest: str | None = None
         page = 1
         while True:
             try:
@@ -111,16 +156,37 @@ class Poller:
                 raise self._refused(exc) from None
             batch = result.get("results") or []
             items.extend(batch)
-            reached = (
-                not everything
-                and order
-                and cursor is not None
-                and any(str(i.get(order) or "") <= cursor for i in batch)
-                and (not result.get("next") or self._sorted_as_asked(inputs, items))
-            )
-            if not result.get("next") or reached or (cursor is None and not everything):
+            if not result.get("next"):
                 break
+            if not everything:
+                keys = [k for k in (order_key(i.get(order)) for i in batch) if k is not None]
+                newest = max([*keys, *([newest] if newest else [])], default=None)
+                target = cursor if cursor is not None else newest
+                if (
+                    target is not None
+                    and any(k < target for k in keys)
+                    and self._sorted_as_asked(inputs, items)
+                ):
+                    break
             page += 1
+        return items, self.conn.client.requests_sent - before
+
+    def _fetch_from_handler(self, cursor: str | None) -> tuple[list[dict[str, Any]], int]:
+        """A plugin's poll handler: ``poll(options, client, cursor) -> items``."""
+        before = self.conn.client.requests_sent
+        plugin, fn = self.conn.poll_handler(self.manifest)
+        client = ActionContext(self.conn, self.manifest)
+        given = cursor_value(cursor)
+        found = self.conn.run_plugin_code(
+            self.manifest, plugin, "poll handler", lambda: list(fn(dict(self.options), client, given))
+        )
+        items = [i for i in found if isinstance(i, dict)]
+        if len(items) != len(found):
+            err = PluginError("poll handler returned items that are not objects")
+            err.attribute(self.manifest.id, plugin)
+            raise err
+        if self.spec.get("order"):  # newest first, as a list action gives them
+            items.sort(key=lambda i: order_key(i.get(self.spec["order"])) or "", reverse=True)
         return items, self.conn.client.requests_sent - before
 
     def _refused(self, exc: BadRequest) -> Exception:
@@ -140,7 +206,7 @@ class Poller:
         ordering is asked for, once per poller: the same item both ways means ignored.
         """
         order = self.spec.get("order")
-        values = [str(i.get(order) or "") for i in items]
+        values = [k for k in (order_key(i.get(order)) for i in items) if k is not None]
         if any(a < b for a, b in itertools.pairwise(values)):
             return False
         if self._ordering_honoured is None:
@@ -151,7 +217,9 @@ class Poller:
                 probe = {**inputs, "ordering": flipped, "page_size": 1, "page": 1}
                 first = (self.conn.call(self.spec["action"], probe).output.get("results") or [{}])[0]
                 same = first.get(self.spec["id"]) == items[0].get(self.spec["id"])
-                self._ordering_honoured = not same or first.get(order) == items[-1].get(order)
+                self._ordering_honoured = not same or order_key(first.get(order)) == order_key(
+                    items[-1].get(order)
+                )
                 if not self._ordering_honoured:
                     log.warning(
                         "%s: the server ignores ordering=%s; every poll reads every page", self.name, wanted
@@ -164,12 +232,15 @@ class Poller:
         """Fetch, and commit new items as queued events in one transaction."""
         state = self.state()
         first = not state["initialized"]
-        cursor = state["cursor"]
-        items, requests = self.fetch(cursor, everything=first and backfill)
+        items, requests = self.fetch(order_key(state["cursor"]), first, backfill)
         id_field, order = self.spec["id"], self.spec.get("order")
+
+        def key_of(item: Mapping[str, Any]) -> str | None:
+            return order_key(item.get(order)) if order else None
+
         candidates = [i for i in items if self._matches(i) and i.get(id_field) is not None]
         if order:
-            candidates.sort(key=lambda i: (str(i.get(order) or ""), str(i[id_field])))
+            candidates.sort(key=lambda i: (key_of(i) is not None, key_of(i) or "", str(i[id_field])))
         else:
             candidates.reverse()  # lists come newest first
         emitted: list[dict[str, Any]] = []
@@ -179,16 +250,10 @@ class Poller:
                 "SELECT initialized, cursor FROM triggers WHERE name = ?", (self.name,)
             ).fetchone()
             first = not row["initialized"]  # another poller may have initialised meanwhile
-            cursor = row["cursor"]
+            cursor = order_key(row["cursor"])
             for item in candidates:
-                key, ord_value = str(item[id_field]), str(item.get(order) or "") if order else None
-                if (
-                    not first
-                    and order
-                    and cursor is not None
-                    and ord_value is not None
-                    and ord_value < cursor
-                ):
+                key, ord_value = str(item[id_field]), key_of(item)
+                if not first and cursor is not None and ord_value is not None and ord_value < cursor:
                     continue  # older than what was already covered: never re-fire
                 cur = db.execute(
                     "INSERT INTO seen (name, item, ord, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -202,7 +267,7 @@ class Poller:
                         (self.name, key, dumps(event), now),
                     )
                     emitted.append(event)
-            newest = max((str(i.get(order) or "") for i in candidates), default=None) if order else None
+            newest = max(filter(None, (key_of(i) for i in candidates)), default=None)
             new_cursor = max(filter(None, [cursor, newest]), default=None)
             db.execute(
                 "UPDATE triggers SET initialized = 1, cursor = ?, polls = polls + 1,"
@@ -223,7 +288,7 @@ class Poller:
         return item
 
     def prune(self) -> int:
-        days = float(os.environ.get("WILLO_SEEN_WINDOW_DAYS", DEFAULT_WINDOW_DAYS))
+        days = self.window_days
         cutoff = time.time() - days * 86400
         with self.store.tx() as db:
             cur = db.execute(
@@ -235,6 +300,20 @@ class Poller:
 
     def reset(self) -> None:
         reset_ledger(self.store, self.name)
+
+
+def seen_window_days() -> float:
+    """``WILLO_SEEN_WINDOW_DAYS``: a finite number of days, not below 0."""
+    raw = os.environ.get("WILLO_SEEN_WINDOW_DAYS", "").strip()
+    if not raw:
+        return DEFAULT_WINDOW_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days < 0:
+        raise ConfigError(f"WILLO_SEEN_WINDOW_DAYS={short(raw)}: give a number of days (default 90)")
+    return days
 
 
 def reset_ledger(store: StateStore, name: str) -> None:

@@ -2,8 +2,9 @@
 
 A delivery is checked (size, signature when ``WILLO_WEBHOOK_SECRET`` is set, JSON,
 a known event), written to the durable inbox (the state store's event queue) and
-only then answered 2xx. Duplicates (same delivery id, else the same body hash) are
-answered 200 and not queued again. A dispatcher thread runs the workflows whose
+only then answered 2xx. Duplicates (the same event id inside the body, else the same
+body) are answered 200 and not queued again; the ``X-Willo-Delivery`` header is not
+signed, so it never decides what is a duplicate. A dispatcher thread runs the workflows whose
 trigger matches; queued events survive a crash and are processed at the next start.
 """
 
@@ -13,12 +14,14 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connector.limits import LimitError, loads_json
 from connector.state.store import StateStore, dumps
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,24 @@ SIGNATURE_HEADER = "X-Willo-Signature"
 TIMESTAMP_HEADER = "X-Willo-Timestamp"
 DELIVERY_HEADER = "X-Willo-Delivery"
 PATH = "/willo/webhooks"
+
+
+_DIGITS = re.compile(r"[0-9]{1,15}")
+MAX_DEDUPE = 200
+
+
+def dedupe_key(payload: Mapping[str, Any], body: bytes) -> str:
+    """What makes two deliveries the same event: the event id inside the (signed) body,
+    else the body itself. Ids over 200 characters are hashed, never cut (two long ids
+    sharing a prefix are two events)."""
+    eid = payload.get("id")
+    if isinstance(eid, int) and not isinstance(eid, bool):
+        eid = str(eid)
+    if isinstance(eid, str) and eid:
+        if len(eid) <= MAX_DEDUPE and not eid.startswith("sha256"):
+            return eid
+        return "sha256-id:" + hashlib.sha256(eid.encode("utf-8", "surrogatepass")).hexdigest()
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -71,10 +92,9 @@ class Inbox:
         if not given:
             return Verdict(401, {"error": "missing signature"})
         if ts:
-            try:
-                skew = abs(self.clock() - float(ts))
-            except ValueError:
+            if not _DIGITS.fullmatch(ts):  # Unix seconds: no sign, fraction, exponent, nan or inf
                 return Verdict(400, {"error": "bad timestamp"})
+            skew = abs(self.clock() - int(ts))
             if skew > TOLERANCE:
                 return Verdict(401, {"error": "timestamp outside tolerance"})
         expected = (
@@ -93,7 +113,9 @@ class Inbox:
         if bad is not None:
             return bad
         try:
-            payload = json.loads(body)
+            payload = loads_json(body)
+        except LimitError as exc:
+            return Verdict(400, {"error": f"body is {exc}"})
         except (ValueError, UnicodeDecodeError):
             return Verdict(400, {"error": "body is not JSON"})
         if not isinstance(payload, dict):
@@ -103,14 +125,11 @@ class Inbox:
             return Verdict(400, {"error": "unknown or missing event"})
         if not isinstance(payload.get("data"), dict):
             return Verdict(400, {"error": "missing data"})
-        dedupe = headers.get(DELIVERY_HEADER) or payload.get("id")
-        if not isinstance(dedupe, str) or not dedupe:
-            dedupe = "sha256:" + hashlib.sha256(body).hexdigest()
         with self.store.tx() as db:
             cur = db.execute(
                 "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
                 " VALUES ('webhook', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-                (EVENTS[event], dedupe[:200], dumps(payload), self.clock()),
+                (EVENTS[event], dedupe_key(payload, body), dumps(payload), self.clock()),
             )
             fresh = bool(cur.rowcount)
         if fresh and self.on_queued is not None:
@@ -118,14 +137,19 @@ class Inbox:
         return Verdict(200 if not fresh else 202, {"status": "queued" if fresh else "duplicate"})
 
 
-def make_app(inbox: Inbox) -> Callable[..., Iterable[bytes]]:
-    """The WSGI app: POST ``/willo/webhooks``; GET ``/health``."""
+def make_app(
+    inbox: Inbox, health: Callable[[], dict[str, Any]] | None = None
+) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app: POST ``/willo/webhooks``; GET ``/health`` (``{"status": "ok"}``,
+    plus what ``health()`` adds, e.g. the state of this receiver's subscription)."""
     from werkzeug.wrappers import Request, Response
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         req = Request(environ)
         if req.path == "/health" and req.method == "GET":
-            resp = Response(json.dumps({"status": "ok"}), content_type="application/json")
+            resp = Response(
+                json.dumps({"status": "ok", **(health() if health else {})}), content_type="application/json"
+            )
         elif req.path.rstrip("/") != PATH:
             resp = Response(json.dumps({"error": "not found"}), 404, content_type="application/json")
         elif req.method != "POST":
@@ -148,11 +172,84 @@ def make_app(inbox: Inbox) -> Callable[..., Iterable[bytes]]:
     return app
 
 
+#: connections served at once (fewer if the process may open fewer files)
+CONNECTION_LIMIT = 1000
+#: seconds a connection has to deliver a whole request (headers and body), from
+#: opening it or from its previous request: a slow or silent sender is dropped
+REQUEST_TIMEOUT = 30
+#: seconds an idle keep-alive connection is kept
+CHANNEL_TIMEOUT = 30
+
+
+def default_connection_limit(wanted: int = CONNECTION_LIMIT) -> int:
+    """``wanted``, or fewer if the open-files limit would not allow that many sockets."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return min(wanted, 500)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - 64))
+
+
+def _guard(server: Any, request_timeout: float) -> None:
+    """Make a waitress server drop connections that do not deliver a request in time.
+
+    waitress keeps a connection for as long as bytes trickle in (its channel_timeout
+    counts silence), so 100 slow senders (its default connection limit) shut every
+    delivery out. Here each connection must complete a request within
+    ``request_timeout`` of opening or of its previous request."""
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+
+    class GuardedChannel(HTTPChannel):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.quiet_since = time.monotonic()
+
+        def received(self, data: bytes) -> Any:
+            before = len(self.requests)
+            result = super().received(data)
+            if len(self.requests) > before or (self.request is None and not self.requests):
+                self.quiet_since = time.monotonic()  # a whole request arrived
+            return result
+
+    def maintenance(self: Any, now: Any) -> None:
+        BaseWSGIServer.maintenance(self, now)  # waitress's own idle timeout
+        cutoff = time.monotonic() - request_timeout
+        for channel in list(self.active_channels.values()):
+            if not channel.requests and getattr(channel, "quiet_since", cutoff) < cutoff:
+                channel.will_close = True
+
+    servers = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
+    for one in servers:
+        if isinstance(one, BaseWSGIServer):
+            one.channel_class = GuardedChannel
+            one.maintenance = maintenance.__get__(one)  # type: ignore[method-assign]
+
+
 class Listener:
-    """Serves the inbox and runs a dispatcher thread until stopped."""
+    """Serves the inbox and runs a dispatcher thread until stopped.
+
+    Tuned against slow senders (see docs/webhooks.md): up to ``connection_limit``
+    connections at once, each of which must deliver a whole request within
+    ``request_timeout`` seconds; idle keep-alive connections close after
+    ``channel_timeout``. ``stopping`` (set by :meth:`stop`) is also the dispatcher's
+    and the runs' cancel signal: no new event or unit starts once it is set."""
 
     def __init__(
-        self, app: Callable[..., Iterable[bytes]], host: str, port: int, dispatch_one: Callable[[], int]
+        self,
+        app: Callable[..., Iterable[bytes]],
+        host: str,
+        port: int,
+        dispatch_one: Callable[[], int],
+        stopping: threading.Event | None = None,
+        *,
+        connection_limit: int | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        channel_timeout: int = CHANNEL_TIMEOUT,
     ):
         import waitress.server
 
@@ -168,11 +265,17 @@ class Listener:
             threads=8,
             ident="willo-connector",
             clear_untrusted_proxy_headers=True,
+            connection_limit=connection_limit or default_connection_limit(),
+            channel_timeout=channel_timeout,
+            cleanup_interval=max(1, min(5, int(request_timeout))),
+            asyncore_use_poll=True,  # select() cannot watch more than 1024 sockets
         )
+        _guard(self.server, request_timeout)
         self.dispatch_one = dispatch_one
         self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.stopping = stopping or threading.Event()
+        self._serving: threading.Thread | None = None
+        self._dispatching: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -190,15 +293,38 @@ class Listener:
                 self.wake.clear()
 
     def start(self) -> None:
-        for target in (self.server.run, self._dispatch_loop):
-            t = threading.Thread(target=target, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._serving = threading.Thread(target=self.server.run, name="willo-http", daemon=True)
+        self._dispatching = threading.Thread(target=self._dispatch_loop, name="willo-dispatch", daemon=True)
+        self._serving.start()
+        self._dispatching.start()
 
     def stop(self) -> None:
+        """Stop at once: no new event or unit of work starts, every connection is
+        closed (even one a sender holds open), the HTTP threads end. A unit already
+        in flight may finish: see :meth:`join`."""
+        from waitress import wasyncore
+
         self.stopping.set()
         self.wake.set()
-        self.server.close()  # stops accepting; run() returns once its sockets are gone
-        self.server.task_dispatcher.shutdown()
-        for t in self._threads:
-            t.join(timeout=10)
+        from waitress.server import BaseWSGIServer
+
+        server = self.server
+        # Close every socket inside waitress's loop thread (closing them from here
+        # races its select() into "Bad file descriptor"); the loop then ends. One
+        # address: one server; several (a name with IPv4 and IPv6): one shared map.
+        single = isinstance(server, BaseWSGIServer)
+        sock_map: dict[Any, Any] = server._map if single else server.map
+        first: Any = server if single else next(v for v in sock_map.values() if isinstance(v, BaseWSGIServer))
+        first.trigger.pull_trigger(lambda: wasyncore.close_all(sock_map, ignore_all=True))
+        if self._serving is not None:
+            self._serving.join(timeout=0.5)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=0.2)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the dispatcher thread (a run's unit in flight);
+        True when it has ended. A unit still in flight stays journaled as sending: the
+        next start looks it up before it is ever sent again."""
+        if self._dispatching is None:
+            return True
+        self._dispatching.join(max(0.0, timeout))
+        return not self._dispatching.is_alive()

@@ -1,9 +1,28 @@
-"""Expressions: Jinja2's immutable sandbox with StrictUndefined.
+"""Expressions: Jinja2's immutable sandbox with StrictUndefined, and bounds.
 
 A string that is exactly one ``{{ expression }}`` evaluates to the expression's
 native value (list, int, dict...); any other string renders as text. Nothing in
 scope but data: no environment variables, no attribute access beyond data, no
 file or network access, no mutation.
+
+Every evaluation is bounded, so that an expression (or the data it is given) cannot
+hang a run or exhaust memory:
+
+- an operation may build at most :data:`MAX_SIZE` characters or items (``*``,
+  ``+``, ``~``, ``%``, ``format``, ``center``, ``join``, ``replace``, ``indent``,
+  ``wordwrap``, ``batch``, ``slice``, ``sum``, the string methods that pad, a
+  template's output...), checked *before* it is built;
+- all the operations of one evaluation may build :data:`MAX_BUILT` in all (a loop
+  or a list of operations, each within bounds, cannot pile up gigabytes);
+- an integer may have at most :data:`MAX_INT_BITS` bits (``10 ** 10 ** 9`` is
+  refused before it is computed);
+- an evaluation may take at most :data:`MAX_STEPS` steps (every call, attribute
+  or item lookup, operator and loop turn is one) and :data:`MAX_SECONDS` seconds;
+- text with a lone surrogate (not valid Unicode, and not encodable) is refused.
+
+Going over a bound is an :class:`ExpressionError` that says which limit. ``validate``
+evaluates the constant parts of each expression with the same bounds
+(:func:`limit_problem`), so ``{{ 10 ** (10 ** 9) }}`` is flagged before a run.
 """
 
 from __future__ import annotations
@@ -13,10 +32,27 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from connector.errors import ConnectorError
+from connector.errors import short
+
+# the bounds (and the errors) live in .bounds, shared with the Jinja2 environment
+from connector.workflows.bounds import (
+    MAX_BUILT,
+    MAX_INT_BITS,
+    MAX_SECONDS,
+    MAX_SIZE,
+    MAX_STEPS,
+    ExpressionError,
+    ExpressionLimit,
+    _Budget,
+    _budget,
+    _check_text,
+    _local,
+)
 
 if TYPE_CHECKING:
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2 import nodes
+
+    from connector.workflows.sandboxing import _BoundedEnvironment
 
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
 #: ``input.NAME``: what most request templates are, answered without Jinja2 (whose import
@@ -24,40 +60,49 @@ _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
 _INPUT_NAME = re.compile(r"\{\{\s*input\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _MISSING = object()
 
-
-class ExpressionError(ConnectorError):
-    """An expression that failed to parse or evaluate; the message names it."""
+__all__ = [
+    "MAX_BUILT",
+    "MAX_INT_BITS",
+    "MAX_SECONDS",
+    "MAX_SIZE",
+    "MAX_STEPS",
+    "ExpressionError",
+    "ExpressionLimit",
+    "Omit",
+    "add_filters",
+    "environment",
+    "evaluate",
+    "is_expression",
+    "limit_problem",
+    "render",
+    "render_path",
+    "single_expression",
+]
 
 
 class Omit(Exception):
     """Internal: a single-expression value whose input is absent."""
 
 
-_ENV: ImmutableSandboxedEnvironment | None = None
-_PATH_ENV: ImmutableSandboxedEnvironment | None = None
+_ENV: _BoundedEnvironment | None = None
+_PATH_ENV: _BoundedEnvironment | None = None
 _EXTRA_FILTERS: dict[str, Callable[..., Any]] = {}
 
 
-def _make(finalize: Callable[[Any], Any] | None = None) -> ImmutableSandboxedEnvironment:
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+def _make(finalize: Callable[[Any], Any] | None = None) -> _BoundedEnvironment:
+    from connector.workflows import sandboxing  # Jinja2, on the first expression that needs it
 
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, finalize=finalize, keep_trailing_newline=True
-    )
-    env.globals.clear()  # no range(), lipsum, dict(), cycler...
-    env.filters.update(_EXTRA_FILTERS)
-    return env
+    return sandboxing.make(finalize, _EXTRA_FILTERS)
 
 
-def environment() -> ImmutableSandboxedEnvironment:
+def environment() -> _BoundedEnvironment:
     global _ENV
     if _ENV is None:
         _ENV = _make()
     return _ENV
 
 
-def _path_environment() -> ImmutableSandboxedEnvironment:
+def _path_environment() -> _BoundedEnvironment:
     global _PATH_ENV
     if _PATH_ENV is None:
         _PATH_ENV = _make(finalize=lambda v: quote(str(v), safe=""))
@@ -65,7 +110,11 @@ def _path_environment() -> ImmutableSandboxedEnvironment:
 
 
 def add_filters(filters: Mapping[str, Callable[..., Any]]) -> None:
-    """Make plugin filters available to every expression from now on."""
+    """Make plugin filters available to every expression from now on. A built-in
+    filter is never replaced (the plugin host records such a clash)."""
+    from connector.catalog.plugins import builtin_filters
+
+    filters = {k: v for k, v in filters.items() if k not in builtin_filters()}
     _EXTRA_FILTERS.update(filters)
     _CACHE.clear()
     for env in (_ENV, _PATH_ENV):
@@ -77,7 +126,7 @@ _CACHE: dict[tuple[int, str, str], Any] = {}
 _CACHE_MAX = 2048
 
 
-def _compiled(env: ImmutableSandboxedEnvironment, kind: str, text: str) -> Any:
+def _compiled(env: _BoundedEnvironment, kind: str, text: str) -> Any:
     """A compiled template or expression, compiled once per environment and text."""
     key = (id(env), kind, text)
     found = _CACHE.get(key)
@@ -105,15 +154,25 @@ def is_expression(value: Any) -> bool:
 
 
 def _describe(exc: Exception, text: str) -> str:
+    """One line, of a bounded length: the messages of Jinja2 and Python quote values."""
     from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 
-    if isinstance(exc, SecurityError):
-        return f"{text!r}: not allowed in the sandbox ({exc})"
-    if isinstance(exc, UndefinedError):
-        return f"{text!r}: {exc.message}"
-    if isinstance(exc, TemplateError):
-        return f"{text!r}: {exc.message or type(exc).__name__}"
-    return f"{text!r}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, ExpressionLimit):
+        why = f"over a limit: {exc}"
+    elif isinstance(exc, SecurityError):
+        why = f"not allowed in the sandbox ({exc})"
+    elif isinstance(exc, UndefinedError):
+        why = str(exc.message)
+    elif isinstance(exc, TemplateError):
+        why = str(exc.message or type(exc).__name__)
+    elif isinstance(exc, MemoryError):
+        why = "out of memory"
+    elif isinstance(exc, RecursionError):
+        why = "recursion too deep"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    why = " ".join(why[:400].split())
+    return f"{short(text)}: {why if len(why) <= 200 else why[:197] + '...'}"
 
 
 def _input_value(name: str, scope: Mapping[str, Any]) -> Any:
@@ -133,13 +192,16 @@ def evaluate(text: str, scope: Mapping[str, Any], *, omit_undefined: bool = Fals
     if simple is not None:
         value = _input_value(simple.group(1), scope)
         if value is not _MISSING:
-            return value
+            return _check_text(value, text)
         if omit_undefined and type(scope.get("input")) is dict and not hasattr(dict, simple.group(1)):
             raise Omit
     from jinja2 import Undefined
 
     env = environment()
     expr = single_expression(text)
+    own = getattr(_local, "budget", None) is None  # (a try/finally: cheaper than `with`)
+    if own:
+        _local.budget = _Budget(MAX_STEPS, MAX_SECONDS)
     try:
         if expr is not None:
             value = _compiled(env, "expr", expr)(**scope)
@@ -147,14 +209,35 @@ def evaluate(text: str, scope: Mapping[str, Any], *, omit_undefined: bool = Fals
                 if omit_undefined:
                     raise Omit
                 value._fail_with_undefined_error()
-            return value
-        if not is_expression(text):
-            return text
-        return _compiled(env, "template", text).render(**scope)
-    except Omit:
+            return _check_text(value, text)
+        return _check_text(_compiled(env, "template", text).render(**scope), text)
+    except (Omit, ExpressionError):
         raise
     except Exception as exc:  # any failure inside the sandbox is the expression's fault
         raise ExpressionError(_describe(exc, text)) from None
+    finally:
+        if own:
+            _local.budget = None
+
+
+def limit_problem(ast: nodes.Node) -> str | None:
+    """What is over a limit in the constant parts of a parsed expression, if anything
+    (for ``validate``: ``{{ 10 ** (10 ** 9) }}`` needs no data to be refused)."""
+    from jinja2 import nodes
+
+    from connector.workflows.sandboxing import _fold
+
+    env = environment()
+    candidates = (nodes.BinExpr, nodes.Filter, nodes.Call, nodes.Concat)
+    with _budget(steps=100_000, seconds=1.0):
+        for node in ast.find_all(candidates):
+            try:
+                _fold(env, node)
+            except ExpressionLimit as exc:
+                return str(exc)
+            except Exception:  # not constant, or fails for another reason: the run will say
+                continue
+    return None
 
 
 def render(value: Any, scope: Mapping[str, Any], *, omit_undefined: bool = False) -> Any:
@@ -190,9 +273,15 @@ def render_path(template: str, scope: Mapping[str, Any]) -> str:
     if "{%" not in template and "{#" not in template and template.count("{{") == len(names):
         values = [_input_value(name, scope) for name in names]
         if _MISSING not in values:
-            parts = iter(values)
-            return _INPUT_NAME.sub(lambda _m: quote(str(next(parts)), safe=""), template)
+            try:
+                parts = [quote(str(v), safe="") for v in values]
+            except Exception as exc:  # as Jinja2's finalize fails on it (a lone surrogate)
+                raise ExpressionError(_describe(exc, template)) from None
+            if len(template) + sum(map(len, parts)) <= MAX_SIZE:  # else the bound, by Jinja2
+                found = iter(parts)
+                return _INPUT_NAME.sub(lambda _m: next(found), template)
     try:
-        return _compiled(_path_environment(), "template", template).render(**scope)
+        with _budget():
+            return str(_compiled(_path_environment(), "template", template).render(**scope))
     except Exception as exc:
         raise ExpressionError(_describe(exc, template)) from None

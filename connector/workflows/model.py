@@ -10,6 +10,7 @@ problem reads ``file:line: /pointer: step ID: message``.
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from jinja2.exceptions import TemplateSyntaxError
 
 from connector.catalog import schemas
 from connector.catalog.index import Catalog
-from connector.errors import ManifestError, UnknownIdError
+from connector.errors import ManifestError, UnknownIdError, short
 from connector.workflows import expressions
 from connector.yamlio import Document, YamlError, escape, load_text
+
+log = logging.getLogger(__name__)
 
 SCOPE = ("inputs", "trigger", "steps", "item", "index")
 STEP_FIELDS = ("output", "status", "error")
@@ -70,6 +73,8 @@ def load(path: str | Path, catalog: Catalog, text: str | None = None) -> Workflo
     problems = check_document(doc, catalog)
     if problems:
         raise ManifestError(problems)
+    for warning in deprecations(doc, catalog):
+        log.warning("%s", warning)
     return Workflow(doc, text)
 
 
@@ -118,7 +123,7 @@ class _Checker:
 
     def _steps(self, steps: list[Any]) -> None:
         seen: dict[str, int] = {}
-        all_ids = {s.get("id") for s in steps if isinstance(s, dict)}
+        all_ids = {s.get("id") for s in steps if isinstance(s, dict) and isinstance(s.get("id"), str)}
         for i, step in enumerate(steps):
             if not isinstance(step, dict) or not isinstance(step.get("id"), str):
                 continue
@@ -172,6 +177,8 @@ class _Checker:
         for ptr, msg in schemas.errors(literal, schema):
             if not ptr and any(msg.startswith(f"{k!r} is a required") for k in dynamic):
                 continue
+            if not ptr and dynamic and msg.endswith("does not have enough properties"):
+                continue  # minProperties counts the inputs given by expressions too
             self.add(f"{base}{ptr}", msg, sid)
 
     def _expressions(
@@ -192,8 +199,11 @@ class _Checker:
         try:
             ast = expressions.environment().parse(text)
         except TemplateSyntaxError as exc:
-            self.add(ptr, f"bad expression {text!r}: {exc.message}", sid)
+            self.add(ptr, f"bad expression {short(text)}: {exc.message}", sid)
             return None
+        over = expressions.limit_problem(ast)
+        if over is not None:
+            self.add(ptr, f"expression {short(text)} is over a limit: {over}", sid)
         local = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
         result = None
         for name, keys in _chains(ast):
@@ -376,3 +386,28 @@ def check_document(doc: Document, catalog: Catalog) -> list[str]:
     """Every static problem of a parsed workflow document."""
     found = _Checker(doc, catalog).run()
     return sorted(found, key=lambda p: int(p[len(doc.path) + 1 :].split(":", 1)[0]))
+
+
+def deprecations(doc: Document, catalog: Catalog) -> list[str]:
+    """A warning for every step or trigger (at any depth) that uses a deprecated
+    action or trigger: ``file:line: /pointer: step ID: X is deprecated...``."""
+    found: list[str] = []
+
+    def visit(value: Any, ptr: str) -> None:
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                visit(v, f"{ptr}/{i}")
+        elif isinstance(value, dict):
+            use = value.get("use")
+            manifest = catalog.manifests.get(use) if isinstance(use, str) else None
+            line = manifest.deprecation() if manifest is not None else None
+            if line is not None:
+                who = f"step {value['id']}: " if isinstance(value.get("id"), str) else ""
+                found.append(f"{doc.where(ptr + '/use')}: {ptr}/use: {who}{line}")
+            for k, v in value.items():
+                visit(v, f"{ptr}/{escape(str(k))}")
+
+    if isinstance(doc.data, dict):
+        for key in ("trigger", "steps"):
+            visit(doc.data.get(key), f"/{key}")
+    return found

@@ -4,16 +4,19 @@ handler), check the output against the manifest's schema."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from connector.catalog import drift, schemas
 from connector.catalog.index import Catalog, Manifest, get_catalog
 from connector.catalog.plugins import PluginHost, get_host, handler_map
-from connector.errors import ConfigError, InputError, OutputError
+from connector.errors import ActionError, ConfigError, ConnectorError, InputError, OutputError, PluginError
 from connector.http.client import Settings, WilloClient
 from connector.workflows import expressions
 
@@ -74,7 +77,8 @@ class Stream:
 
 
 class ActionContext:
-    """What a handler receives as ``client``: raw requests and other actions."""
+    """What a handler receives as ``client`` (a :class:`connector.sdk.Client`): raw
+    requests, paged lists and other actions."""
 
     def __init__(self, connector: Connector, manifest: Manifest):
         self._connector = connector
@@ -82,8 +86,13 @@ class ActionContext:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         kwargs.setdefault("manifest", self.manifest.data)
-        kwargs.setdefault("idempotent", self.manifest.idempotent)
+        # by method unless the manifest says (a handler's GETs are retried like any GET)
+        kwargs.setdefault("idempotent", self.manifest.data.get("idempotent"))
         return self._connector.client.request(method, path, **kwargs)
+
+    def paginate(self, method: str, path: str, **kwargs: Any) -> list[Any]:
+        kwargs.setdefault("manifest", self.manifest.data)
+        return self._connector.client.paginate(method, path, **kwargs)
 
     def call(self, action_id: str, inputs: Mapping[str, Any]) -> Any:
         return self._connector.call(action_id, inputs).output
@@ -112,12 +121,11 @@ class Connector:
         self._settings = settings
         self._client = client
         self._handlers: dict[str, tuple[str, Callable[..., Any]]] | None = None
+        self._pollers: dict[str, tuple[str, Callable[..., Any]]] | None = None
         self.schema_mode = schema_mode or os.environ.get("WILLO_SCHEMA_MODE", "warn")
         if self.schema_mode not in ("warn", "strict", "off"):
             raise ConfigError(f"WILLO_SCHEMA_MODE={self.schema_mode!r}: use warn, strict or off")
-        filters: dict[str, Any] = {}
-        for _plugin, extra in self.host.call_each("template_filters"):
-            filters.update(extra)
+        filters = self.host.template_filters()
         if filters:
             expressions.add_filters(filters)
 
@@ -135,9 +143,40 @@ class Connector:
         self.host.call_quietly("prepare_request", manifest=manifest, request=request)
 
     def handler(self, manifest: Manifest) -> Callable[..., Any]:
+        return self.plugin_handler(manifest)[1]
+
+    def plugin_handler(self, manifest: Manifest) -> tuple[str, Callable[..., Any]]:
+        """``(plugin, handler)`` of a handler action."""
         if self._handlers is None:
             self._handlers = handler_map(self.host)
-        return self._handlers[manifest.handler or manifest.id][1]
+        return self._handlers[manifest.handler or manifest.id]
+
+    def poll_handler(self, manifest: Manifest) -> tuple[str, Callable[..., Any]]:
+        """``(plugin, poll handler)`` of a polling trigger that names one."""
+        if self._pollers is None:
+            self._pollers = handler_map(self.host, "poll_handlers")
+        return self._pollers[manifest.poll_handler or manifest.id]
+
+    def run_plugin_code(
+        self, manifest: Manifest, plugin: str, what: str, fn: Callable[..., Any], *args: Any
+    ) -> Any:
+        """Call a plugin's ``fn``; any failure is reported as the plugin's and the
+        manifest's (never as an internal error of the host)."""
+        try:
+            return fn(*args)
+        except ActionError as exc:
+            exc.attribute(manifest.id, plugin)
+            raise
+        except ConnectorError:
+            raise  # the client's typed errors, InputError...: already say what failed
+        except Exception as exc:
+            log.debug("%s of plugin %s failed", what, plugin, exc_info=True)
+            err = PluginError(self._scrub(f"{what} raised {type(exc).__name__}: {exc}{_origin(exc)}"))
+            err.attribute(manifest.id, plugin)
+            raise err from exc
+
+    def _scrub(self, text: str) -> str:
+        return self._client.scrub(text) if self._client is not None else text
 
     # ------------------------------------------------------------------ calling
 
@@ -158,13 +197,22 @@ class Connector:
         if self.dry_run:
             return self.preview(manifest, inputs)
         if manifest.handler:
-            output = self.handler(manifest)(inputs, ActionContext(self, manifest))
+            plugin, fn = self.plugin_handler(manifest)
+            output = self.run_plugin_code(
+                manifest, plugin, "handler", fn, inputs, ActionContext(self, manifest)
+            )
+            check_returned(manifest, plugin, output)
         else:
             pagination = (manifest.request or {}).get("pagination")
             if pagination and inputs.get("all"):
                 return self._stream(manifest, paged_inputs(manifest, inputs), pagination)
             output = self._declarative(manifest, inputs)
-        self.check_output(manifest, output)
+        try:
+            self.check_output(manifest, output)
+        except OutputError as exc:
+            # Willo answered 2xx: the request was sent whatever is wrong with the answer
+            exc.sent, exc.output = True, output
+            raise
         return Call(manifest.id, manifest.numbers(output))
 
     def _stream(self, manifest: Manifest, inputs: Mapping[str, Any], pagination: dict[str, Any]) -> Stream:
@@ -187,7 +235,11 @@ class Connector:
                 page = None  # hold one page at a time
                 # the page as the whole output would be checked and converted, alone
                 out = {**stream.envelope(len(batch)), field: batch}
-                self.check_output(manifest, out)
+                try:
+                    self.check_output(manifest, out)
+                except OutputError as exc:
+                    exc.sent, exc.output = True, out  # as for any answer: it was sent
+                    raise
                 batch = manifest.numbers(out)[field]
                 stream.count += len(batch)
                 yield batch
@@ -250,3 +302,30 @@ class Connector:
         if self.schema_mode == "strict":
             raise OutputError(f"{manifest.id}: output does not match its schema: " + "; ".join(report))
         drift.warn_once(manifest.id, report)
+
+
+def _origin(exc: BaseException) -> str:
+    """`` (at file.py:LINE)`` for the innermost frame of the exception's traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (at {Path(last.filename).name}:{last.lineno})"
+
+
+def check_returned(manifest: Manifest, plugin: str, output: Any) -> None:
+    """A handler's output must be JSON of the output schema's top-level type; anything
+    else is the plugin's error, not drift."""
+    wanted = manifest.output_schema.get("type")
+    names = [str(t) for t in (wanted if isinstance(wanted, list) else [wanted])]
+    got = drift.type_name(output)
+    if wanted is not None and got not in names and not (got == "integer" and "number" in names):
+        err = PluginError(f"handler returned {got}, not {' or '.join(names)} (its output schema's type)")
+        err.attribute(manifest.id, plugin)
+        raise err
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        err = PluginError(f"handler returned a value that is not JSON: {exc}")
+        err.attribute(manifest.id, plugin)
+        raise err from None

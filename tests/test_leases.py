@@ -1,0 +1,164 @@
+"""Leases (connector/state/leases.py): one live owner of a run or an event, any number
+of a subscription; a dead owner's leases expire; a live one's never are taken
+(issue 9 item 4)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from connector.errors import ConfigError
+from connector.state.leases import LeaseLost, Leases, lease_seconds
+from connector.state.store import StateStore
+from connector.triggers.dispatch import Dispatcher, claim, requeue_interrupted
+from connector.triggers.receiver import Inbox
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def two(tmp_path: Path, ttl: float = 10) -> tuple[Leases, Leases, Clock]:
+    clock = Clock()
+    a = Leases(StateStore(tmp_path), owner="host-a:1:aaaa", ttl=ttl, clock=clock)
+    b = Leases(StateStore(tmp_path), owner="host-b:1:bbbb", ttl=ttl, clock=clock)
+    return a, b, clock
+
+
+def test_an_exclusive_lease_has_one_live_owner_until_it_expires(tmp_path: Path) -> None:
+    a, b, clock = two(tmp_path)
+    assert a.acquire("run:1")
+    assert a.acquire("run:1")  # renewing one's own
+    assert not b.acquire("run:1")
+    assert [h.owner for h in b.holders("run:1")] == [a.owner]
+    clock.now += 9
+    assert not b.acquire("run:1")
+    clock.now += 2  # a stopped heartbeating 11 s ago: expired
+    assert b.acquire("run:1")
+    assert [h.owner for h in a.holders("run:1")] == [b.owner]
+
+
+def test_a_renewed_lease_does_not_expire(tmp_path: Path) -> None:
+    a, b, clock = two(tmp_path)
+    a.acquire("run:1")
+    for _ in range(5):
+        clock.now += 8
+        assert a.renew() == set()
+        assert not b.acquire("run:1")
+
+
+def test_a_taken_over_lease_is_reported_lost_and_fences_writes(tmp_path: Path) -> None:
+    a, b, clock = two(tmp_path)
+    a.acquire("run:1")
+    clock.now += 11
+    assert b.acquire("run:1")
+    assert a.renew() == {"run:1"}
+    with pytest.raises(LeaseLost), a.store.tx() as db:
+        a.check("run:1", db)
+    with b.store.tx() as db:
+        b.check("run:1", db)  # the new owner passes
+
+
+def test_an_expired_lease_nobody_took_is_still_its_owners(tmp_path: Path) -> None:
+    a, _, clock = two(tmp_path)
+    a.acquire("run:1")
+    clock.now += 60  # a stalled heartbeat, and nobody took over
+    with a.store.tx() as db:
+        a.check("run:1", db)
+    assert a.holds("run:1")
+
+
+def test_shared_leases_count_their_live_holders(tmp_path: Path) -> None:
+    a, b, clock = two(tmp_path)
+    assert a.acquire("subscription:u", shared=True)
+    assert b.acquire("subscription:u", shared=True)
+    assert not b.acquire("subscription:u")  # not exclusively while a holds a share
+    assert len(a.holders("subscription:u")) == 2
+    a.release("subscription:u")
+    assert [h.owner for h in a.holders("subscription:u")] == [b.owner]
+    clock.now += 11
+    assert a.holders("subscription:u") == []
+
+
+def test_release_all_keeps_what_it_is_told_to(tmp_path: Path) -> None:
+    a, b, _ = two(tmp_path)
+    for r in ("run:1", "event:2", "subscription-change:u"):
+        a.acquire(r)
+    a.release_all(keep={"subscription-change:u"})
+    assert b.acquire("run:1") and b.acquire("event:2")
+    assert not b.acquire("subscription-change:u")
+
+
+def test_the_heartbeat_thread_renews(tmp_path: Path) -> None:
+    a = Leases(StateStore(tmp_path), ttl=0.3)
+    a.acquire("run:1")
+    first = a.holders("run:1")[0].expires_at
+    time.sleep(0.5)
+    assert a.holders("run:1")[0].expires_at > first
+    a.close()
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "nan", "inf", "abc", "1e999"])
+def test_lease_seconds_must_be_positive(raw: str) -> None:
+    with pytest.raises(ConfigError, match="WILLO_LEASE_SECONDS"):
+        lease_seconds({"WILLO_LEASE_SECONDS": raw})
+    assert lease_seconds({}) == 30 and lease_seconds({"WILLO_LEASE_SECONDS": "2.5"}) == 2.5
+
+
+def test_an_old_state_file_gains_the_new_columns(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    db.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, trigger TEXT NOT NULL,"
+        " dedupe TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_at REAL NOT NULL DEFAULT 0, error TEXT, run_id TEXT, received_at REAL NOT NULL,"
+        " UNIQUE (source, dedupe))"
+    )
+    db.commit()
+    db.close()
+    store = StateStore(tmp_path)
+    cols = {r["name"] for r in store.query("PRAGMA table_info(events)")}
+    assert {"failure", "failing_since"} <= cols
+
+
+# ---------------------------------------------------------------------- events
+
+
+def body(eid: str) -> bytes:
+    return json.dumps({"id": eid, "event": "new_score", "data": {}}).encode()
+
+
+def test_a_starting_dispatcher_leaves_a_live_ones_events_alone(conn, tmp_path: Path) -> None:
+    """Two pollers (or a poller and `listen`) on one state dir: the one starting
+    must not take back the other's in-flight events; a dead one's, it does."""
+    first = StateStore(tmp_path)
+    Inbox(first).accept({}, body("evt_a"))
+    (event,) = claim(first, "webhook")  # the first process is dispatching it
+    second = StateStore(tmp_path)
+    assert requeue_interrupted(second, "webhook") == 0
+    assert claim(second, "webhook") == []
+    assert second.query("SELECT status FROM events")[0]["status"] == "dispatching"
+    first.leases.close()  # the first process dies: its heartbeat stops
+    second.leases.clock = lambda: time.time() + first.leases.ttl + 1
+    assert requeue_interrupted(second, "webhook") == 1
+    (again,) = claim(second, "webhook")
+    assert again["id"] == event["id"]
+
+
+def test_the_dispatcher_sweeps_up_a_dead_peers_events_while_running(conn, tmp_path: Path) -> None:
+    first = StateStore(tmp_path)
+    Inbox(first).accept({}, body("evt_b"))
+    claim(first, "webhook")
+    first.leases.close()
+    second = StateStore(tmp_path)
+    second.leases.clock = lambda: time.time() + first.leases.ttl + 1
+    seen: list[str] = []
+    d = Dispatcher(conn, second, "webhook", lambda t, p, e: seen.append(p["id"]))
+    assert d.one() == 1 and seen == ["evt_b"]  # no restart needed
