@@ -338,3 +338,20 @@ def test_every_shipped_schema_uses_only_known_keywords() -> None:
     for m in cat.manifests.values():
         assert schemas.unknown_keywords(m.input_schema) == [], m.id
         assert schemas.unknown_keywords(m.output_schema) == [], m.id
+
+
+def test_the_date_time_check_answers_as_rfc3339_validator() -> None:
+    """Its calendar check is remembered per date; every verdict must stay the library's."""
+    import itertools
+
+    from rfc3339_validator import validate_rfc3339
+
+    from connector.catalog.schemas import _datetime
+
+    parts = itertools.product(
+        ["0000", "2024", "2026"], ["00", "01", "02", "04", "12", "13"], ["00", "01", "29", "30", "31", "32"],
+        ["00:00:00", "23:59:59", "24:00:00", "10:00:60", "10:00:00.5"], ["Z", "z", "+01:00", "-23:59", ""],
+    )  # fmt: skip
+    values = [f"{y}-{m}-{d}T{t}{z}" for y, m, d, t, z in parts] + ["", "x", "2026-01-01 10:00:00Z"]
+    assert [_datetime(v) for v in values] == [validate_rfc3339(v.upper()) for v in values]
+    assert any(_datetime(v) for v in values) and not all(_datetime(v) for v in values)

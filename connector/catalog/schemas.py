@@ -56,9 +56,21 @@ def _uri_reference(instance: object) -> bool:
 
 
 def _datetime(instance: object) -> bool:
+    """rfc3339_validator's verdict (as jsonschema asks it), its calendar check of the
+    day remembered per date: a page of timestamps shares a few dates."""
+    if not isinstance(instance, str):
+        return True
+    from rfc3339_validator import RFC3339_REGEX
+
+    found = RFC3339_REGEX.match(instance.upper())
+    return found is not None and _valid_date(*found.groups())
+
+
+@cache
+def _valid_date(year: str, month: str, day: str) -> bool:
     from rfc3339_validator import validate_rfc3339
 
-    return not isinstance(instance, str) or bool(validate_rfc3339(instance.upper()))
+    return bool(validate_rfc3339(f"{year}-{month}-{day}T00:00:00Z"))  # the day is all it depends on
 
 
 def _time(instance: object) -> bool:
@@ -106,6 +118,22 @@ def shipped_schema(name: str) -> dict[str, Any]:
 @cache
 def _validator_for_shipped(name: str) -> Draft202012Validator:
     return validator(shipped_schema(name))
+
+
+_VALIDATORS: dict[int, tuple[Any, Draft202012Validator]] = {}
+
+
+def _validator_of(schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator of ``schema``, built once per schema object (building one costs more
+    than using it: a poll must not build one per item)."""
+    found = _VALIDATORS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    if len(_VALIDATORS) >= 256:
+        _VALIDATORS.clear()
+    made = validator(schema)
+    _VALIDATORS[id(schema)] = (schema, made)
+    return made
 
 
 def validator(schema: dict[str, Any]) -> Draft202012Validator:
@@ -244,7 +272,7 @@ def errors(instance: Any, schema_or_validator: Any) -> list[tuple[str, str]]:
     if isinstance(v, str):
         v = _validator_for_shipped(v)
     elif isinstance(v, dict):
-        v = validator(v)
+        v = _validator_of(v)
     found: list[tuple[str, str]] = []
     try:
         for err in v.iter_errors(instance):
@@ -275,86 +303,134 @@ _ANNOTATIONS = frozenset(
 )
 
 
-def _is_type(x: Any, name: Any) -> bool:
-    t = type(x)
-    if name == "string":
-        return isinstance(x, str)
-    if name == "integer":
-        return t is int or (t is float and x.is_integer())
-    if name == "number":
-        return t is int or t is float
-    if name == "boolean":
-        return t is bool
-    if name == "null":
-        return x is None
-    if name == "object":
-        return isinstance(x, dict)
-    if name == "array":
-        return isinstance(x, list)
+def _yes(x: Any) -> bool:
+    return True
+
+
+def _no(x: Any) -> bool:
     return False
 
 
-def _same(x: Any, options: Any) -> bool:
-    t = type(x)
-    return t in (str, int, float, bool, type(None)) and any(type(o) is t and o == x for o in options)
+_NONE = type(None)
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda x: isinstance(x, str),
+    "integer": lambda x: type(x) is int or (type(x) is float and x.is_integer()),
+    "number": lambda x: type(x) is int or type(x) is float,
+    "boolean": lambda x: type(x) is bool,
+    "null": lambda x: x is None,
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+}
+_SCALARS = (str, int, float, bool, _NONE)
 
 
 def _number(x: Any) -> bool:
     return type(x) is int or type(x) is float
 
 
-def _rule(key: str, x: Any, rule: Any, s: dict[str, Any]) -> bool:
-    """Does ``x`` certainly satisfy keyword ``key`` (``rule``) of schema ``s``?"""
-    if key == "type":
-        return any(_is_type(x, n) for n in rule) if isinstance(rule, list) else _is_type(x, rule)
-    if key == "properties":
-        return not isinstance(x, dict) or all(proves_valid(x[k], sub) for k, sub in rule.items() if k in x)
-    if key == "required":
-        return not isinstance(x, dict) or all(k in x for k in rule)
-    if key == "additionalProperties":
-        if not isinstance(x, dict) or rule is True:
-            return True
-        known = s.get("properties") or {}
-        return all(proves_valid(v, rule) for k, v in x.items() if k not in known)
-    if key == "enum":
-        return isinstance(rule, list) and _same(x, rule)
-    if key == "const":
-        return _same(x, [rule])
-    if key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        if type(x) is bool or isinstance(x, (str, dict, list, type(None))):
+def _one_of_values(options: list[Any]) -> Callable[[Any], bool]:
+    """``enum``/``const``: a scalar equal to an option of the same type (jsonschema tells
+    1 from True; other values are left to it)."""
+    found = {(type(o), o) for o in options if type(o) in _SCALARS}
+    return lambda x: type(x) in _SCALARS and (type(x), x) in found
+
+
+def _bound(key: str, rule: Any) -> Callable[[Any], bool]:
+    compare = {
+        "minimum": lambda x: x >= rule,
+        "maximum": lambda x: x <= rule,
+        "exclusiveMinimum": lambda x: x > rule,
+        "exclusiveMaximum": lambda x: x < rule,
+    }[key]
+    numeric = _number(rule)
+
+    def check(x: Any) -> bool:
+        if type(x) is bool or isinstance(x, (str, dict, list, _NONE)):
             return True  # bounds apply to numbers only (a boolean is not one)
-        if not _number(x) or not _number(rule):
-            return False
-        return {
-            "minimum": x >= rule,
-            "maximum": x <= rule,
-            "exclusiveMinimum": x > rule,
-            "exclusiveMaximum": x < rule,
-        }[key]
+        return numeric and _number(x) and compare(x)
+
+    return check
+
+
+def _size(kind: type, least: bool, rule: Any) -> Callable[[Any], bool]:
+    def check(x: Any) -> bool:
+        if not isinstance(x, kind):
+            return True
+        n: int = len(x)  # type: ignore[arg-type]
+        return n >= rule if least else n <= rule
+
+    return check
+
+
+def _rule(key: str, rule: Any, s: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """The check of keyword ``key`` (``rule``) of schema ``s``: True only where ``x``
+    certainly satisfies it; None for a keyword this proof does not know."""
+    if key == "type":
+        names = rule if isinstance(rule, list) else [rule]
+        checks = [_TYPES.get(n, _no) if isinstance(n, str) else _no for n in names]
+        if len(checks) == 1:
+            return checks[0]
+        if len(checks) == 2:  # the common ["string", "null"]: no generator per value
+            a, b = checks
+            return lambda x: a(x) or b(x)
+        return lambda x: any(c(x) for c in checks)
+    if key == "properties":
+        if not isinstance(rule, dict):
+            return None
+        table = {k: _compiled(sub) for k, sub in rule.items()}
+
+        def properties(x: Any) -> bool:
+            if not isinstance(x, dict):
+                return True
+            for k, v in x.items():
+                check = table.get(k)
+                if check is not None and not check(v):
+                    return False
+            return True
+
+        return properties
+    if key == "required":
+        if not isinstance(rule, list):
+            return None
+        required = frozenset(rule)
+        return lambda x: not isinstance(x, dict) or required <= x.keys()
+    if key == "additionalProperties":
+        if rule is True:
+            return _yes
+        known = set(s.get("properties") or {})
+        extra = _compiled(rule)
+        return lambda x: not isinstance(x, dict) or all(extra(v) for k, v in x.items() if k not in known)
+    if key == "enum":
+        return _one_of_values(rule) if isinstance(rule, list) else _no
+    if key == "const":
+        return _one_of_values([rule])
+    if key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return _bound(key, rule)
     if key in ("minLength", "maxLength"):
-        if not isinstance(x, str):
-            return True
-        return len(x) >= rule if key == "minLength" else len(x) <= rule
-    if key == "pattern":
-        return not isinstance(x, str) or re.search(rule, x) is not None
-    if key == "format":
-        check = _FORMATS.get(rule)
-        return not isinstance(x, str) or (check is not None and bool(check(x)))
-    if key == "items":
-        return not isinstance(x, list) or all(proves_valid(i, rule) for i in x)
+        return _size(str, key == "minLength", rule)
     if key in ("minItems", "maxItems"):
-        if not isinstance(x, list):
-            return True
-        return len(x) >= rule if key == "minItems" else len(x) <= rule
+        return _size(list, key == "minItems", rule)
     if key in ("minProperties", "maxProperties"):
-        if not isinstance(x, dict):
-            return True
-        return len(x) >= rule if key == "minProperties" else len(x) <= rule
+        return _size(dict, key == "minProperties", rule)
+    if key == "pattern":
+        try:
+            regex = re.compile(rule)
+        except (re.error, TypeError):
+            return _no
+        return lambda x: not isinstance(x, str) or regex.search(x) is not None
+    if key == "format":
+        check = _FORMATS.get(rule) if isinstance(rule, str) else None
+        if check is None:
+            return lambda x: not isinstance(x, str)
+        return lambda x: not isinstance(x, str) or bool(check(x))
+    if key == "items":
+        item = _compiled(rule)
+        return lambda x: not isinstance(x, list) or all(item(i) for i in x)
     if key == "uniqueItems":
-        if not isinstance(x, list) or rule is False:
-            return True
-        return all(type(i) is str for i in x) and len(set(x)) == len(x)
-    return False  # a keyword this proof does not know: ask jsonschema
+        if rule is False:
+            return _yes
+        return lambda x: not isinstance(x, list) or (all(type(i) is str for i in x) and len(set(x)) == len(x))
+    return None  # a keyword this proof does not know: ask jsonschema
 
 
 #: Formats a proof checks, as jsonschema does (the same functions, for the lazy ones).
@@ -366,26 +442,68 @@ _FORMATS: dict[str, Callable[[str], object]] = {
     "time": _time,
 }
 
+#: Compiled proofs by schema (the schema is kept with its proof, so that its id stays its own).
+_PROOFS: dict[int, tuple[Any, Callable[[Any], bool]]] = {}
+_COPIES: dict[tuple[tuple[str, int], ...], tuple[Any, Callable[[Any], bool]]] = {}
+_PROOFS_MAX = 1024
+
+
+def _compiled(schema: Any) -> Callable[[Any], bool]:
+    """``schema`` as one function (compiled once per schema object, and once for the
+    shallow copies of it that ``Manifest.input_schema`` and ``output_schema`` give)."""
+    found = _PROOFS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    parts = tuple((k, id(v)) for k, v in schema.items()) if isinstance(schema, dict) else None
+    if parts is not None:
+        copied = _COPIES.get(parts)
+        if copied is not None and all(copied[0].get(k) is v for k, v in schema.items()):
+            return copied[1]
+    if schema is True:
+        proof: Callable[[Any], bool] = _yes
+    elif not isinstance(schema, dict):
+        proof = _no
+    else:
+        checks: list[Callable[[Any], bool]] = []
+        for key, rule in schema.items():
+            if key in _ANNOTATIONS or key.startswith("x-"):
+                continue
+            check = _rule(key, rule, schema)
+            if check is None:
+                checks = [_no]
+                break
+            checks.append(check)
+        if not checks:
+            proof = _yes
+        elif len(checks) == 1:
+            proof = checks[0]
+        else:
+
+            def proof(x: Any) -> bool:
+                for check in checks:  # noqa: SIM110 - a loop: no generator per value
+                    if not check(x):
+                        return False
+                return True
+
+    if len(_PROOFS) >= _PROOFS_MAX:
+        _PROOFS.clear()
+        _COPIES.clear()
+    _PROOFS[id(schema)] = (schema, proof)
+    if parts is not None:
+        _COPIES[parts] = (schema, proof)
+    return proof
+
 
 def proves_valid(instance: Any, schema: Any) -> bool:
     """True only if ``instance`` certainly satisfies ``schema``, settled without
     jsonschema for the keywords manifests' inputs use (types, properties, required,
     additionalProperties, enum, const, bounds, lengths, pattern, items, uniqueItems of
-    strings, min/maxProperties, the formats of ``_FORMATS``);
-    False means "not proven": ask jsonschema, which also words the errors."""
-    if schema is True:
-        return True
-    if not isinstance(schema, dict):
+    strings, min/maxProperties, the formats of ``_FORMATS``); False means "not proven":
+    ask jsonschema, which also words the errors. The schema is compiled once."""
+    try:
+        return bool(_compiled(schema)(instance))
+    except (TypeError, ValueError, RecursionError):
         return False
-    for key, rule in schema.items():
-        if key in _ANNOTATIONS or key.startswith("x-"):
-            continue
-        try:
-            if not _rule(key, instance, rule, schema):
-                return False
-        except (TypeError, ValueError, re.error, RecursionError):
-            return False
-    return True
 
 
 MESSAGE_LIMIT = 200

@@ -57,14 +57,14 @@ def emit_json(value: Any) -> None:
     encoder = json.JSONEncoder(indent=2, ensure_ascii=False, default=str)
     with _Out() as out:
         for chunk in encoder.iterencode(value):
-            out.write(_clean(chunk))
+            out.write(clean_json(chunk))
         out.write("\n")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _clean(text: str) -> str:
+def clean_json(text: str) -> str:
     """JSON text with secrets scrubbed and lone surrogates escaped (they occur only
     inside strings, where ``\\uXXXX`` means the same)."""
     from connector.redaction import scrub
@@ -119,7 +119,7 @@ class _Out:
 
 
 def _compact(value: Any) -> str:
-    return _clean(json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")))
+    return clean_json(json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")))
 
 
 def emit_records(batches: Iterable[list[Any]]) -> None:
@@ -150,7 +150,7 @@ def emit_list(head: Mapping[str, Any], items: str, batches: Iterable[list[Any]],
         for batch in batches:
             for record in batch:
                 if indent:
-                    text = _clean(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+                    text = clean_json(json.dumps(record, indent=2, ensure_ascii=False, default=str))
                     out.write(("\n    " if first else ",\n    ") + text.replace("\n", "\n    "))
                 else:
                     out.write(_compact(record) if first else "," + _compact(record))

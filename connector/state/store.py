@@ -83,7 +83,10 @@ CREATE TABLE IF NOT EXISTS events (
     failing_since REAL,
     UNIQUE (source, dedupe)
 );
-CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at);
+-- the queue in order: a claim reads the oldest queued events of a source, not all of
+-- them; it serves every query by source and status (events_status, before, did not)
+CREATE INDEX IF NOT EXISTS events_queue ON events (source, status, id);
+DROP INDEX IF EXISTS events_status;
 CREATE TABLE IF NOT EXISTS leases (
     resource TEXT NOT NULL,
     owner TEXT NOT NULL,
@@ -138,6 +141,7 @@ class StateStore:
         self._write_lock = threading.Lock()
         self._leases: Leases | None = None
         self._leases_lock = threading.Lock()
+        self._group = GroupCommit(self)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
@@ -277,26 +281,128 @@ class StateStore:
         error: str | None = None,
         guard: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Journal one unit; ``guard(db)`` runs first in the same transaction (a lease
-        fence: it raises to write nothing)."""
-        with self.tx() as db:
-            if guard is not None:
-                guard(db)
-            db.execute(
-                "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status,"
-                " inputs = COALESCE(excluded.inputs, units.inputs), output = excluded.output,"
-                " error = excluded.error, updated_at = excluded.updated_at",
-                (
-                    run_id,
-                    step,
-                    item,
-                    action,
-                    status,
-                    None if inputs is None else dumps(inputs),
-                    None if output is None else dumps(redaction.scrub_value(output)),
-                    redaction.scrub(error) if error else error,
-                    time.time(),
-                ),
-            )
+        """Journal one unit, durably: it is on disk when this returns. ``guard(db)`` runs
+        first in the same transaction (a lease fence: it raises to write nothing); a
+        guard with a ``key`` attribute runs once per transaction for all rows sharing
+        that key.
+
+        Units journaled at the same time by several threads (a foreach's items) are
+        written in one transaction (group commit): each caller still returns only once
+        its own row is committed, so nothing durable is given up."""
+        row = (
+            run_id,
+            step,
+            item,
+            action,
+            status,
+            None if inputs is None else dumps(inputs),
+            None if output is None else redaction.scrub(dumps(output)),
+            redaction.scrub(error) if error else error,
+            time.time(),
+        )
+        self._group.submit(row, guard)
+
+
+_MARK_UNIT = (
+    "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status,"
+    " inputs = COALESCE(excluded.inputs, units.inputs), output = excluded.output,"
+    " error = excluded.error, updated_at = excluded.updated_at"
+)
+
+
+class _Entry:
+    __slots__ = ("done", "error", "fence", "row", "wake")
+
+    def __init__(self, row: tuple[Any, ...], fence: Callable[[sqlite3.Connection], None] | None):
+        self.row = row
+        self.fence = fence
+        self.done = False  # committed (or failed)
+        self.wake = threading.Event()  # done, or asked to lead
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Journal rows written by many threads at once, committed together (group commit):
+    a writer finding no commit under way leads: it commits everything queued in one
+    transaction, then what queued meanwhile, and after a few rounds hands the lead to
+    the oldest waiting writer (a leader's own work is never held up for long). The
+    others wait for the commit holding their row. N threads journaling at once pay for
+    one transaction, not N, and each returns only once its own row is on disk (or
+    raises its own error)."""
+
+    ROUNDS = 2  # batches a leader commits after its own before handing the lead on
+
+    def __init__(self, store: StateStore):
+        self.store = store
+        self._lock = threading.Lock()
+        self._queue: list[_Entry] = []
+        self._busy = False
+        self.transactions = 0  # (for tests and benchmarks)
+
+    def submit(self, row: tuple[Any, ...], fence: Callable[[sqlite3.Connection], None] | None) -> None:
+        entry = _Entry(row, fence)
+        with self._lock:
+            self._queue.append(entry)
+            lead = not self._busy
+            self._busy = True
+        while True:
+            if lead:
+                self._lead(entry)
+            entry.wake.wait()
+            if entry.done:
+                break
+            entry.wake.clear()  # handed the lead
+            lead = True
+        if entry.error is not None:
+            raise entry.error
+
+    def _lead(self, own: _Entry) -> None:
+        rounds = 0
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._busy = False
+                    return
+            self._commit(batch)
+            rounds += 1
+            if own.done and rounds >= self.ROUNDS:
+                with self._lock:
+                    if not self._queue:
+                        self._busy = False
+                        return
+                    self._queue[0].wake.set()  # the oldest waiting writer leads now
+                return
+
+    def _commit(self, batch: list[_Entry]) -> None:
+        try:
+            with self.store.tx() as db:
+                self.transactions += 1
+                fenced: dict[Any, BaseException | None] = {}  # each fence once a transaction
+                rows = []
+                for entry in batch:
+                    fence = entry.fence
+                    if fence is not None:
+                        key = getattr(fence, "key", fence)
+                        if key not in fenced:
+                            try:
+                                fence(db)
+                                fenced[key] = None
+                            except sqlite3.Error:
+                                raise  # the transaction is lost: every row of it fails
+                            except Exception as exc:  # this fence's refusal (a lost lease)
+                                fenced[key] = exc
+                        entry.error = fenced[key]
+                    if entry.error is None:
+                        rows.append(entry.row)
+                db.executemany(_MARK_UNIT, rows)
+        except BaseException as exc:
+            for entry in batch:
+                if entry.error is None:
+                    entry.error = exc
+        finally:
+            for entry in batch:
+                entry.done = True
+                entry.wake.set()

@@ -250,6 +250,7 @@ class Runner:
         self.progress = progress
         self.executor = executor
         self.cancel = cancel  # set: start no further unit; the run is left resumable
+        self._fences: dict[str, Callable[[Any], None]] = {}
 
     # ------------------------------------------------------------------ entry points
 
@@ -431,10 +432,20 @@ class Runner:
 
     def _journal(self, run_id: str | None, step: str, item: int, action: str, status: str, **kw: Any) -> None:
         if self.store is not None and run_id is not None:
-            leases, resource = self.store.leases, run_resource(run_id)
-            self.store.mark_unit(
-                run_id, step, item, action, status, guard=lambda db: leases.check(resource, db), **kw
-            )
+            self.store.mark_unit(run_id, step, item, action, status, guard=self._fence(run_id), **kw)
+
+    def _fence(self, run_id: str) -> Callable[[Any], None]:
+        """The run's lease check before a journal write (once per transaction)."""
+        fence = self._fences.get(run_id)
+        if fence is None:
+            leases, resource = self.store.leases, run_resource(run_id)  # type: ignore[union-attr]
+
+            def check(db: Any) -> None:
+                leases.check(resource, db)
+
+            check.key = ("lease", resource)  # type: ignore[attr-defined]
+            fence = self._fences[run_id] = check
+        return fence
 
     def _runner(
         self, run_id: str | None, journal: dict[tuple[str, int], Any]
