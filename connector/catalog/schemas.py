@@ -6,6 +6,7 @@ settles needs none), and its "uri" and "date-time" libraries on first use.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from connector.catalog import formats
 from connector.errors import escape, pointer, short
 
 if TYPE_CHECKING:
@@ -100,9 +102,19 @@ def _register_lazy_formats(blocked: list[str]) -> None:
         _format._checks_drafts(draft7="time", draft201909="time", draft202012="time")(_time)
 
 
+@cache
+def _format_checker() -> Any:
+    """Draft 2020-12's format checker with the dialect's own formats (cron, timezone);
+    jsonschema's own stays as it is."""
+    checker = copy.copy(_jsonschema().Draft202012Validator.FORMAT_CHECKER)
+    checker.checkers = dict(checker.checkers)
+    formats.register(checker)
+    return checker
+
+
 def __getattr__(name: str) -> Any:
-    if name == "FORMAT_CHECKER":  # draft 2020-12's, with every format
-        return _jsonschema().Draft202012Validator.FORMAT_CHECKER
+    if name == "FORMAT_CHECKER":  # loaded on first use (see the module's docstring)
+        return _format_checker()
     raise AttributeError(name)
 
 
@@ -138,7 +150,7 @@ def _validator_of(schema: dict[str, Any]) -> Draft202012Validator:
 
 def validator(schema: dict[str, Any]) -> Draft202012Validator:
     draft = _jsonschema().Draft202012Validator
-    return draft(schema, format_checker=draft.FORMAT_CHECKER)
+    return draft(schema, format_checker=_format_checker())
 
 
 def check_schema(schema: Any, resources: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
@@ -440,6 +452,8 @@ _FORMATS: dict[str, Callable[[str], object]] = {
     "uri-reference": _uri_reference,
     "date-time": _datetime,
     "time": _time,
+    "cron": formats.check_cron,  # (raises on a bad one: not proven, jsonschema says why)
+    "timezone": formats.check_timezone,
 }
 
 #: Compiled proofs by schema (the schema is kept with its proof, so that its id stays its own).
@@ -515,7 +529,8 @@ def _message(err: ValidationError) -> str:
     elif err.validator == "required":
         msg = err.message
     elif err.validator == "format":
-        msg = f"{_short(err.instance)} is not a valid {err.validator_value}"
+        why = f": {err.cause}" if isinstance(err.cause, formats.FormatProblem) else ""
+        msg = f"{_short(err.instance)} is not a valid {err.validator_value}{why}"
     elif err.validator == "pattern":
         msg = f"{_short(err.instance)} does not match {_short(err.validator_value)}"
     else:
@@ -582,3 +597,24 @@ def _short(value: Any) -> str:
         text = json.dumps(value[:61])
         return text if len(value) <= 60 else text[:57] + '..."'
     return short(value)
+
+
+def apply_defaults(instance: Any, schema: Any) -> Any:
+    """``instance`` with the ``default`` of every absent property filled in, through
+    nested objects and array items (a copy; ``instance`` is left as it is)."""
+    if not isinstance(schema, dict):
+        return instance
+    if isinstance(instance, dict):
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return instance
+        out = dict(instance)
+        for name, sub in props.items():
+            if name not in out and isinstance(sub, dict) and "default" in sub:
+                out[name] = copy.deepcopy(sub["default"])
+            if name in out:
+                out[name] = apply_defaults(out[name], sub)
+        return out
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(item, schema["items"]) for item in instance]
+    return instance
