@@ -86,10 +86,9 @@ CREATE TABLE IF NOT EXISTS events (
     failing_since REAL,
     UNIQUE (source, dedupe)
 );
--- the queue in order: a claim reads the oldest queued events of a source, not all of
--- them; it serves every query by source and status (events_status, before, did not)
+CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at);
+-- the queue in order: a claim reads the oldest queued events of a source, not all of them
 CREATE INDEX IF NOT EXISTS events_queue ON events (source, status, id);
-DROP INDEX IF EXISTS events_status;
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
