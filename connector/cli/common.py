@@ -56,9 +56,16 @@ def emit_json(value: Any) -> None:
     lone surrogate from the data) is written as a JSON escape rather than crashing."""
     encoder = json.JSONEncoder(indent=2, ensure_ascii=False, default=str)
     with _Out() as out:
-        for chunk in encoder.iterencode(value):
-            out.write(clean_json(chunk))
-        out.write("\n")
+        parts: list[str] = []
+        size = 0
+        for chunk in encoder.iterencode(value):  # a string is one chunk: never cut in two
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= _Out.LIMIT:
+                out.write(clean_json("".join(parts)))
+                parts.clear()
+                size = 0
+        out.write(clean_json("".join(parts)) + "\n")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
