@@ -32,12 +32,14 @@ import threading
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector import redaction
 from connector import secrets as workflow_secrets
-from connector.errors import ConfigError
-from connector.yamlio import Document, YamlError, escape, load_text
+from connector.errors import ConfigError, escape
+
+if TYPE_CHECKING:
+    from connector.yamlio import Document
 
 FILE_NAME = "connections.yaml"
 #: Environment variables naming the file, in the order they are read.
@@ -136,6 +138,8 @@ def load(env: Mapping[str, str] | None = None) -> ConfigFile | None:
         found = _cache.get(key)
     if found is not None:
         return found
+    from connector.yamlio import YamlError, load_text  # PyYAML: only when there is a file
+
     try:
         text = path.read_text(encoding="utf-8")
         doc = load_text(text, str(path))

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector import config as configfile
-from connector.errors import ConfigError
+from connector.errors import ConfigError, escape
 from connector.http.client import DEFAULT_BASE_URL, DEFAULT_RATE, Settings, check_url, header_token
 from connector.http.pacing import ON_QUOTA, Pacer, SharedPacer, parse_rate, shared_pacer
 from connector.state.budget import Limits
-from connector.yamlio import escape
 
 if TYPE_CHECKING:
     from connector.state.store import StateStore
