@@ -158,6 +158,21 @@ class Connection:
         on_quota = os.environ.get("WILLO_ON_QUOTA", "").strip() or self.on_quota
         return SharedPacer(store, account.budget, limits, label=f"connection {self.name}", on_quota=on_quota)
 
+    def usage(self, store: StateStore) -> dict[str, Any] | None:
+        """This account's current use of its shared budget (today against the quota, the
+        last second and minute, 429s: :func:`connector.state.budget.usage`), with the
+        connection's name; None when its key cannot be read. For metrics."""
+        try:
+            key = self.api_key(required=False)
+        except ConfigError:
+            return None
+        if not key:
+            return None
+        from connector.state.budget import usage
+
+        used = usage(store, self.account(key).budget)
+        return {**used, "connection": self.name, "per_day": self.daily_quota}
+
     def describe(self) -> dict[str, Any]:
         """For ``connections`` and ``config show``: everything but the key, which is
         shown as its fingerprint (or why it cannot be read)."""

@@ -267,3 +267,21 @@ def test_the_shared_budgets_eta_is_the_in_memory_one(tmp_path: Path) -> None:
     for n in (0, 1, 5, 63, 64, 150):
         assert shared.time_for(n) == pytest.approx(mem.time_for(n), abs=1e-6), n
     assert shared.describe() == mem.describe() == "10/s, 100/min"
+
+
+def test_a_connections_current_use_for_metrics(sandbox, tmp_path: Path, monkeypatch) -> None:
+    from connector import connections
+
+    monkeypatch.setenv("WILLO_RATE_LIMIT", "100/1000")
+    for _ in range(3):
+        assert CliRunner().invoke(main, ["call", "willo.list_languages", "--json"]).exit_code == 0
+    default = connections.load().get("default")
+    use = default.usage(StateStore())
+    assert use is not None
+    assert (use["connection"], use["used_today"], use["per_day"], use["throttles"]) == (
+        "default",
+        3,
+        50_000,
+        0,
+    )
+    assert use["last_minute"] == 3

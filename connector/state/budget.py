@@ -334,7 +334,8 @@ class Budget:
 
 
 def usage(store: StateStore, account: str, now: float | None = None) -> dict[str, Any]:
-    """An account's current use of its budget (for ``connections`` and metrics):
+    """An account's current use of its budget (for ``connections`` and metrics; the
+    last second and minute count reserved slots, which only paced accounts keep):
     ``{"account", "label", "day", "used_today", "per_day", "renews_at", "last_second",
     "per_second", "last_minute", "per_minute", "throttles", "cut", "slack", "held_until"}``;
     zeros for an account that has sent nothing."""
