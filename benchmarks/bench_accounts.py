@@ -1,7 +1,9 @@
 """One rate budget per account shared by every process (issue 10).
 
-1. What the shared budget costs a request: ``SharedPacer.acquire`` (one write
-   transaction in the state store) with limits that never bind, against the in-memory
+1. What the shared budget costs a request: ``SharedPacer.acquire`` and ``observe``
+   (its slot reserved, then settled at the answer's time: two write transactions in
+   the state store; a request that waited for its slot confirms it, a third) with
+   limits that never bind, against the in-memory
    ``Pacer`` and against no pacing, in one process; then 3 and 6 processes reserving
    at once on one store (SQLite's write lock is the contended part): latency of one
    acquire, p50 and p99.
@@ -36,15 +38,22 @@ NEVER = Limits(1_000_000, 10_000_000, 100_000_000)
 
 
 def per_acquire(pacer: object, n: int) -> float:
+    """What one request costs the budget: its slot (``acquire``) and, once answered, the
+    slot settled at the answer's time (``observe``)."""
     acquire = pacer.acquire  # type: ignore[attr-defined]
+    observe = pacer.observe  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     for _ in range(n):
         acquire()
+        observe(0.001)
     return (time.perf_counter() - t0) / n
 
 
 class _Nothing:
     def acquire(self) -> None:
+        pass
+
+    def observe(self, seconds: float) -> None:
         pass
 
 
@@ -58,7 +67,7 @@ pacer.acquire()
 sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
 lat = []
 for _ in range(int(sys.argv[2])):
-    t0 = time.perf_counter(); pacer.acquire(); lat.append(time.perf_counter() - t0)
+    t0 = time.perf_counter(); pacer.acquire(); pacer.observe(0.001); lat.append(time.perf_counter() - t0)
 print(json.dumps(lat))
 """
 

@@ -285,3 +285,78 @@ def test_a_connections_current_use_for_metrics(sandbox, tmp_path: Path, monkeypa
         0,
     )
     assert use["last_minute"] == 3
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_round_trips_that_vary_more_than_the_slack_widen_it(tmp_path: Path, shared: bool) -> None:
+    """Requests reach the server's windows with the spread of their round trips: a
+    spread of 0.3 s (a loaded machine) spaces every 10th slot 1.3 s apart, not 1.05."""
+    clock = Clock()
+    pacer: Pacer | SharedPacer = (
+        SharedPacer(StateStore(tmp_path), "acct", Limits(10, 0), clock=clock, sleep=clock.sleep)
+        if shared
+        else Pacer(10, 0, clock=clock, sleep=clock.sleep)
+    )
+    for i in range(20):
+        pacer.observe(0.01 + (0.3 if i % 2 else 0.0))
+    times = []
+    for _ in range(30):
+        pacer.acquire()
+        times.append(clock.now)
+    gaps = [times[i + 10] - times[i] for i in range(len(times) - 10)]
+    assert min(gaps) == pytest.approx(1.0 + 0.3, abs=1e-6)
+    steady = Pacer(10, 0, clock=clock, sleep=clock.sleep)
+    for _ in range(20):
+        steady.observe(0.01)
+    start = []
+    for _ in range(30):
+        steady.acquire()
+        start.append(clock.now)
+    assert min(start[i + 10] - start[i] for i in range(20)) == pytest.approx(1.0 + budget.SLACK, abs=1e-6)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_slot_is_confirmed_against_when_the_requests_before_it_were_answered(
+    tmp_path: Path, shared: bool
+) -> None:
+    """Ten requests sent at once reach the server over 0.3 s (a cold start, a queue in
+    front of it): the eleventh, reserved meanwhile for a second after the first slot,
+    finds on waking that the first answer came 30 ms later, and waits a second after it."""
+    clock = Clock()
+    answers: list[float] = []
+    go = [threading.Event() for _ in range(10)]
+    done = [threading.Event() for _ in range(10)]
+
+    def sleep(seconds: float) -> None:  # the eleventh waits: the ten are answered meanwhile
+        began = clock.now
+        for i in range(10):
+            if not go[i].is_set():
+                clock.now += 0.03
+                answers.append(clock.now)
+                go[i].set()
+                done[i].wait(5)
+        clock.now = began + seconds
+
+    pacer: Pacer | SharedPacer = (
+        SharedPacer(StateStore(tmp_path), "acct", Limits(10, 0), clock=clock, sleep=sleep)
+        if shared
+        else Pacer(10, 0, clock=clock, sleep=sleep)
+    )
+    sent = threading.Barrier(11)
+
+    def request(i: int) -> None:
+        pacer.acquire()  # at once: ten slots are free
+        sent.wait()
+        go[i].wait(5)
+        pacer.observe(0.03)  # answered (its slot moves to now)
+        done[i].set()
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    sent.wait()
+    pacer.acquire()  # planned a second after the first slot; confirmed on waking
+    for t in threads:
+        t.join()
+    assert clock.now - answers[0] >= 1.0 + budget.SLACK - 1e-6
+    assert pacer.missed >= 1

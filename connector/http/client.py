@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,6 +266,7 @@ class Transport:
                 step_timeout.cap(self.settings.read_timeout),
             )
             self.requests_sent += 1
+            began = time.monotonic()
             try:
                 resp = self._send_once(prepared, timeout, method, url)
             except requests.RequestException as exc:
@@ -288,6 +290,9 @@ class Transport:
                 step_timeout.check(f"retrying {method} {url}", retry.get_backoff_time())
                 retry.sleep()
                 continue
+            observe = getattr(self.pacer, "observe", None)
+            if observe is not None:
+                observe(time.monotonic() - began)  # how much round trips vary widens the slack
             code = resp.status_code
             if code == 429:
                 self.pacer.throttled(_retry_after(resp))

@@ -34,9 +34,11 @@ from connector.state.budget import (
     RECOVERY,
     SLACK,
     Budget,
+    Jitter,
     Limits,
     Tuning,
     earliest,
+    fits,
     iso,
     time_for,
 )
@@ -67,13 +69,21 @@ _QUOTA_NAP = 60.0
 
 
 class Pacing(Protocol):
-    """What the client asks of a rate budget."""
+    """What the client asks of a rate budget (a pacer may also have ``observe(seconds)``,
+    told each request's round trip)."""
 
     def acquire(self) -> None:
         """Wait for a slot (or fail: the day's quota is spent) before one attempt."""
 
     def throttled(self, retry_after: float | None = None) -> None:
         """The server answered 429 (asking to wait ``retry_after`` seconds)."""
+
+
+def _nth_of(times: list[float]) -> Callable[[int], float | None]:
+    def nth(n: int) -> float | None:
+        return times[-n] if len(times) >= n else None
+
+    return nth
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -104,13 +114,17 @@ class Pacer:
         slack: float = SLACK,
     ):
         self.windows = Limits(per_second, per_minute).windows
-        self._log: deque[float] = deque()
+        #: reserved slots, in the order reserved; each a one-item list so that
+        #: :meth:`observe` can move its request's slot to when it was answered
+        self._log: deque[list[float]] = deque()
+        self._mine = threading.local()  # the slot of this thread's request in flight
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
         self.tuning = Tuning(slack=slack, base_slack=slack)
         self.waited = 0.0
         self.missed = 0  # slots given up by a request that woke too late for them
+        self.jitter = Jitter()
 
     # the tuning's fields, as they were before the budget moved to connector.state
     @property
@@ -141,23 +155,38 @@ class Pacer:
     def throttles(self, value: int) -> None:
         self.tuning.throttles = value
 
-    def _nth(self, n: int) -> float | None:
-        return self._log[-n] if len(self._log) >= n else None
+    def _times(self) -> list[float]:
+        return sorted(cell[0] for cell in self._log)
 
     def reserve(self) -> float:
         """Reserve the earliest allowed send time; return how long to wait for it."""
-        at, now = self._slot()
-        return at - now
+        cell, now = self._slot()
+        return cell[0] - now
 
-    def _slot(self) -> tuple[float, float]:
+    def _slot(self) -> tuple[list[float], float]:
         with self._lock:
             now = self._clock()
             self.tuning.relax(now)
-            while self._log and self._log[0] <= now - KEEP:
+            while self._log and self._log[0][0] <= now - KEEP:
                 self._log.popleft()
-            at = earliest(now, self.tuning, self.windows, self._nth)
-            self._log.append(at)
-            return at, now
+            times = self._times()
+            at = earliest(now, self.tuning, self.windows, _nth_of(times), self.jitter.spread())
+            cell = [at]
+            self._log.append(cell)
+            return cell, now
+
+    def _confirm(self, cell: list[float]) -> bool:
+        """:func:`~connector.state.budget.fits`, else the slot is given back."""
+        with self._lock:
+            times = [c[0] for c in self._log if c is not cell]
+
+            def before(lo: float, hi: float) -> int:
+                return sum(1 for t in times if lo < t <= hi)
+
+            if fits(cell[0], self.tuning, self.windows, before, self.jitter.spread()):
+                return True
+            self._log = deque(c for c in self._log if c is not cell)
+            return False
 
     def time_for(self, n: int) -> float:
         """Seconds from now until ``n`` more requests could all have been sent, as
@@ -166,19 +195,38 @@ class Pacer:
             return 0.0
         with self._lock:
             now = self._clock()
-            return time_for(now, self.tuning, self.windows, list(self._log), n)
+            return time_for(now, self.tuning, self.windows, self._times(), n)
 
     def acquire(self) -> None:
+        """Wait for a slot. A request that woke too late for its slot, or whose slot no
+        longer keeps the windows because requests before it went out late
+        (:meth:`observe`), takes a new one (at most ``MAX_RESLOTS`` times)."""
         if not self.windows:
             return
-        for _ in range(MAX_RESLOTS):
-            at, now = self._slot()
-            if at > now:
-                self.waited += at - now
-                self._sleep(at - now)
-            if self._clock() - at <= LATE:
-                return
-            self.missed += 1  # woke too late for it: the slot stays spent, take a later one
+        for tries in range(1, MAX_RESLOTS + 1):
+            cell, now = self._slot()
+            slept = cell[0] > now
+            if slept:
+                self.waited += cell[0] - now
+                self._sleep(cell[0] - now)
+            if tries < MAX_RESLOTS and (
+                self._clock() - cell[0] > LATE or (slept and not self._confirm(cell))
+            ):
+                self.missed += 1  # the slot stays spent (late) or was given back: take a later one
+                continue
+            self._mine.cell = cell
+            return
+
+    def observe(self, seconds: float) -> None:
+        """This thread's request was answered after ``seconds``: the server counted it no
+        later than now (its slot moves here), and how much round trips vary widens
+        the slack."""
+        self.jitter.observe(seconds)
+        cell = getattr(self._mine, "cell", None)
+        if cell is not None:
+            self._mine.cell = None
+            with self._lock:
+                cell[0] = max(cell[0], self._clock())
 
     def throttled(self, retry_after: float | None = None) -> None:
         """The server answered 429: hold every request until ``retry_after`` and tighten."""
@@ -225,6 +273,8 @@ class SharedPacer:
         self.waited = 0.0
         self.throttles = 0
         self.missed = 0  # slots given up by a request that woke too late for them
+        self.jitter = Jitter()  # this process's round trips
+        self._mine = threading.local()  # the slot of this thread's request in flight
         self._told: float | None = None  # the renewal this process already announced
 
     def acquire(self) -> None:
@@ -232,16 +282,33 @@ class SharedPacer:
             return
         tries = 0
         while True:
-            slot = self.budget.reserve(self.account, self.limits, self.label, again=tries > 0)
+            slot = self.budget.reserve(
+                self.account, self.limits, self.label, again=tries > 0, jitter=self.jitter.spread()
+            )
             if slot.renews_at is None:
-                if slot.delay > 0:
+                slept = slot.delay > 0
+                if slept:
                     self.waited += slot.delay
                     self._sleep(slot.delay)
                 tries += 1
-                if not self.windows or tries >= MAX_RESLOTS or self._clock() - slot.at <= LATE:
-                    return
-                self.missed += 1  # woke too late for it: the slot stays spent, take a later one
-                continue
+                if (
+                    self.windows
+                    and tries < MAX_RESLOTS
+                    and slot.slot is not None
+                    and (
+                        self._clock() - slot.at > LATE
+                        or (
+                            slept
+                            and not self.budget.confirm(
+                                self.account, self.limits, slot.slot, self.jitter.spread()
+                            )
+                        )
+                    )
+                ):
+                    self.missed += 1  # the slot stays spent (late) or was given back: take a later one
+                    continue
+                self._mine.slot = slot.slot
+                return
             spent = (
                 f"{self.label}: the daily quota of {self.limits.per_day:,} requests is spent "
                 f"({slot.used_today:,} sent today, UTC); it renews at {iso(slot.renews_at)}"
@@ -257,6 +324,16 @@ class SharedPacer:
             nap = min(_QUOTA_NAP, max(0.05, slot.renews_at - self._clock()))
             self.waited += nap
             self._sleep(nap)
+
+    def observe(self, seconds: float) -> None:
+        """This thread's request was answered after ``seconds``: the server counted it no
+        later than now (its slot moves here, for every process's confirmations), and how
+        much round trips vary widens the slack."""
+        self.jitter.observe(seconds)
+        slot = getattr(self._mine, "slot", None)
+        if slot is not None:
+            self._mine.slot = None
+            self.budget.settle(slot, self._clock())
 
     def throttled(self, retry_after: float | None = None) -> None:
         """The server answered 429: every process using this account holds and tightens."""

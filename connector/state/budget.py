@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -124,19 +126,65 @@ class Tuning:
 
 
 def earliest(
-    now: float, tuning: Tuning, windows: list[tuple[int, float]], nth: Callable[[int], float | None]
+    now: float,
+    tuning: Tuning,
+    windows: list[tuple[int, float]],
+    nth: Callable[[int], float | None],
+    jitter: float = 0.0,
 ) -> float:
     """The earliest time a new request may be sent. ``nth(n)`` is the ``n``-th latest
-    slot already reserved (1: the last), or None when fewer were."""
+    slot already reserved (1: the last), or None when fewer were; ``jitter`` (seconds,
+    :class:`Jitter`) widens the slack when the round trips observed vary more than it."""
     at = max(now, tuning.hold_until)
     last = nth(1)
     if last is not None:
         at = max(at, last)  # first come, first served; keeps the log sorted
+    slack = max(tuning.slack, min(MAX_SLACK, jitter))
     for limit, span in windows:
         before = nth(tuning.limit(limit))
         if before is not None:
-            at = max(at, before + span + tuning.slack)
+            at = max(at, before + span + slack)
     return at
+
+
+def fits(
+    at: float,
+    tuning: Tuning,
+    windows: list[tuple[int, float]],
+    before: Callable[[float, float], int],
+    jitter: float = 0.0,
+) -> bool:
+    """Does a slot at ``at`` still keep every window, now that some requests before it
+    went out later than planned? ``before(lo, hi)`` counts the other slots in
+    ``(lo, hi]``."""
+    slack = max(tuning.slack, min(MAX_SLACK, jitter))
+    return all(before(at - span - slack, at) < tuning.limit(limit) for limit, span in windows)
+
+
+class Jitter:
+    """How much the time requests take varies, from the round trips of the last
+    ``size`` (the spread between the 90th and the 10th percentile). The server stamps
+    a request somewhere within its round trip: when round trips vary more than the
+    slack (a loaded machine, a jittery network), requests may reach the server's
+    windows closer together than they were sent, and the slack widens to match (up
+    to ``MAX_SLACK``); on a steady link it stays at ``SLACK``."""
+
+    def __init__(self, size: int = 50, least: int = 8):
+        self._seen: deque[float] = deque(maxlen=size)
+        self._least = least
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._seen.append(seconds)
+
+    def spread(self) -> float:
+        with self._lock:
+            if len(self._seen) < self._least:
+                return 0.0
+            ordered = sorted(self._seen)
+        n = len(ordered)
+        return ordered[(9 * n) // 10 - 1] - ordered[n // 10]
 
 
 def time_for(
@@ -179,6 +227,7 @@ class Reservation:
     used_today: int
     renews_at: float | None = None
     at: float = 0.0  # the slot (clock time)
+    slot: int | None = None  # its row, to confirm or settle it
 
     @property
     def exhausted(self) -> bool:
@@ -271,7 +320,9 @@ class Budget:
         db.execute("DELETE FROM budgets WHERE updated_at < ?", (now - 2 * 86400,))
         db.execute("DELETE FROM budget_slots WHERE at < ?", (now - KEEP,))
 
-    def reserve(self, account: str, limits: Limits, label: str = "", *, again: bool = False) -> Reservation:
+    def reserve(
+        self, account: str, limits: Limits, label: str = "", *, again: bool = False, jitter: float = 0.0
+    ) -> Reservation:
         """Reserve the earliest slot ``limits`` allow ``account`` (atomically, among every
         process using this store), or say the day's quota is spent. ``again``: a new slot
         for a request whose slot was missed (it counts once against the day)."""
@@ -297,11 +348,48 @@ class Budget:
                     ).fetchone()
                     return None if found is None else float(found[0])
 
-                at = earliest(now, tuning, windows, nth)
-                db.execute("INSERT INTO budget_slots (account, at) VALUES (?, ?)", (account, at))
+                at = earliest(now, tuning, windows, nth, jitter)
+                slot = db.execute(
+                    "INSERT INTO budget_slots (account, at) VALUES (?, ?)", (account, at)
+                ).lastrowid
                 db.execute("DELETE FROM budget_slots WHERE account = ? AND at < ?", (account, now - KEEP))
+            else:
+                slot = None
             self._save(db, account, tuning, row, now, limits=limits, label=label, day=day, used=used + 1)
-            return Reservation(at - now, used + 1, at=at)
+            return Reservation(at - now, used + 1, at=at, slot=slot)
+
+    def confirm(self, account: str, limits: Limits, slot: int, jitter: float = 0.0) -> bool:
+        """Before sending at a reserved slot: does it still keep every window, given the
+        times the requests before it were settled at (:meth:`settle`)? If not, the slot
+        is given back (reserve another)."""
+        with self.store.tx() as db:
+            found = db.execute("SELECT at FROM budget_slots WHERE rowid = ?", (slot,)).fetchone()
+            if found is None:  # pruned: long past
+                return True
+            now = self.clock()
+            tuning, _ = self._tuning(db, account, now)
+            tuning.relax(now)
+
+            def before(lo: float, hi: float) -> int:
+                return int(
+                    db.execute(
+                        "SELECT COUNT(*) FROM budget_slots WHERE account = ? AND at > ? AND at <= ?"
+                        " AND rowid != ?",
+                        (account, lo, hi, slot),
+                    ).fetchone()[0]
+                )
+
+            if fits(float(found[0]), tuning, limits.windows, before, jitter):
+                return True
+            db.execute("DELETE FROM budget_slots WHERE rowid = ?", (slot,))
+            return False
+
+    def settle(self, slot: int, when: float) -> None:
+        """The request of ``slot`` was answered at ``when``: the server counted it no
+        later than that, which is what later slots are confirmed against (a request
+        that went out late, or waited in the server's queue, moves its slot later)."""
+        with self.store.tx() as db:
+            db.execute("UPDATE budget_slots SET at = MAX(at, ?) WHERE rowid = ?", (when, slot))
 
     def throttled(self, account: str, retry_after: float | None = None) -> None:
         """The server answered 429: hold every process's requests and tighten."""
@@ -384,11 +472,13 @@ __all__ = [
     "RECOVERY",
     "SLACK",
     "Budget",
+    "Jitter",
     "Limits",
     "Reservation",
     "Tuning",
     "all_usage",
     "earliest",
+    "fits",
     "iso",
     "next_day",
     "time_for",
