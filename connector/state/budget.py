@@ -22,7 +22,15 @@ cassette, a library user). One algorithm, two places to keep its log:
   ``MAX_HOLD``), doubles the slack and withholds a tenth of each limit; one step is
   relaxed per quiet ``RECOVERY`` seconds;
 - **the day**: a daily quota (a UTC calendar day) counts every reservation; when it is
-  spent, :meth:`Budget.reserve` says until when, and the caller waits or fails.
+  spent, :meth:`Budget.reserve` says until when, and the caller waits or fails;
+- **late requests**: a slot is a plan. A request may reach the server later than its
+  slot (its thread woke late, a cold connection, a queue in front of the server),
+  which brings the ones after it closer together there. So an answered request moves
+  its slot to the answer's time (:meth:`Budget.settle`: the server counted it no
+  later); a request that waited for its slot checks on waking that it still keeps
+  every window against those times (:meth:`Budget.confirm`), else takes a later one;
+  a request that woke too late for its slot takes a later one; and when round trips
+  vary more than the slack (:class:`Jitter`), the slack widens to match.
 
 Times are wall-clock seconds (``time.time``): they are compared across processes.
 """
