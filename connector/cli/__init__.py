@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "serve",
         "Serve every workflow of a folder: schedules, polls, webhooks.",
     ),
+    "worker": ("connector.cli.temporal_cmd", "worker", "Run Temporal workers (pip install '.[temporal]')."),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
     "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
     "new": ("connector.cli.new_cmd", "new", "Start a plugin, or add an action or trigger to one."),

@@ -14,6 +14,15 @@ import click
 
 from connector.cli.common import csv_origins, echo, emit_json, input_option, json_option, parse_inputs
 
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(["local", "temporal"]),
+    default="local",
+    show_default=True,
+    envvar="WILLO_ENGINE",
+    help="Where units of work run: threads of this process, or Temporal workers (docs/temporal.md).",
+)
+
 state_dir_option = click.option(
     "--state-dir",
     type=click.Path(file_okay=False),
@@ -49,7 +58,7 @@ def _collect_inputs(inputs: tuple[str, ...], input_file: str | None, schema: Any
 SHOW_FAILED = 50
 
 
-def _report(result: Any, as_json: bool) -> None:
+def _report(result: Any, as_json: bool, engine: str = "local") -> None:
     from connector.cli.call_cmd import show_requests
     from connector.workflows.runner import summarize
 
@@ -68,7 +77,7 @@ def _report(result: Any, as_json: bool) -> None:
             echo(f"  {step.status:<9} {step.id:<16} {step.action:<36} {detail}")
             _show_failed_items(step)
         click.echo(result.status if not result.dry_run else f"{result.status} (dry run: nothing sent)")
-    if result.status == "interrupted" and result.run_id:
+    if result.status == "interrupted" and result.run_id and engine == "local":
         click.echo(
             f"run {result.run_id} interrupted; resume with `willo-connector resume {result.run_id}`", err=True
         )
@@ -139,6 +148,12 @@ def _announce(run_id: str) -> None:
     is_flag=True,
     help="Run against the local simulator with demo data (no Willo account needed).",
 )
+@engine_option
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="With --engine temporal: print the run's workflow id once it has started and return.",
+)
 @state_dir_option
 @json_option
 def run(
@@ -149,16 +164,30 @@ def run(
     dry_run: bool,
     cassette: str | None,
     use_sandbox: bool,
+    engine: str,
+    detach: bool,
     state_dir: str | None,
     as_json: bool,
 ) -> None:
     """Validate and run WORKFLOW (a workflow YAML file)."""
     from connector.cli.context import connector_for
     from connector.engines.local import LocalExecutor
+    from connector.errors import InputError
     from connector.state.store import StateStore
     from connector.workflows.model import load
     from connector.workflows.runner import Runner, check_event
 
+    if detach and engine != "temporal":
+        raise InputError("--detach goes with --engine temporal (a local run runs in this process)")
+    if engine == "temporal" and not dry_run:
+        if use_sandbox or cassette:
+            flag = "--sandbox" if use_sandbox else "--cassette"
+            raise InputError(
+                f"{flag} answers requests in this process; with --engine temporal the workers send them "
+                "(point them at a sandbox: willo-connector sandbox, WILLO_BASE_URL)"
+            )
+        _run_on_temporal(workflow, inputs, input_file, event, detach, as_json)
+        return
     with (
         connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn,
         stop_on_signals() as cancel,
@@ -175,6 +204,64 @@ def run(
         runner = Runner(conn, wf, store=store, executor=LocalExecutor(), cancel=cancel, on_start=_announce)
         result = runner.start(values, trigger, origins=csv_origins(values))
     _report(result, as_json)
+
+
+def _run_on_temporal(
+    workflow: str,
+    inputs: tuple[str, ...],
+    input_file: str | None,
+    event: str | None,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """The local run's static checks, here, then the run on Temporal."""
+    from connector.cli.temporal_cmd import temporal_settings
+    from connector.workflows.model import load
+    from connector.workflows.runner import check_event, prepare_inputs
+    from connector.workflows.runtime import Connector
+
+    settings = temporal_settings()
+    from connector.engines.temporal import client as tc
+
+    conn = Connector(dry_run=True)
+    wf = load(workflow, conn.catalog)
+    values = _collect_inputs(inputs, input_file, wf.data.get("inputs"))
+    trigger = None
+    if event:
+        trigger = _load_mapping(event, "--event")
+        check_event(wf, conn, trigger, event)
+    origins = csv_origins(values)
+    prepared = prepare_inputs(wf, values, origins)
+    req = tc.run_request(settings, wf, prepared, trigger, origins)
+
+    async def go() -> Any:
+        client = await tc.connect(settings)
+        handle = await tc.start_run(client, settings, req)
+        if detach:
+            return handle.id
+        _announce(handle.id)
+        try:
+            return await tc.wait(handle)
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+
+    import asyncio
+
+    try:
+        result = asyncio.run(go())
+    except KeyboardInterrupt:
+        click.echo(
+            "stopped waiting; the run goes on on Temporal (willo-connector runs show --engine temporal ID)",
+            err=True,
+        )
+        raise SystemExit(130) from None
+    if detach:
+        if as_json:
+            emit_json({"run_id": result, "engine": "temporal", "status": "started"})
+        else:
+            click.echo(result)
+        return
+    _report(result, as_json, engine="temporal")
 
 
 def _status(row: Any, store: Any) -> str:

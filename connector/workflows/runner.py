@@ -238,13 +238,84 @@ class UnitResult:
     tries: int = 1
 
 
+class JournalLeases(Protocol):
+    def check(self, resource: str, db: Any) -> None: ...
+
+
+class Journal(Protocol):
+    """Where units are journaled: the state store (:class:`StateStore`), or a
+    :class:`MemoryJournal` whose rows another engine keeps (Temporal's history)."""
+
+    @property
+    def leases(self) -> JournalLeases: ...
+
+    def mark_unit(
+        self,
+        run_id: str,
+        step: str,
+        item: int,
+        action: str,
+        status: str,
+        inputs: Any = None,
+        output: Any = None,
+        error: str | None = None,
+        tries: int | None = None,
+        guard: Callable[[Any], None] | None = None,
+    ) -> None: ...
+
+
+class _NoLeases:
+    def check(self, resource: str, db: Any) -> None:
+        return None
+
+
+class MemoryJournal:
+    """A journal kept in memory, shaped like the state store's ``units`` rows (inputs
+    and outputs as JSON text, secrets scrubbed): an engine that keeps the journal
+    elsewhere reads the rows written during a pass (:attr:`written`) and hands them
+    back on the next one."""
+
+    leases = _NoLeases()
+
+    def __init__(self, rows: Mapping[tuple[str, int], Mapping[str, Any]] | None = None):
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {k: dict(v) for k, v in (rows or {}).items()}
+        self.written: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def mark_unit(
+        self,
+        run_id: str,
+        step: str,
+        item: int,
+        action: str,
+        status: str,
+        inputs: Any = None,
+        output: Any = None,
+        error: str | None = None,
+        tries: int | None = None,
+        guard: Callable[[Any], None] | None = None,
+    ) -> None:
+        old = self.rows.get((step, item)) or {}
+        row = {
+            "step": step,
+            "item": item,
+            "action": action,
+            "status": status,
+            "inputs": old.get("inputs") if inputs is None else json.dumps(redaction.scrub_value(inputs)),
+            "output": None if output is None else json.dumps(redaction.scrub_value(output)),
+            "error": redaction.scrub(error) if error else error,
+            "tries": max(int(old.get("tries") or 0), tries or 0),
+        }
+        self.rows[(step, item)] = self.written[(step, item)] = row
+
+
 @dataclass
 class UnitContext:
-    """What running a unit needs besides the unit: the connector, the store, the
-    journal of the run being resumed, and the run's stop signal."""
+    """What running a unit needs besides the unit: the connector, the journal (the
+    store, or a :class:`MemoryJournal`), the journal of the run being resumed, and the
+    run's stop signal."""
 
     conn: Connector
-    store: StateStore | None = None
+    store: Journal | None = None
     journal: Mapping[tuple[str, int], Any] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     rng: random.Random = field(default_factory=random.Random)
@@ -304,6 +375,42 @@ def _journaled_inputs(prev: Any, fresh: dict[str, Any]) -> dict[str, Any]:
     return dict(kept)
 
 
+@dataclass
+class UnitState:
+    """Where a unit stands between its tries: the action's manifest, the inputs it is
+    sent with, whether a resend is safe, what may have landed, and the tries so far.
+    An executor that runs each try elsewhere (an activity) carries it from try to try."""
+
+    manifest: Manifest
+    inputs: dict[str, Any]
+    idempotent: bool
+    pending: Pending | None = None
+    tries: int = 0
+
+    @classmethod
+    def begin(
+        cls, ctx: UnitContext, unit: Unit, prev: Any = None, pending: Pending | None = None
+    ) -> UnitState:
+        """The state of a unit about to be tried, from its journal row ``prev`` (or the
+        ``pending`` an executor carried)."""
+        manifest = ctx.conn.catalog.get(unit.action, "action")
+        pending = pending if pending is not None else Pending.of(prev)
+        if pending is not None and prev is not None:
+            inputs = _journaled_inputs(prev, unit.inputs)
+        else:
+            inputs = unit.inputs
+        return cls(manifest, inputs, idempotent_for(manifest, inputs), pending)
+
+
+@dataclass
+class Retry:
+    """One try failed and the unit may be tried again after ``wait`` seconds."""
+
+    wait: float
+    message: str
+    reason: str
+
+
 def run_unit(ctx: UnitContext, run_id: str | None, unit: Unit) -> UnitResult:
     """Run one unit with its retry policy; raise :class:`UnitFailed` when it fails for
     good, :class:`Blocked` when only an operator can settle it, :class:`Interrupted`
@@ -313,47 +420,55 @@ def run_unit(ctx: UnitContext, run_id: str | None, unit: Unit) -> UnitResult:
     prev = ctx.journal.get((unit.step, unit.item))
     if prev is not None and prev["status"] == "succeeded":
         return UnitResult(loads(prev["output"]), [], 0)
-    manifest = ctx.conn.catalog.get(unit.action, "action")
-    pending = Pending.of(prev)
-    inputs = _journaled_inputs(prev, unit.inputs) if pending is not None else unit.inputs
-    idempotent = idempotent_for(manifest, inputs)
-    tries = 0
+    state = UnitState.begin(ctx, unit, prev)
     while True:
-        tries += 1
-        sending = [False]  # set once this try's request may go out
-        try:
-            output, requests = _attempt(ctx, run_id, unit, manifest, inputs, pending, tries, sending)
-            return UnitResult(output, requests, tries)
-        except (Blocked, Interrupted, LeaseLost):
-            raise  # the journal stays as it is: settled later, or resumed
-        except Exception as exc:
-            if sending[0]:  # else it failed while settling: what may have landed still may have
-                how = landing(exc, idempotent)
-                if how == "sent":
-                    pending = Pending("sent", getattr(exc, "output", None), _message(exc))
-                elif how == "ambiguous":
-                    pending = Pending("ambiguous", cause=_message(exc))
-                else:
-                    pending = None
-            reason = retry_kind(exc)
-            message = _message(exc)
-            note = _why_not_again(ctx, run_id, unit, manifest, reason, tries, pending)
-            stopping = note == STOPPING
-            status = "failed" if pending is None else "sent" if pending.status == "sent" else "ambiguous"
-            kept = pending.output if pending is not None and pending.status == "sent" else None
-            if note is not None:
-                message += f" (after {tries} tries)" if tries > 1 else ""
-                message += f"; {note}" if note else ""
-                _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
-                kind = "interrupted" if stopping else failure_kind(exc)
-                raise UnitFailed(message, kind, tries, reason) from None
-            wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
-            log.info(
-                "%s: %s; try %d of %d in %.1fs", _where(unit), message, tries + 1, unit.retry.attempts, wait
-            )
+        outcome = try_unit(ctx, run_id, unit, state)
+        if isinstance(outcome, UnitResult):
+            return outcome
+        if ctx.sleep(outcome.wait):
+            raise Interrupted(f"{_where(unit)}: interrupted while waiting to try again") from None
+
+
+def try_unit(ctx: UnitContext, run_id: str | None, unit: Unit, state: UnitState) -> UnitResult | Retry:
+    """One try of a unit (settling first what may have landed): its result, or a
+    :class:`Retry` saying how long to wait before the next; ``state`` is updated for
+    that next try. Raises :class:`UnitFailed`, :class:`Blocked`, :class:`Interrupted`
+    or :class:`~connector.state.leases.LeaseLost` as :func:`run_unit` does."""
+    manifest = state.manifest
+    state.tries += 1
+    tries = state.tries
+    sending = [False]  # set once this try's request may go out
+    try:
+        output, requests = _attempt(ctx, run_id, unit, manifest, state.inputs, state.pending, tries, sending)
+        return UnitResult(output, requests, tries)
+    except (Blocked, Interrupted, LeaseLost):
+        raise  # the journal stays as it is: settled later, or resumed
+    except Exception as exc:
+        if sending[0]:  # else it failed while settling: what may have landed still may have
+            how = landing(exc, state.idempotent)
+            if how == "sent":
+                state.pending = Pending("sent", getattr(exc, "output", None), _message(exc))
+            elif how == "ambiguous":
+                state.pending = Pending("ambiguous", cause=_message(exc))
+            else:
+                state.pending = None
+        pending = state.pending
+        reason = retry_kind(exc)
+        message = _message(exc)
+        note = _why_not_again(ctx, run_id, unit, manifest, reason, tries, pending)
+        stopping = note == STOPPING
+        status = "failed" if pending is None else "sent" if pending.status == "sent" else "ambiguous"
+        kept = pending.output if pending is not None and pending.status == "sent" else None
+        if note is not None:
+            message += f" (after {tries} tries)" if tries > 1 else ""
+            message += f"; {note}" if note else ""
             _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
-            if ctx.sleep(wait):
-                raise Interrupted(f"{_where(unit)}: interrupted while waiting to try again") from None
+            kind = "interrupted" if stopping else failure_kind(exc)
+            raise UnitFailed(message, kind, tries, reason) from None
+        wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
+        log.info("%s: %s; try %d of %d in %.1fs", _where(unit), message, tries + 1, unit.retry.attempts, wait)
+        _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
+        return Retry(wait, message, reason)
 
 
 def _why_not_again(
@@ -641,8 +756,10 @@ class Runner:
         cancel: threading.Event | None = None,
         on_start: Callable[[str], None] | None = None,
         wait: Callable[[float], bool] | None = None,
+        journal: MemoryJournal | None = None,
     ):
         self.conn = connector
+        self.memory = journal  # journal here instead of the store (another engine keeps it)
         self.wf = workflow
         self.store = None if connector.dry_run else store
         self.progress = progress
@@ -719,6 +836,22 @@ class Runner:
         finally:
             self._let_go(run_id)
 
+    def replay(
+        self,
+        run_id: str,
+        inputs: dict[str, Any],
+        trigger: Any,
+        *,
+        origins: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+    ) -> RunResult:
+        """One pass over a run whose journal another engine keeps (the runner's
+        :class:`MemoryJournal`): ``inputs`` are already prepared; whatever the journal
+        holds is reused, and the executor says what is still to run."""
+        assert self.memory is not None and self.store is None
+        self.origins = dict(origins or {})
+        return self._execute(run_id, inputs, trigger, dict(self.memory.rows), parent)
+
     def _let_go(self, run_id: str | None) -> None:
         if self.store is not None and run_id is not None:
             self.store.leases.release(run_resource(run_id))
@@ -740,7 +873,8 @@ class Runner:
         journal: dict[tuple[str, int], Any],
         parent: str | None,
     ) -> RunResult:
-        ctx = UnitContext(self.conn, self.store, journal, self.cancel, wait=self.wait)
+        sink: Journal | None = self.memory if self.memory is not None else self.store
+        ctx = UnitContext(self.conn, sink, journal, self.cancel, wait=self.wait)
         scope: dict[str, Any] = {
             "inputs": inputs,
             "trigger": self._event(trigger),

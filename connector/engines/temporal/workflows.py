@@ -1,0 +1,185 @@
+"""The Temporal engine's workflows: thin and deterministic.
+
+``WilloRun`` keeps a run's journal (in its history) and loops: ask the ``willo.plan``
+local activity what to do next; if it is the result, return it; else run the units it
+names as ``willo.unit`` activities on their accounts' task queues, at most the
+step's ``concurrency`` at a time, starting no further item once one has failed under
+``on_error: stop``, exactly as the local executor does. Nothing here evaluates an
+expression or reads the catalog: that all happens in activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from connector.engines.temporal import MAX_LOST, RUN_WORKFLOW, unit_queue, wire
+
+#: how long one try of a unit may take before Temporal gives it to another worker
+#: (the unit's own ``timeout`` and the client's timeouts stop it well before)
+UNIT_START_TO_CLOSE = timedelta(minutes=30)
+PLAN_TIMEOUT = timedelta(minutes=5)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _where(unit: dict[str, Any]) -> str:
+    item = int(unit["item"])
+    return f"step {unit['step']}" + (f" {unit.get('label') or f'item {item}'}" if item >= 0 else "")
+
+
+def failure_row(err: ActivityError, unit: dict[str, Any], heartbeat: float) -> dict[str, Any]:
+    """The journal row of a unit whose activity failed for good."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+        tries = int(details.get("tries") or 1)
+        if cause.type == "Blocked":
+            return {"status": "blocked", "error": cause.message, "kind": "blocked", "tries": tries}
+        if cause.type == "UnitFailed":
+            return {
+                "status": "failed",
+                "error": cause.message,
+                "kind": details.get("kind") or "permanent",
+                "tries": tries,
+                "reason": details.get("reason") or "fatal",
+            }
+        return {
+            "status": "failed",
+            "error": f"{cause.message} (after {tries} tries)",
+            "kind": "transient",
+            "tries": tries,
+            "reason": details.get("reason") or "network",
+        }
+    if isinstance(cause, TimeoutError):
+        return {
+            "status": "failed",
+            "error": f"{unit['action']}: no worker finished it (its last worker was lost: no heartbeat "
+            f"within {heartbeat:g}s); not tried again",
+            "kind": "transient",
+            "tries": 1,
+            "reason": "network",
+        }
+    return {
+        "status": "failed",
+        "error": f"{unit['action']}: {type(cause).__name__ if cause else 'ActivityError'}: {cause or err}",
+        "kind": "transient",
+        "tries": 1,
+        "reason": "network",
+    }
+
+
+@workflow.defn(name=RUN_WORKFLOW)
+class WilloRun:
+    """One run of a workflow file."""
+
+    def __init__(self) -> None:
+        self.journal: dict[str, dict[str, Any]] = {}
+        self.phase = "running"
+
+    @workflow.query(name="journal")
+    def get_journal(self) -> dict[str, Any]:
+        return {"phase": self.phase, "journal": self.journal}
+
+    @workflow.run
+    async def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        run_id = workflow.info().workflow_id
+        while True:
+            plan = await workflow.execute_local_activity(
+                "willo.plan",
+                {**req, "run_id": run_id, "journal": self.journal},
+                start_to_close_timeout=PLAN_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=5),
+            )
+            now = workflow.now().timestamp()
+            for k, row in plan["written"].items():
+                self.journal[k] = {**row, "started_at": now, "updated_at": now}
+            if plan["done"]:
+                self.phase = "finished"
+                result = dict(plan["result"])
+                result["journal"] = {k: _public(row) for k, row in self.journal.items()}
+                return result
+            await self._units(req, plan)
+
+    async def _units(self, req: dict[str, Any], plan: dict[str, Any]) -> None:
+        limit = max(1, int(plan["concurrency"]))
+        stop_on_error = bool(plan["stop_on_error"])
+        state = {"running": 0, "stop": False}
+        heartbeat = float(req.get("heartbeat") or 15.0)
+
+        async def one(unit: dict[str, Any]) -> None:
+            k = wire.key(unit["step"], int(unit["item"]))
+            try:
+                out = await self._unit(req, unit, plan["secrets"], heartbeat)
+                row: dict[str, Any] = {
+                    "status": "succeeded",
+                    "output": _dumps(out["output"]),
+                    "tries": out["tries"],
+                }
+            except ActivityError as err:
+                row = failure_row(err, unit, heartbeat)
+                if stop_on_error or row["kind"] == "interrupted":
+                    state["stop"] = True
+            finally:
+                state["running"] -= 1
+            self.journal[k] = {**self.journal[k], **row, "updated_at": workflow.now().timestamp()}
+
+        tasks = []
+        for unit in plan["units"]:
+            await workflow.wait_condition(lambda: state["running"] < limit)
+            k = wire.key(unit["step"], int(unit["item"]))
+            now = workflow.now().timestamp()
+            base = {"step": unit["step"], "item": unit["item"], "action": unit["action"], "tries": 0}
+            if state["stop"]:
+                self.journal[k] = {**base, "status": "not_started", "started_at": None, "updated_at": now}
+                continue
+            self.journal[k] = {**base, "status": "running", "started_at": now, "updated_at": now}
+            state["running"] += 1
+            tasks.append(asyncio.ensure_future(one(unit)))
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _unit(
+        self, req: dict[str, Any], unit: dict[str, Any], secrets: list[str], heartbeat: float
+    ) -> dict[str, Any]:
+        retry = unit["retry"]
+        first = max(float(retry["backoff"]), 0.001)
+        policy = RetryPolicy(
+            initial_interval=timedelta(seconds=first),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=max(float(retry["max_backoff"]), first)),
+            # the unit counts its own tries (and says when they are spent); this leaves room
+            # for the tries lost with their workers
+            maximum_attempts=int(retry["attempts"]) + MAX_LOST + 1,
+            non_retryable_error_types=["UnitFailed", "Blocked"],
+        )
+        result: dict[str, Any] = await workflow.execute_activity(
+            "willo.unit",
+            {
+                "run_id": workflow.info().workflow_id,
+                "unit": unit,
+                "account": unit["account"],
+                "secrets": secrets,
+                "heartbeat": heartbeat,
+            },
+            task_queue=unit_queue(req["prefix"], unit["account"]),
+            start_to_close_timeout=UNIT_START_TO_CLOSE,
+            heartbeat_timeout=timedelta(seconds=heartbeat),
+            retry_policy=policy,
+            summary=_where(unit),
+        )
+        return result
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A journal row as a run's result carries it (outputs are in the steps)."""
+    return {k: v for k, v in row.items() if k not in ("output", "inputs")}
