@@ -264,6 +264,30 @@ def _run_on_temporal(
     _report(result, as_json, engine="temporal")
 
 
+def _temporal(fn: Any) -> Any:
+    """``fn(client, settings)`` against the configured Temporal cluster."""
+    import asyncio
+
+    from connector.cli.temporal_cmd import temporal_settings
+
+    settings = temporal_settings()
+    from connector.engines.temporal import client as tc
+
+    async def go() -> Any:
+        return await fn(await tc.connect(settings), settings)
+
+    return asyncio.run(go())
+
+
+def _temporal_runs(limit: int) -> list[dict[str, Any]]:
+    from connector.engines.temporal import client as tc
+
+    found = list(_temporal(lambda client, settings: tc.list_runs(client, settings, limit)))
+    for row in found:
+        row["started_at"], row["finished_at"] = _when(row["started_at"]), _when(row["finished_at"])
+    return found
+
+
 def _status(row: Any, store: Any) -> str:
     """A run's status; ``running`` only while a live process holds its lease."""
     from connector.workflows.runner import run_is_live
@@ -295,20 +319,25 @@ def _when(ts: float | None) -> str | None:
 
 @click.group(invoke_without_command=True)
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@engine_option
 @state_dir_option
 @json_option
 @click.pass_context
-def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -> None:
+def runs(ctx: click.Context, limit: int, engine: str, state_dir: str | None, as_json: bool) -> None:
     """List journaled runs, newest first; `runs show RUN_ID` shows one whole, `runs
-    resolve` settles a blocked unit."""
+    resolve` settles a blocked unit. With --engine temporal: the runs on Temporal."""
     if ctx.invoked_subcommand is not None:
         return
     from connector.redaction import scrub
     from connector.state.store import StateStore
 
-    store = StateStore(state_dir)
-    rows = store.runs(limit)
-    items = []
+    items: list[dict[str, Any]] = []
+    if engine == "temporal":
+        items = _temporal_runs(limit)
+        rows = []
+    else:
+        store = StateStore(state_dir)
+        rows = store.runs(limit)
     for row in rows:
         units = store.units(row["id"])
         done = sum(1 for u in units.values() if u["status"] == "succeeded")
@@ -343,16 +372,25 @@ def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -
 
 @runs.command("show")
 @click.argument("run_id")
+@engine_option
 @state_dir_option
 @json_option
-def runs_show(run_id: str, state_dir: str | None, as_json: bool) -> None:
+def runs_show(run_id: str, engine: str, state_dir: str | None, as_json: bool) -> None:
     """One run whole: its steps and items, inputs (secrets redacted), outputs, errors
-    and timings."""
+    and timings. A Temporal run (--engine temporal, or an id such as willo-run-...)
+    is read from Temporal: its history is its journal."""
+    from connector.engines.temporal import looks_like_run_id
     from connector.state.store import StateStore
 
-    store = StateStore(state_dir)
-    row = _find_run(store, run_id)
-    info = _describe_run(store, row)
+    if engine == "temporal" or looks_like_run_id(run_id):
+        store = StateStore(state_dir) if engine != "temporal" else None
+        if store is not None and store.find_run(run_id):
+            info = _describe_run(store, _find_run(store, run_id))
+        else:
+            info = _describe_temporal_run(run_id)
+    else:
+        store = StateStore(state_dir)
+        info = _describe_run(store, _find_run(store, run_id))
     if as_json:
         emit_json(info)
         return
@@ -398,6 +436,81 @@ def _describe_run(store: Any, row: Any) -> dict[str, Any]:
             "duration_s": round(finished - row["started_at"], 3) if finished else None,
             "inputs": loads(row["inputs"]),
             "trigger": loads(row["trigger"]),
+            "steps": out_steps,
+        }
+    )
+
+
+def _describe_temporal_run(run_id: str) -> dict[str, Any]:
+    """A Temporal run in the shape of :func:`_describe_run`: its request (from the
+    history's first event), its journal (the result's, or the running workflow's)."""
+    import json
+
+    from connector.engines.temporal import client as tc
+    from connector.engines.temporal import wire
+    from connector.redaction import scrub_value
+    from connector.workflows.model import walk_steps
+    from connector.workflows.runner import item_labels
+    from connector.yamlio import YamlError, load_text
+
+    data = _temporal(lambda client, _settings: tc.describe_run(client, run_id))
+    req = data["request"] or {}
+    result = data["result"] or {}
+    outputs = {s["id"]: s.get("output") for s in result.get("steps") or []}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for key, row in (data["journal"] or {}).items():
+        step, item = wire.split(key)
+        if "output" in row:
+            output = wire.shown(json.loads(row["output"])) if row["output"] is not None else None
+        elif item >= 0:
+            whole = outputs.get(step)
+            output = whole[item] if isinstance(whole, list) and item < len(whole) else None
+        else:
+            output = outputs.get(step)
+        rows.setdefault(step, []).append(
+            {
+                **row,
+                "item": item,
+                "tries": row.get("tries") or 0,
+                "output": json.dumps(output),
+                "error": row.get("error"),
+                "started_at": row.get("started_at"),
+                "updated_at": row.get("updated_at") or row.get("started_at") or 0.0,
+            }
+        )
+    origins = req.get("origins") or {}
+    try:
+        steps = [
+            s
+            for s, _p, _path in walk_steps(
+                load_text(req.get("source") or "", req.get("path") or "").data.get("steps")
+            )
+        ]
+    except (YamlError, AttributeError):
+        steps = []
+    out_steps = [
+        _describe_step(
+            step, sorted(rows.get(str(step.get("id")), []), key=lambda u: u["item"]), origins, item_labels
+        )
+        for step in steps
+    ]
+    started, finished = data["started_at"], data["finished_at"]
+    status = result.get("status") or data["execution"]
+    return scrub_value(
+        {
+            "id": run_id,
+            "engine": "temporal",
+            "workflow": data["workflow"],
+            "file": data["file"],
+            "status": status,
+            "error": result.get("error"),
+            "attempts": 1,
+            "rerun_of": None,
+            "started_at": _when(started),
+            "finished_at": _when(finished),
+            "duration_s": round(finished - started, 3) if finished and started else None,
+            "inputs": wire.shown(req.get("inputs")),
+            "trigger": wire.shown(req.get("trigger")),
             "steps": out_steps,
         }
     )

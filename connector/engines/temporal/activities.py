@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from connector import redaction, secrets
 from connector.engines.temporal import MAX_LOST, accounts, wire
@@ -52,6 +52,8 @@ from connector.workflows.runner import (
 )
 
 log = logging.getLogger(__name__)
+#: a unit's failures are outcomes the run reports, not the worker's errors: logged at debug
+BENIGN = ApplicationErrorCategory.BENIGN
 
 # --------------------------------------------------------------------------- the plan
 
@@ -283,6 +285,7 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
             {"kind": "transient", "tries": start["tries"], "reason": "network"},
             type="UnitFailed",
             non_retryable=True,
+            category=BENIGN,
         )
     heartbeat = float(req.get("heartbeat") or 15.0)
     details0 = {"attempt": info.attempt, "state": "started", **start}
@@ -301,6 +304,7 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
                 {"kind": exc.kind, "tries": exc.tries, "reason": exc.reason},
                 type="UnitFailed",
                 non_retryable=True,
+                category=BENIGN,
             ) from None
         except Blocked as exc:
             raise ApplicationError(
@@ -312,6 +316,7 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
                 {"kind": "permanent", "tries": start["tries"] + 1},
                 type="UnitFailed",
                 non_retryable=True,
+                category=BENIGN,
             ) from None
         if isinstance(outcome, Retry):
             beat.update(
@@ -324,5 +329,6 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
                 {"reason": outcome.reason, "tries": state.tries},
                 type="Retry",
                 next_retry_delay=timedelta(seconds=max(outcome.wait, 0.001)),
+                category=BENIGN,
             )
     return {"output": wire.seal(outcome.output, sealing), "tries": outcome.tries}

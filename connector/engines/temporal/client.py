@@ -152,22 +152,37 @@ def _ts(when: datetime.datetime | None) -> float | None:
     return when.timestamp() if when is not None else None
 
 
-async def list_runs(client: Client, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` runs on the namespace (one row each, as ``runs`` lists them)."""
+async def list_runs(client: Client, settings: TemporalSettings, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs of this deployment (its task-queue prefix), one row
+    each as ``runs`` lists local runs."""
     found: list[dict[str, Any]] = []
-    query = f"WorkflowType = '{RUN_WORKFLOW}'"
+    query = f"WorkflowType = '{RUN_WORKFLOW}' AND WorkflowId STARTS_WITH '{settings.prefix}-'"
     async for execution in client.list_workflows(query, limit=limit):
         memo = await execution.memo()
-        found.append(
-            {
-                "id": execution.id,
-                "workflow": memo.get("workflow") or "",
-                "file": memo.get("file") or "",
-                "status": _STATUS.get(execution.status, "unknown") if execution.status else "unknown",
-                "started_at": _ts(execution.start_time),
-                "finished_at": _ts(execution.close_time),
-            }
-        )
+        row: dict[str, Any] = {
+            "id": execution.id,
+            "workflow": memo.get("workflow") or "",
+            "file": memo.get("file") or "",
+            "status": _STATUS.get(execution.status, "unknown") if execution.status else "unknown",
+            "error": None,
+            "attempts": 1,
+            "units_succeeded": 0,
+            "units": 0,
+            "started_at": _ts(execution.start_time),
+            "finished_at": _ts(execution.close_time),
+            "rerun_of": None,
+            "engine": "temporal",
+        }
+        if execution.status == WorkflowExecutionStatus.COMPLETED:
+            data = await client.get_workflow_handle(execution.id, run_id=execution.run_id).result()
+            journal = data.get("journal") or {}
+            row.update(
+                status=data.get("status"),
+                error=data.get("error"),
+                units=len(journal),
+                units_succeeded=sum(1 for u in journal.values() if u.get("status") == "succeeded"),
+            )
+        found.append(row)
         if len(found) >= limit:
             break
     return found
