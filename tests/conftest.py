@@ -417,7 +417,9 @@ def engine(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[str]:
         worker.stop()
 
 
-def run_workflow(engine: str, conn: Connector, wf: object, inputs: dict[str, object], **runner: object) -> object:
+def run_workflow(
+    engine: str, conn: Connector, wf: object, inputs: dict[str, object], **runner: object
+) -> object:
     """Run ``wf`` to its result on ``engine``: the local Runner (``runner`` are its
     keyword arguments), or Temporal (the test's worker runs it; ``store`` and ``wait``
     are the local engine's and are ignored)."""

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from connector.cli.common import emit_json, json_option, parse_inputs
-from connector.cli.run_cmd import state_dir_option
+from connector.cli.run_cmd import engine_option, state_dir_option
 
 
 def _stop_on_signals() -> threading.Event:
@@ -111,6 +111,7 @@ def poll(
 @click.option("--port", default=8780, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--public-url", help="Base URL Willo can reach this receiver at (default http://HOST:PORT).")
 @click.option("--no-subscribe", is_flag=True, help="Do not manage subscriptions (they exist already).")
+@engine_option
 @state_dir_option
 def listen(
     workflows: tuple[str, ...],
@@ -118,6 +119,7 @@ def listen(
     port: int,
     public_url: str | None,
     no_subscribe: bool,
+    engine: str,
     state_dir: str | None,
 ) -> None:
     """Receive Willo webhooks and run each workflow whose trigger matches.
@@ -125,6 +127,10 @@ def listen(
     SIGTERM or SIGINT stops it at once: no new run or unit starts, a unit in flight
     gets a second to finish (else it is looked up, never blindly resent, at the next
     start), and the subscription is removed unless another live listener serves it.
+
+    With --engine temporal, each delivery starts one Temporal run per matching
+    workflow (the event id in its workflow id: a duplicate delivery starts nothing),
+    and the workers run it.
     """
     import time
 
@@ -151,9 +157,18 @@ def listen(
                 )
             events.add(m.data["webhook"]["event"])
         stopping = threading.Event()
-        dispatcher = Dispatcher(
-            conn, store, "webhook", workflow_handler(conn, store, wfs, cancel=stopping), cancel=stopping
-        )
+        starter = None
+        if engine == "temporal":
+            from connector.cli.temporal_cmd import temporal_settings
+
+            settings = temporal_settings()
+            from connector.engines.temporal.events import Starter, event_handler
+
+            starter = Starter(settings)
+            handler = event_handler(starter, wfs)
+        else:
+            handler = workflow_handler(conn, store, wfs, cancel=stopping)
+        dispatcher = Dispatcher(conn, store, "webhook", handler, cancel=stopping)
         requeue_interrupted(store, "webhook")
         requeue_parked(store, "webhook")  # parked by an outage: tried again at each start
         listener: Listener | None = None
@@ -193,6 +208,8 @@ def listen(
             if not listener.join(timeout=1.0 - (time.monotonic() - began)):
                 click.echo("stopped with a request in flight: the next start looks it up", err=True)
             store.leases.release_all(keep=sub.lingering if sub is not None else ())
+            if starter is not None:
+                starter.close()
 
 
 @click.group()

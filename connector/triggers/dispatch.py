@@ -333,14 +333,7 @@ def workflow_handler(
     from connector.engines.local import LocalExecutor  # these load Jinja2: only when a run starts
     from connector.workflows.runner import Runner
 
-    def matches(wf: Any, trigger_id: str, payload: dict[str, Any]) -> bool:
-        trig = wf.trigger or {}
-        if trig.get("use") != trigger_id:
-            return False
-        wanted = (trig.get("with") or {}).get("interview")
-        if wanted:
-            return bool(_interview_of(payload) == wanted)
-        return True
+    matches = matches_workflow
 
     def handle(trigger_id: str, payload: dict[str, Any], event: dict[str, Any]) -> str | None:
         last = None
@@ -365,6 +358,17 @@ def workflow_handler(
         return last
 
     return handle
+
+
+def matches_workflow(wf: Any, trigger_id: str, payload: Mapping[str, Any]) -> bool:
+    """Does an event of ``trigger_id`` start ``wf`` (its trigger, and its interview if it names one)?"""
+    trig = wf.trigger or {}
+    if trig.get("use") != trigger_id:
+        return False
+    wanted = (trig.get("with") or {}).get("interview")
+    if wanted:
+        return bool(_interview_of(payload) == wanted)
+    return True
 
 
 def _interview_of(payload: Mapping[str, Any]) -> Any:

@@ -321,6 +321,8 @@ class UnitContext:
     rng: random.Random = field(default_factory=random.Random)
     #: waits between tries; returns True if the run was asked to stop meanwhile
     wait: Callable[[float], bool] | None = None
+    #: how an operator settles a unit that may have landed (default: ``runs resolve``)
+    settle_hint: Callable[[str | None, Unit], str] | None = None
 
     def sleep(self, seconds: float) -> bool:
         return (self.wait or self.cancel.wait)(seconds)
@@ -493,7 +495,7 @@ def _why_not_again(
             "reconcile lookup"
         )
         if ctx.store is not None and run_id is not None:
-            note += f"; check, then {_how_to_settle(run_id, unit)}"
+            note += f"; check, then {(ctx.settle_hint or _how_to_settle)(run_id, unit)}"
         return note
     return None
 
@@ -510,7 +512,9 @@ def _attempt(
 ) -> tuple[Any, list[dict[str, Any]]]:
     with step_timeout.within(unit.timeout):
         if pending is not None:
-            landed = settle_pending(ctx.conn, run_id, unit, manifest, inputs, pending)
+            landed = settle_pending(
+                ctx.conn, run_id, unit, manifest, inputs, pending, hint=ctx.settle_hint or _how_to_settle
+            )
             if landed is not _SEND:
                 _journal(ctx, run_id, unit, "succeeded", output=landed, tries=tries)
                 return landed, []
@@ -528,6 +532,8 @@ def settle_pending(
     manifest: Manifest,
     inputs: dict[str, Any],
     pending: Pending,
+    *,
+    hint: Callable[[str | None, Unit], str] | None = None,
 ) -> Any:
     """The output of a unit that may have landed, found without resending it; or
     ``_SEND`` when it surely did not land (the lookup says so) or the call is
@@ -540,7 +546,7 @@ def settle_pending(
         except ConnectorError as exc:
             raise Blocked(
                 f"{where}: {unit.action} was sent (Willo answered 2xx) but its output was "
-                f"refused: {exc}; not resent. {_how_to_settle(run_id, unit)}, or allow the "
+                f"refused: {exc}; not resent. {(hint or _how_to_settle)(run_id, unit)}, or allow the "
                 "output (WILLO_SCHEMA_MODE=warn) and resume"
             ) from None
         return manifest.numbers(pending.output)
@@ -554,7 +560,7 @@ def settle_pending(
         found = "the reconcile lookup does not find it" if has_lookup else "it has no reconcile lookup"
         raise Blocked(
             f"{where}: {unit.action} {what} ({_short(cause)}) and {found}; not resent. "
-            f"Check Willo, then {_how_to_settle(run_id, unit)}"
+            f"Check Willo, then {(hint or _how_to_settle)(run_id, unit)}"
         )
     return _SEND
 

@@ -265,6 +265,14 @@ class _BeatJournal(MemoryJournal):
             self.beat.update(state="sending")
 
 
+def settle_hint(run_id: str | None, unit: Unit) -> str:
+    """How an operator goes on after a unit of a Temporal run that may have landed."""
+    return (
+        f"run {run_id} does not resend it: if it is missing from Willo, run what is missing again "
+        "(`runs resolve` and `resume` work on local runs only)"
+    )
+
+
 @activity.defn(name="willo.unit")
 def unit(req: dict[str, Any]) -> dict[str, Any]:
     """One try of one unit: ``{"output", "tries"}``, or an :class:`ApplicationError`:
@@ -290,7 +298,9 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
     heartbeat = float(req.get("heartbeat") or 15.0)
     details0 = {"attempt": info.attempt, "state": "started", **start}
     with _Beat(details0, max(0.2, heartbeat / 3)) as beat:
-        ctx = UnitContext(conn, _BeatJournal(beat), {}, threading.Event(), random.Random())
+        ctx = UnitContext(
+            conn, _BeatJournal(beat), {}, threading.Event(), random.Random(), settle_hint=settle_hint
+        )
         pending = wire.pending_from_wire(
             wire.unseal(start["pending"], lookup_secret) if start["pending"] else None
         )
