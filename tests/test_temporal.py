@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from connector.cli import main
 from connector.sandbox.seed import stable
-from tests.conftest import EXAMPLES, ROOT, TemporalWorker, script, script_env
+from tests.conftest import EXAMPLES, ROOT, TemporalWorker, _die_with_parent, script, script_env
 
 BACKEND = stable("interview:Backend Engineer")
 
@@ -300,6 +300,16 @@ def test_a_delivery_sent_three_times_starts_one_workflow(
     wait_for(lambda: asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))[0][1] == "COMPLETED")
 
 
+async def busy(handle, pid: int) -> bool:
+    """Is a unit of the run in flight on the worker process ``pid`` (Temporal's default
+    worker identity is ``PID@HOST``)?"""
+    desc = await handle.describe()
+    return any(
+        a.last_worker_identity.startswith(f"{pid}@") and a.state == 2  # PENDING_ACTIVITY_STATE_STARTED
+        for a in desc.raw_description.pending_activities
+    )
+
+
 def _done_events(home: Path) -> int:
     from connector.state.store import StateStore
 
@@ -340,7 +350,13 @@ class WorkerProcess:
             XDG_CACHE_HOME=str(tmp_path / "cache"),
             **{k: v for k, v in os.environ.items() if k.startswith("WILLO_TEMPORAL_")},
         )
-        self.proc = subprocess.Popen([*script(), "worker", *args], env=env, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(
+            [*script(), "worker", *args],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         wait_for(lambda: "task queues" in Path(self.log.name).read_text() or self.proc.poll() is not None, 60)
         assert self.proc.poll() is None, Path(self.log.name).read_text()
 
@@ -406,9 +422,11 @@ def test_two_worker_processes_one_killed_mid_foreach_invite_each_candidate_once(
         async def go():
             client = await tc.connect(settings)
             handle = await tc.start_run(client, settings, req)
-            while len(invited()) < 15:
-                await asyncio.sleep(0.05)
-            first.proc.send_signal(signal.SIGKILL)  # mid-foreach, units in flight
+            deadline = time.monotonic() + 120
+            while len(invited()) < 15 or not await busy(handle, first.proc.pid):
+                assert time.monotonic() < deadline, "the first worker never had a unit in flight"
+                await asyncio.sleep(0.02)
+            first.proc.send_signal(signal.SIGKILL)  # mid-foreach, with units in flight on it
             return await asyncio.wait_for(tc.wait(handle), 240)
 
         faults.rate, faults._rng = 0.2, random.Random(11)
