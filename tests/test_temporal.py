@@ -450,3 +450,111 @@ def test_two_worker_processes_one_killed_mid_foreach_invite_each_candidate_once(
         log = second.stop(signal.SIGTERM)
     assert second.proc.returncode == 0, log
     assert "stopping: no new work" in log and "worker stopped" in log and "Traceback" not in log
+
+
+# --------------------------------------------------------------------------- 6. the account's budget
+
+LANGS = """\
+workflow: 1
+name: langs
+inputs: {type: object, properties: {pages: {type: array}}}
+steps:
+  - id: get
+    use: willo.list_languages
+    foreach: "{{ inputs.pages }}"
+    concurrency: 8
+    with: {page: 1, page_size: "{{ item }}"}
+"""
+
+
+def test_every_request_reserves_its_slot_in_the_accounts_shared_budget(
+    sandbox, temporal_env: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A worker's requests pace through the account's budget workflow: with Willo
+    throttling at 4/s and the account's limit at 4/s, 16 requests at concurrency 8
+    get no 429; the budget workflow counted every one."""
+    from connector.engines.temporal import TemporalSettings
+    from connector.sandbox.framework import Throttle
+
+    monkeypatch.setenv("WILLO_RATE_LIMIT", "4/0")
+    throttle = Throttle(4, 0)
+    throttled = []
+
+    def check(key):
+        wait = Throttle.check(throttle, key)
+        if wait > 0:
+            throttled.append(wait)
+        return wait
+
+    monkeypatch.setattr(throttle, "check", check)
+    monkeypatch.setattr(sandbox.app, "throttle", throttle)
+    worker = TemporalWorker()
+    try:
+        wf = tmp_path / "langs.yaml"
+        wf.write_text(LANGS)
+        r = invoke(
+            "run", str(wf), "--engine", "temporal", "--json", "-i", f"pages={json.dumps(list(range(1, 17)))}"
+        )
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(r.stdout)["status"] == "succeeded"
+        settings = TemporalSettings.from_env()
+        usage = asyncio.run(_query(settings, settings.budget_id("default"), "usage"))
+        assert (usage["used"], throttled) == (16, []) and usage["limits"] == [4, 0, 0]
+    finally:
+        worker.stop()
+    assert throttled == []
+
+
+def test_a_spent_daily_quota_holds_the_unit_until_it_renews(
+    sandbox, temporal_env: str, tmp_path: Path, monkeypatch
+) -> None:
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+
+    monkeypatch.setenv("WILLO_RATE_LIMIT", "50/0")
+    monkeypatch.setenv("WILLO_DAILY_QUOTA", "3")
+    worker = TemporalWorker()
+    before = sandbox.app.requests_served
+    try:
+        wf = tmp_path / "langs.yaml"
+        wf.write_text(LANGS.replace("concurrency: 8", "concurrency: 1"))
+        r = invoke("run", str(wf), "--engine", "temporal", "--detach", "-i", "pages=[1, 2, 3, 4, 5]")
+        assert r.exit_code == 0, r.stderr
+        run_id = r.stdout.strip()
+        settings = TemporalSettings.from_env()
+
+        async def pending() -> str:
+            client = await tc.connect(settings)
+            desc = await client.get_workflow_handle(run_id).describe()
+            return " ".join(a.last_failure.message for a in desc.raw_description.pending_activities)
+
+        wait_for(lambda: "daily quota" in asyncio.run(pending()), what="the quota to be spent")
+        message = asyncio.run(pending())
+        assert "account default: its daily quota (3 requests a UTC day) is spent; it renews at " in message
+        assert sandbox.app.requests_served - before == 3  # and nothing more was sent
+        assert asyncio.run(_status(settings, run_id)) == "RUNNING"  # waiting, durably, for tomorrow
+    finally:
+        asyncio.run(_terminate(settings, run_id))
+        worker.stop()
+
+
+async def _query(settings, workflow_id: str, name: str):
+    from connector.engines.temporal.client import connect
+
+    client = await connect(settings)
+    return await client.get_workflow_handle(workflow_id).query(name)
+
+
+async def _status(settings, workflow_id: str) -> str:
+    from connector.engines.temporal.client import connect
+
+    client = await connect(settings)
+    desc = await client.get_workflow_handle(workflow_id).describe()
+    return desc.status.name if desc.status else ""
+
+
+async def _terminate(settings, workflow_id: str) -> None:
+    from connector.engines.temporal.client import connect
+
+    client = await connect(settings)
+    await client.get_workflow_handle(workflow_id).terminate("test over")

@@ -44,6 +44,8 @@ INSTALL_HINT = f"pip install 'willo-connector[{EXTRA}]'"
 #: the workflow type of a run, and of a polling trigger's poller
 RUN_WORKFLOW = "WilloRun"
 POLL_WORKFLOW = "WilloPoller"
+#: the workflow type of an account's shared rate budget
+BUDGET_WORKFLOW = "WilloBudget"
 #: the most a unit's worker may be lost (killed, cut off) before the unit fails
 MAX_LOST = 3
 _ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -134,6 +136,10 @@ class TemporalSettings:
     def event_workflow_id(self, account: str, trigger: str, event_id: str) -> str:
         """One workflow id per delivered event: the server refuses a second start."""
         return f"{self.prefix}-event-{safe_id(account)}-{safe_id(trigger)}-{safe_id(event_id, 120)}"
+
+    def budget_id(self, account: str) -> str:
+        """The one budget workflow of an account (started by the first request that needs it)."""
+        return f"{self.prefix}-budget-{safe_id(account)}"
 
     def poller_id(self, account: str, trigger: str, options: Any, workflow: str) -> str:
         """One poller per account, trigger, options and workflow: a second is refused."""

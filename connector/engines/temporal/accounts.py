@@ -10,9 +10,10 @@ of its events and pollers.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connector.errors import ConfigError
 
@@ -46,26 +47,58 @@ class Fleet:
         self.names = list(dict.fromkeys(names))
         self._built: dict[str, Connector] = {}
         self._lock = threading.Lock()
+        #: (client, loop, settings) once the worker is connected: requests then reserve
+        #: their slots in the account's shared budget
+        self._shared: tuple[Any, Any, Any] | None = None
+
+    def share_budgets(self, client: Any, loop: Any, settings: Any) -> None:
+        """From now on, every connector built here paces through its account's budget
+        workflow (shared by all workers) instead of a pacer of this process."""
+        self._shared = (client, loop, settings)
 
     def connector(self, name: str) -> Connector:
         with self._lock:
             found = self._built.get(name)
             if found is None:
                 found = self._built[name] = self._make(name)
+                self._pace_shared(name, found)
             return found
 
-    def limits(self, name: str) -> tuple[int, int]:
-        """``(per second, per minute)`` of the account (0: none)."""
+    def _pace_shared(self, name: str, conn: Connector) -> None:
+        limits = self._limits_of(conn)
+        if self._shared is None or not any(limits) or conn.dry_run:
+            return
+        from connector.engines.temporal.budget import Budget, FleetPacer
+        from connector.http.client import WilloClient
+
+        client, loop, settings = self._shared
+        old = conn.client
+        conn._client = WilloClient(
+            old.settings,
+            prepare=conn._prepare,
+            pacer=FleetPacer(Budget(client, loop, settings, name, limits)),  # type: ignore[arg-type]
+        )
+        old.close()
+
+    @staticmethod
+    def _limits_of(conn: Connector) -> tuple[int, int, int]:
         from connector.http.pacing import parse_rate
 
-        return parse_rate(self.connector(name).client.settings.rate)
+        per_s, per_m = parse_rate(conn.client.settings.rate)
+        return per_s, per_m, daily_quota()
+
+    def limits(self, name: str) -> tuple[int, int, int]:
+        """``(per second, per minute, per day)`` of the account (0: none)."""
+        return self._limits_of(self.connector(name))
 
     def unit_rate(self, name: str) -> float | None:
         """Units per second the account's task queue may hand out, across every worker:
-        within its per-second and its per-minute limit; None when it has none."""
-        per_s, per_m = self.limits(name)
-        rates = [r for r in (float(per_s), per_m / 60.0) if r > 0]
-        return min(rates) * SHARE if rates else None
+        its per-second limit (the per-minute one and the day's quota are kept by its
+        budget workflow); None when it has none."""
+        per_s, per_m, _ = self.limits(name)
+        if per_s:
+            return per_s * SHARE
+        return per_m / 60.0 * SHARE if per_m else None
 
     def close(self) -> None:
         with self._lock:
@@ -73,6 +106,16 @@ class Fleet:
                 if conn._client is not None:
                     conn._client.close()
             self._built.clear()
+
+
+def daily_quota(env: Any = None) -> int:
+    """``WILLO_DAILY_QUOTA``: requests an account may send in a UTC day across every
+    worker (0 or unset: no quota)."""
+    env = os.environ if env is None else env
+    raw = (env.get("WILLO_DAILY_QUOTA") or "0").strip().replace(",", "").replace("_", "")
+    if not raw.isdigit():
+        raise ConfigError(f"WILLO_DAILY_QUOTA={raw!r}: a whole number of requests a day (0: none)")
+    return int(raw)
 
 
 _current: Fleet | None = None

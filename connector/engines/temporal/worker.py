@@ -27,7 +27,7 @@ from temporalio.worker import Worker
 from connector.engines.temporal import TemporalSettings, accounts
 from connector.engines.temporal.activities import plan, unit
 from connector.engines.temporal.client import connect
-from connector.engines.temporal.workflows import WilloRun
+from connector.engines.temporal.workflows import WilloBudget, WilloRun
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def build_workers(
         Worker(
             client,  # type: ignore[arg-type]
             task_queue=settings.control_queue,
-            workflows=[WilloRun],
+            workflows=[WilloRun, WilloBudget],
             activities=[plan],
             activity_executor=pool,
             max_concurrent_local_activities=4,
@@ -89,9 +89,10 @@ async def serve(
     ready: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Run the workers until ``stop`` is set, then drain them."""
+    client = await connect(settings)
+    fleet.share_budgets(client, asyncio.get_running_loop(), settings)
     for name in options.accounts:
         fleet.connector(name)  # a missing key or a bad setting: said before polling anything
-    client = await connect(settings)
     accounts.install(fleet)
     pool = ThreadPoolExecutor(max_workers=options.concurrency + 8, thread_name_prefix="willo-activity")
     workers = build_workers(client, settings, fleet, options, pool)

@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from connector.engines.temporal import MAX_LOST, RUN_WORKFLOW, unit_queue, wire
+    from connector.engines.temporal import BUDGET_WORKFLOW, MAX_LOST, RUN_WORKFLOW, unit_queue, wire
 
 #: how long one try of a unit may take before Temporal gives it to another worker
 #: (the unit's own ``timeout`` and the client's timeouts stop it well before)
@@ -183,3 +183,107 @@ class WilloRun:
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     """A journal row as a run's result carries it (outputs are in the steps)."""
     return {k: v for k, v in row.items() if k not in ("output", "inputs")}
+
+
+# --------------------------------------------------------------------------- an account's budget
+
+with workflow.unsafe.imports_passed_through():
+    from connector.http.pacing import Pacer
+
+#: a budget workflow continues as new after this many reservations (its history stays short)
+BUDGET_CONTINUE_AFTER = 2000
+
+
+def next_utc_day(when: float) -> float:
+    """The start of the UTC day after ``when`` (epoch seconds), with no clock or date library."""
+    return (int(when // 86400) + 1) * 86400.0
+
+
+@workflow.defn(name=BUDGET_WORKFLOW)
+class WilloBudget:
+    """One account's rate budget, shared by every worker: each request a worker sends
+    first reserves a slot here (an update), so the per-second and per-minute windows
+    and the daily quota hold across all workers and machines. The windows are the
+    local pacer's own (:class:`~connector.http.pacing.Pacer`), on workflow time; a 429
+    anywhere holds and tightens them for everyone (a signal)."""
+
+    @workflow.init
+    def __init__(self, state: dict[str, Any]) -> None:
+        # state is restored here, not in run(): an update that came with the start is
+        # handled before run() begins
+        self.limits: tuple[int, int, int] = (0, 0, 0)
+        self.pacer: Pacer | None = None
+        self.served = 0
+        #: the latest wall-clock time a requesting worker sent (the windows' clock: a slot
+        #: is a time the worker waits for by its own clock, so the round trip's jitter
+        #: does not bunch requests)
+        self.clock = float(state.get("clock") or 0.0)
+        limits = state.get("limits") or [0, 0, 0]
+        pacer = self._pacer_for(*[int(x) for x in limits])
+        self.day, self.used = int(state.get("day") or 0), int(state.get("used") or 0)
+        kept = state.get("pacer") or {}
+        for log, entries in zip(pacer._logs, kept.get("logs") or [], strict=False):
+            log.extend(float(t) for t in entries)
+        pacer._hold_until = float(kept.get("hold") or 0.0)
+        pacer.slack = float(kept.get("slack") or pacer.slack)
+        pacer.cut = int(kept.get("cut") or 0)
+        pacer._relaxed_at = float(kept.get("relaxed_at") or 0.0)
+
+    def _now(self) -> float:
+        return self.clock
+
+    def _pacer_for(self, per_second: int, per_minute: int, per_day: int) -> Pacer:
+        if self.pacer is None or self.limits[:2] != (per_second, per_minute):
+            self.pacer = Pacer(per_second, per_minute, clock=self._now, sleep=lambda _s: None)
+        self.limits = (per_second, per_minute, per_day)
+        return self.pacer
+
+    @workflow.run
+    async def run(self, state: dict[str, Any]) -> None:
+        await workflow.wait_condition(
+            lambda: self.served >= BUDGET_CONTINUE_AFTER or workflow.info().is_continue_as_new_suggested()
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        assert self.pacer is not None
+        workflow.continue_as_new(
+            {
+                "limits": list(self.limits),
+                "day": self.day,
+                "used": self.used,
+                "clock": self.clock,
+                "pacer": {
+                    "logs": [list(log) for log in self.pacer._logs],
+                    "hold": self.pacer._hold_until,
+                    "slack": self.pacer.slack,
+                    "cut": self.pacer.cut,
+                    "relaxed_at": self.pacer._relaxed_at,
+                },
+            }
+        )
+
+    @workflow.update(name="reserve")
+    def reserve(self, ask: dict[str, Any]) -> dict[str, Any]:
+        """A slot for one request (``ask``: the account's limits, the worker's clock):
+        ``{"at": epoch}`` to send it at, or ``{"renews_at": epoch}`` when the day's
+        quota (a UTC day) is spent."""
+        per_second, per_minute, per_day = (int(x) for x in ask["limits"])
+        pacer = self._pacer_for(per_second, per_minute, per_day)
+        self.clock = max(self.clock, float(ask.get("now") or 0.0), workflow.now().timestamp() - 60)
+        now = self.clock
+        today = int(now // 86400)
+        if today != self.day:
+            self.day, self.used = today, 0
+        if per_day and self.used >= per_day:
+            return {"renews_at": next_utc_day(now), "used": self.used}
+        self.used += 1
+        self.served += 1
+        return {"at": now + max(0.0, pacer.reserve()), "used": self.used}
+
+    @workflow.signal(name="throttled")
+    def throttled(self, retry_after: float | None) -> None:
+        if self.pacer is not None:
+            self.pacer.throttled(retry_after)
+
+    @workflow.query(name="usage")
+    def usage(self) -> dict[str, Any]:
+        return {"limits": list(self.limits), "day": self.day, "used": self.used}
