@@ -20,6 +20,7 @@ ALL = [
     "bench_flows",
     "bench_hostile",
     "bench_scaffold",
+    "bench_temporal",
 ]
 
 if __name__ == "__main__":

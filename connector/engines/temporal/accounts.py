@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from connector.workflows.runtime import Connector
 
 DEFAULT = "default"
-#: the share of an account's budget its task queue is given: the rest absorbs the
-#: jitter between the server handing out a task and the request reaching Willo
-SHARE = 0.95
+#: the task queue's rate over the account's per-second limit: the queue only keeps
+#: workers from holding units they cannot send yet (a little over the limit, so that
+#: the server's token buckets, one per queue partition, never leave a slot unused);
+#: the budget workflow keeps the exact windows (see :mod:`.budget`)
+SHARE = 1.25
 
 
 def build_default(name: str) -> Connector:

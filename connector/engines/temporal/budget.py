@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import random
+import threading
 import time
 from typing import Any
 
@@ -41,9 +43,18 @@ class QuotaSpent(RateLimited):
     """The account's daily quota is spent; ``retry_after`` is when it renews."""
 
 
+class _Ask:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+
 class Budget:
-    """Reservations in one account's budget workflow, from any thread of the worker
-    (the Temporal client lives on the worker's event loop)."""
+    """Reservations in one account's budget workflow, from any thread of the worker.
+    One thread of the process sends them: whatever requests wait when it is free go
+    in one update (so a process has one update in flight at a time, whatever its
+    concurrency: the server admits only a few per workflow at once)."""
 
     def __init__(
         self,
@@ -59,11 +70,16 @@ class Budget:
         self.account = account
         self.limits = list(limits)
         self.workflow_id = settings.budget_id(account)
+        self._lock = threading.Lock()
+        self._waiting: list[_Ask] = []
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name=f"willo-budget-{account}")
+        self._thread.start()
 
     def _run(self, coro: Any, timeout: float = 60.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    async def _reserve(self) -> dict[str, Any]:
+    async def _reserve(self, count: int) -> list[dict[str, Any]]:
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
             BUDGET_WORKFLOW,
             {"limits": self.limits},
@@ -71,23 +87,50 @@ class Budget:
             task_queue=self.settings.control_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
-        answer: dict[str, Any] = await self.client.execute_update_with_start_workflow(
-            "reserve", {"limits": self.limits, "now": time.time() + LEAD}, start_workflow_operation=start
+        ask = {"limits": self.limits, "now": time.time() + LEAD, "count": count}
+        answer: list[dict[str, Any]] = await self.client.execute_update_with_start_workflow(
+            "reserve", ask, start_workflow_operation=start
         )
         return answer
 
+    def _serve(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+                self._wake.clear()
+            if not batch:
+                continue
+            last: BaseException | None = None
+            answers: list[dict[str, Any]] | None = None
+            for n in range(RESERVE_TRIES):
+                try:
+                    answers = self._run(self._reserve(len(batch)))
+                    break
+                except Exception as exc:  # a continue-as-new in between, the cluster unreachable
+                    last = exc
+                    time.sleep(min(2.0, 0.05 * 2**n) * (0.5 + random.random()))
+            for i, ask in enumerate(batch):
+                if answers is not None and i < len(answers):
+                    ask.answer = answers[i]
+                else:
+                    why = f"{type(last).__name__}: {last}"
+                    ask.error = NetworkError(
+                        f"account {self.account}: no rate-budget slot from Temporal ({why})"
+                    )
+                ask.done.set()
+
     def reserve(self) -> dict[str, Any]:
-        last: BaseException | None = None
-        for n in range(RESERVE_TRIES):
-            try:
-                answer: dict[str, Any] = self._run(self._reserve())
-                return answer
-            except Exception as exc:  # a continue-as-new in between, the cluster unreachable
-                last = exc
-                time.sleep(min(2.0, 0.05 * 2**n))
-        raise NetworkError(
-            f"account {self.account}: no rate-budget slot from Temporal ({type(last).__name__}: {last})"
-        )
+        ask = _Ask()
+        with self._lock:
+            self._waiting.append(ask)
+            self._wake.set()
+        if not ask.done.wait(120.0):
+            raise NetworkError(f"account {self.account}: no rate-budget slot from Temporal within 120 s")
+        if ask.error is not None:
+            raise ask.error
+        assert ask.answer is not None
+        return ask.answer
 
     def throttled(self, retry_after: float | None) -> None:
         async def signal() -> None:

@@ -190,8 +190,9 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 with workflow.unsafe.imports_passed_through():
     from connector.http.pacing import Pacer
 
-#: a budget workflow continues as new after this many reservations (its history stays short)
-BUDGET_CONTINUE_AFTER = 2000
+#: a budget workflow continues as new after this many updates (the server refuses more
+#: than 2,000 updates in one run: history.maxTotalUpdates)
+BUDGET_CONTINUE_AFTER = 500
 
 
 def next_utc_day(when: float) -> float:
@@ -262,10 +263,10 @@ class WilloBudget:
         )
 
     @workflow.update(name="reserve")
-    def reserve(self, ask: dict[str, Any]) -> dict[str, Any]:
-        """A slot for one request (``ask``: the account's limits, the worker's clock):
-        ``{"at": epoch}`` to send it at, or ``{"renews_at": epoch}`` when the day's
-        quota (a UTC day) is spent."""
+    def reserve(self, ask: dict[str, Any]) -> list[dict[str, Any]]:
+        """Slots for ``ask["count"]`` requests (``ask``: the account's limits, the
+        worker's clock): for each, ``{"at": epoch}`` to send it at, or ``{"renews_at":
+        epoch}`` when the day's quota (a UTC day) is spent."""
         per_second, per_minute, per_day = (int(x) for x in ask["limits"])
         pacer = self._pacer_for(per_second, per_minute, per_day)
         self.clock = max(self.clock, float(ask.get("now") or 0.0), workflow.now().timestamp() - 60)
@@ -273,11 +274,15 @@ class WilloBudget:
         today = int(now // 86400)
         if today != self.day:
             self.day, self.used = today, 0
-        if per_day and self.used >= per_day:
-            return {"renews_at": next_utc_day(now), "used": self.used}
-        self.used += 1
         self.served += 1
-        return {"at": now + max(0.0, pacer.reserve()), "used": self.used}
+        slots: list[dict[str, Any]] = []
+        for _ in range(max(1, min(int(ask.get("count") or 1), 1000))):
+            if per_day and self.used >= per_day:
+                slots.append({"renews_at": next_utc_day(now)})
+                continue
+            self.used += 1
+            slots.append({"at": now + max(0.0, pacer.reserve())})
+        return slots
 
     @workflow.signal(name="throttled")
     def throttled(self, retry_after: float | None) -> None:
