@@ -28,7 +28,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from connector import __version__, redaction
+from connector import __version__, redaction, telemetry
 from connector.errors import (
     AmbiguousRequestError,
     CassetteMiss,
@@ -291,7 +291,7 @@ class WilloClient:
         req = self.build(method, path, params=params, json=json, manifest=manifest)
         if idempotent is None:
             idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
-        resp = self._send(req, idempotent)
+        resp = self._send(req, idempotent, action=str((manifest or {}).get("id") or "other"))
         return self._decode(req, resp, binary, idempotent)
 
     def _retry(self, idempotent: bool) -> Retry:
@@ -312,7 +312,7 @@ class WilloClient:
             raise_on_status=False,
         )
 
-    def _send(self, req: dict[str, Any], idempotent: bool) -> requests.Response:
+    def _send(self, req: dict[str, Any], idempotent: bool, action: str = "other") -> requests.Response:
         retry = self._retry(idempotent)
         prepared = self.session.prepare_request(
             requests.Request(
@@ -327,6 +327,7 @@ class WilloClient:
             try:
                 resp = self._send_once(prepared, timeout, method, url)
             except requests.RequestException as exc:
+                telemetry.inc("api_requests", action=action, status="error")
                 cause = _transport_cause(exc)
                 if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
                     raise AmbiguousRequestError(
@@ -347,7 +348,9 @@ class WilloClient:
                 retry.sleep()
                 continue
             code = resp.status_code
+            telemetry.inc("api_requests", action=action, status=str(code))
             if code == 429:
+                telemetry.inc("api_throttled", action=action)
                 self.pacer.throttled(_retry_after(resp))
             if code in (retry.status_forcelist or ()) and retry.is_retry(
                 method, code, "Retry-After" in resp.headers

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from connector import telemetry
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
 from connector.errors import BadRequest, ConfigError, InputError, PluginError, short
@@ -244,6 +245,7 @@ class Poller:
         else:
             candidates.reverse()  # lists come newest first
         emitted: list[dict[str, Any]] = []
+        queued: list[tuple[int | None, str]] = []  # (event id, item key) for the log
         now = time.time()
         with self.store.tx() as db:
             row = db.execute(
@@ -261,12 +263,14 @@ class Poller:
                 )
                 if cur.rowcount and (not first or backfill):
                     event = self._validated(item)
-                    db.execute(
+                    added = db.execute(
                         "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
                         " VALUES ('poll', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
                         (self.name, key, dumps(event), now),
                     )
                     emitted.append(event)
+                    if added.rowcount:
+                        queued.append((added.lastrowid, key))
             newest = max(filter(None, (key_of(i) for i in candidates)), default=None)
             new_cursor = max(filter(None, [cursor, newest]), default=None)
             db.execute(
@@ -275,6 +279,13 @@ class Poller:
                 (new_cursor, requests, now, self.name),
             )
         self.prune()
+        telemetry.inc("polls", trigger=self.manifest.id)
+        if queued:
+            telemetry.inc("events_emitted", len(queued), source="poll")
+        if queued and log.isEnabledFor(logging.INFO):
+            for event_id, key in queued:
+                with telemetry.bind(trigger=self.name, event_id=event_id):
+                    log.info("event %s emitted: %s %s", event_id, self.spec["id"], short(key, 80))
         return PollResult(emitted, requests, first)
 
     def _validated(self, item: dict[str, Any]) -> dict[str, Any]:

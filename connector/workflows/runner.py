@@ -24,16 +24,18 @@ distributed executor would replace.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connector import redaction
+from connector import redaction, telemetry
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
 from connector.errors import AmbiguousRequestError, ConnectorError, InputError, RateLimited, WilloError
@@ -231,6 +233,34 @@ def check_event(workflow: Workflow, connector: Connector, event: Any, label: str
         raise InputError(f"{label}: not a {manifest.id} event: {text}")
 
 
+def _observed(execute: Callable[..., RunResult]) -> Callable[..., RunResult]:
+    """Runs (and resumes) in a log context naming the run and its workflow; the
+    outcome logged at info, counted, and its duration measured."""
+
+    @functools.wraps(execute)
+    def wrapper(self: Runner, run_id: str | None, *args: Any, **kwargs: Any) -> RunResult:
+        if self.store is None:  # a dry run: nothing journaled, nothing to report
+            return execute(self, run_id, *args, **kwargs)
+        began = time.monotonic()
+        with telemetry.bind(run_id=run_id, workflow=self.wf.name):
+            log.info("run %s of %s started", run_id, self.wf.name)
+            result = execute(self, run_id, *args, **kwargs)
+            took = time.monotonic() - began
+            telemetry.inc("runs", workflow=self.wf.name, status=result.status)
+            telemetry.observe("run_duration", took, workflow=self.wf.name, status=result.status)
+            log.info(
+                "run %s of %s %s in %.1fs%s",
+                run_id,
+                self.wf.name,
+                result.status,
+                took,
+                f": {result.error}" if result.error else "",
+            )
+        return result
+
+    return wrapper
+
+
 class Runner:
     """Runs one workflow with one connector; journals unless it is a dry run."""
 
@@ -295,6 +325,7 @@ class Runner:
         use = (self.wf.trigger or {}).get("use")
         return self.conn.catalog.get(use, "trigger").numbers(trigger) if use else trigger
 
+    @_observed
     def _execute(
         self, run_id: str | None, inputs: dict[str, Any], trigger: Any, journal: dict[tuple[str, int], Any]
     ) -> RunResult:
