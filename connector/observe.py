@@ -9,7 +9,8 @@ and the retention upkeep they run.
   due queued events is under ``WILLO_READY_MAX_INBOX`` (default 1000), and, for a
   poller, the last successful poll is recent; else 503 with every reason.
 - ``GET /metrics``: Prometheus text (or OpenMetrics, as the scraper asks), from
-  prometheus_client, which only these commands import.
+  prometheus_client, which only these commands import (``WILLO_METRICS=off``: no
+  /metrics, nothing counted).
 
 Counters and histograms are this process's (``telemetry.inc`` and
 ``telemetry.observe`` from the receiver, the dispatcher, the pollers, the runner and
@@ -140,6 +141,16 @@ class Metrics:
 
 _metrics: Metrics | None = None
 _metrics_lock = threading.Lock()
+
+
+def metrics_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """``WILLO_METRICS``: ``on`` (default) or ``off`` (no /metrics, no counting)."""
+    raw = (os.environ if env is None else env).get("WILLO_METRICS", "").strip().lower()
+    if raw in ("", "1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"WILLO_METRICS={raw[:20]!r}: give on or off")
 
 
 def metrics() -> Metrics:
@@ -370,9 +381,12 @@ class Probes:
     checks: list[Check] = field(default_factory=list)
     ledgers: Callable[[], Sequence[str]] | None = None
 
+    with_metrics: bool = True
+
     def __post_init__(self) -> None:
-        self.metrics = metrics()
-        self.source = _Both(self.metrics.registry, StoreCollector(self.store, self.ledgers))
+        self.source: _Both | None = None
+        if self.with_metrics:
+            self.source = _Both(metrics().registry, StoreCollector(self.store, self.ledgers))
 
     def live(self) -> dict[str, Any]:
         return {"status": "ok", **(self.health() if self.health else {})}
@@ -391,7 +405,10 @@ class Probes:
             body["reasons"] = reasons
         return not reasons, body
 
-    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+    def exposition(self, accept: str | None) -> tuple[bytes, str] | None:
+        """The metrics as the scraper asks for them; None when they are off."""
+        if self.source is None:
+            return None
         from prometheus_client import exposition
 
         encoder, content_type = exposition.choose_encoder(accept or "")
@@ -407,8 +424,12 @@ def wsgi(probes: Probes, app: Callable[..., Iterable[bytes]] | None = None) -> C
         path = environ.get("PATH_INFO", "")
         if path in ("/health", "/ready", "/metrics") and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             if path == "/metrics":
-                body, ctype = probes.exposition(Request(environ).headers.get("Accept"))
-                resp = Response(body, 200, content_type=ctype)
+                found = probes.exposition(Request(environ).headers.get("Accept"))
+                if found is None:
+                    resp = Response(json.dumps({"error": "metrics are off (WILLO_METRICS)"}), 404)
+                    resp.content_type = "application/json"
+                else:
+                    resp = Response(found[0], 200, content_type=found[1])
             elif path == "/ready":
                 ok, info = probes.ready()
                 resp = Response(json.dumps(info), 200 if ok else 503, content_type="application/json")
@@ -493,6 +514,7 @@ __all__ = [
     "inbox_below",
     "max_inbox",
     "metrics",
+    "metrics_enabled",
     "polled_recently",
     "rate_budget",
     "serve_probes",

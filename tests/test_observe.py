@@ -423,3 +423,20 @@ def test_one_shot_commands_do_not_import_prometheus_client(tmp_path: Path) -> No
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_metrics_can_be_turned_off(tmp_path: Path, monkeypatch) -> None:
+    from connector.observe import metrics_enabled
+
+    store = StateStore(tmp_path)
+    client = Client(wsgi(Probes(store, with_metrics=False), make_app(Inbox(store))))
+    resp = client.get("/metrics")
+    assert resp.status_code == 404 and resp.json == {"error": "metrics are off (WILLO_METRICS)"}
+    assert client.get("/ready").status_code == 200
+    assert metrics_enabled({}) and metrics_enabled({"WILLO_METRICS": "on"})
+    assert not metrics_enabled({"WILLO_METRICS": "off"}) and not metrics_enabled({"WILLO_METRICS": "0"})
+    monkeypatch.setenv("WILLO_METRICS", "sometimes")
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF)
+    r = CliRunner().invoke(main, ["listen", "--no-subscribe", "--port", "0", "--workflow", str(wf)])
+    assert r.exit_code == 1 and r.stderr == "error: WILLO_METRICS='sometimes': give on or off\n"

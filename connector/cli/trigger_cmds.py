@@ -49,10 +49,12 @@ class _Service:
         ledgers: Any = None,
         sources: list[str] | None = None,
     ) -> Any:
-        from connector.observe import Probes, inbox_below, max_inbox, store_writable
+        from connector.observe import Probes, inbox_below, max_inbox, metrics_enabled, store_writable
 
         every = [store_writable(self.store), *(checks or []), inbox_below(self.store, max_inbox(), sources)]
-        return Probes(self.store, health=health, checks=every, ledgers=ledgers)
+        return Probes(
+            self.store, health=health, checks=every, ledgers=ledgers, with_metrics=metrics_enabled()
+        )
 
     def start(
         self, host: str, port: int | None, *, ledgers: Any, checks: list[Any], sources: list[str]
