@@ -295,3 +295,11 @@ def test_a_deeply_nested_body_is_a_400_not_a_500(listener, tmp_path: Path) -> No
     assert r.status_code == 400 and "nested" in r.json()["error"]
     r = requests.post(f"http://127.0.0.1:{lis.port}/willo/webhooks", data=delivery(), timeout=15)
     assert r.status_code == 202
+
+
+def test_stopping_a_listener_whose_loop_has_ended_is_quiet(listener) -> None:
+    """A second stop (or one after waitress's loop died) found the loop's trigger closed
+    and raised `OSError: [Errno 9] Bad file descriptor`: the traceback of issue 9.7."""
+    lis = listener()
+    lis.stop()
+    lis.stop()

@@ -530,6 +530,9 @@ def serve_http(server: Any, host: str, port: int, token: str | None, announce: C
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    # Listen before announcing: a client that connects as soon as it reads the URL is
+    # queued by the kernel until uvicorn accepts, instead of refused while it starts.
+    sock.listen(config.backlog)
     announce(f"http://{shown}:{bound}/mcp" + (" (bearer token required)" if token else ""))
     uvicorn.Server(config).run(sockets=[sock])
 

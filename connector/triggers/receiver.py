@@ -348,7 +348,13 @@ class Listener:
         single = isinstance(server, BaseWSGIServer)
         sock_map: dict[Any, Any] = server._map if single else server.map
         first: Any = server if single else next(v for v in sock_map.values() if isinstance(v, BaseWSGIServer))
-        first.trigger.pull_trigger(lambda: wasyncore.close_all(sock_map, ignore_all=True))
+        def close_all() -> None:
+            wasyncore.close_all(sock_map, ignore_all=True)
+
+        try:
+            first.trigger.pull_trigger(close_all)
+        except OSError:  # the loop already ended and closed its trigger (a second stop, or
+            close_all()  # a loop that died): nothing races us now, close what is left here
         if self._serving is not None:
             self._serving.join(timeout=0.5)
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=0.2)
