@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "willo_connector_"
 DEFAULT_MAX_INBOX = 1000
+#: seconds a /ready answer and the store's gauges are reused: a flood of probes costs
+#: the store one small write (and a few reads) a second, not one per request
+CACHE_SECONDS = 1.0
 #: seconds the readiness probe waits for the store's write lock
 WRITE_PROBE_TIMEOUT = 2.0
 
@@ -92,10 +95,13 @@ class Metrics:
             CollectorRegistry,
             Counter,
             Histogram,
+            disable_created_metrics,
             gc_collector,
             platform_collector,
             process_collector,
         )
+
+        disable_created_metrics()  # no *_created series: a start time per label set is noise here
 
         self.registry = CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, Any] = {}
@@ -126,17 +132,24 @@ class Metrics:
         return child
 
     def inc(self, name: str, labels: Mapping[str, str], amount: float) -> None:
-        child = self._child(name, labels)
-        if child is not None:
-            child.inc(amount)
-        elif name not in self._warned:
-            self._warned.add(name)
-            log.warning("metric event %r is not a known metric; ignored", name)
+        self._record(name, labels, "counter", lambda child: child.inc(amount))
 
     def observe(self, name: str, value: float, labels: Mapping[str, str]) -> None:
-        child = self._child(name, labels)
-        if child is not None:
-            child.observe(value)
+        self._record(name, labels, "histogram", lambda child: child.observe(value))
+
+    def _record(self, name: str, labels: Mapping[str, str], kind: str, act: Callable[[Any], None]) -> None:
+        """A metric event; one that names no metric of this kind is ignored (with one
+        warning): counting must never fail the delivery or run that counts."""
+        try:
+            if SPEC.get(name, ("",))[0] == kind:
+                act(self._child(name, labels))
+                return
+            problem = f"not a known {kind}"
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning("metric event %r ignored: %s", name, problem)
 
 
 _metrics: Metrics | None = None
@@ -194,14 +207,34 @@ def rate_budget() -> list[dict[str, Any]]:
 class StoreCollector:
     """Gauges read from the state store at each scrape (prometheus_client collector)."""
 
-    def __init__(self, store: StateStore, ledgers: Callable[[], Sequence[str]] | None = None):
+    def __init__(
+        self,
+        store: StateStore,
+        ledgers: Callable[[], Sequence[str]] | None = None,
+        cache: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.store = store
         self.ledgers = ledgers  # the polling ledgers to report the lag of (None: all polled)
+        self.cache = cache
+        self.clock = clock
+        self._cache: tuple[float, list[Any]] | None = None
+        self._lock = threading.Lock()
 
     def describe(self) -> list[Any]:
         return []  # computed at each scrape; nothing to check at registration
 
     def collect(self) -> Iterator[Any]:
+        """The gauges, read from the store at most once per ``cache`` seconds however
+        often the endpoint is asked (it may be reachable by anyone who can reach the
+        receiver)."""
+        with self._lock:
+            if self._cache is None or self.clock() - self._cache[0] >= self.cache:
+                self._cache = (self.clock(), list(self._read()))
+            families = self._cache[1]
+        yield from families
+
+    def _read(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         now = time.time()
@@ -382,16 +415,30 @@ class Probes:
     ledgers: Callable[[], Sequence[str]] | None = None
 
     with_metrics: bool = True
+    cache: float = CACHE_SECONDS
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
+        self._ready: tuple[float, tuple[bool, dict[str, Any]]] | None = None
+        self._ready_lock = threading.Lock()
         self.source: _Both | None = None
         if self.with_metrics:
-            self.source = _Both(metrics().registry, StoreCollector(self.store, self.ledgers))
+            gauges = StoreCollector(self.store, self.ledgers, self.cache, self.clock)
+            self.source = _Both(metrics().registry, gauges)
 
     def live(self) -> dict[str, Any]:
         return {"status": "ok", **(self.health() if self.health else {})}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Every check's verdict (reused for ``cache`` seconds)."""
+        with self._ready_lock:
+            if self._ready is not None and self.clock() - self._ready[0] < self.cache:
+                return self._ready[1]
+            found = self._check()
+            self._ready = (self.clock(), found)
+            return found
+
+    def _check(self) -> tuple[bool, dict[str, Any]]:
         reasons = []
         for check in self.checks:
             try:
@@ -445,6 +492,13 @@ def wsgi(probes: Probes, app: Callable[..., Iterable[bytes]] | None = None) -> C
     return respond
 
 
+def local_url(host: str, port: int) -> str:
+    """The URL this process's own probes answer at (loopback for a wildcard address)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def serve_probes(probes: Probes, host: str, port: int) -> Listener:
     """A small HTTP server of ``/health``, ``/ready`` and ``/metrics`` alone (for
     ``poll --interval --metrics-port``), started."""
@@ -453,6 +507,81 @@ def serve_probes(probes: Probes, host: str, port: int) -> Listener:
     server = Listener(wsgi(probes), host, port, lambda: 0)
     server.start()
     return server
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def sd_notify(message: str, env: Mapping[str, str] | None = None) -> bool:
+    """Send ``message`` (``READY=1``, ``WATCHDOG=1``, ``STOPPING=1``...) to systemd's
+    notification socket (``NOTIFY_SOCKET``); False when there is none."""
+    import socket
+
+    path = (os.environ if env is None else env).get("NOTIFY_SOCKET", "")
+    if not path:
+        return False
+    address = "\0" + path[1:] if path.startswith("@") else path  # "@": the abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("systemd notification %r not sent: %s", message, exc)
+        return False
+    return True
+
+
+class SystemdNotifier:
+    """Tells systemd (``Type=notify``, ``WatchdogSec=``) what this process's own probes
+    say, over loopback HTTP: ``READY=1`` once ``/ready`` first answers 200, then
+    ``WATCHDOG=1`` each time ``/health`` answers 200 (every third of the watchdog
+    period). A process whose HTTP server hangs stops pinging, and systemd restarts it.
+    Does nothing when systemd did not ask (no ``NOTIFY_SOCKET``)."""
+
+    def __init__(self, base_url: str | None, env: Mapping[str, str] | None = None):
+        env = os.environ if env is None else env
+        self.base = base_url.rstrip("/") if base_url else None  # None: no probes to ask
+        self.socket = env.get("NOTIFY_SOCKET", "")
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        mine = not pid or pid == str(os.getpid())
+        self.every = int(usec) / 3e6 if usec.isdigit() and int(usec) > 0 and mine else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _answers(self, path: str) -> bool:
+        import urllib.request
+
+        if self.base is None:
+            return True
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # own probes: no proxy
+        try:
+            with opener.open(self.base + path, timeout=5) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def start(self) -> SystemdNotifier:
+        if self.socket and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="willo-systemd", daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._answers("/ready"):
+            if self._stop.wait(0.5):
+                return
+        sd_notify("READY=1\nSTATUS=ready")
+        if self.every is None:
+            return
+        while not self._stop.wait(self.every):
+            if self._answers("/health"):
+                sd_notify("WATCHDOG=1")
+
+    def stop(self) -> None:
+        if self.socket:
+            sd_notify("STOPPING=1")
+        self._stop.set()
 
 
 # --------------------------------------------------------------------------- upkeep
@@ -510,13 +639,16 @@ __all__ = [
     "Metrics",
     "Probes",
     "StoreCollector",
+    "SystemdNotifier",
     "Upkeep",
     "inbox_below",
+    "local_url",
     "max_inbox",
     "metrics",
     "metrics_enabled",
     "polled_recently",
     "rate_budget",
+    "sd_notify",
     "serve_probes",
     "store_writable",
     "wsgi",

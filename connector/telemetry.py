@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -118,13 +119,25 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return found if isinstance(found, Mapping) else _context.get()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: a line break or other control character inside a message
+    (say, from an id a sender chose) is shown escaped, so it cannot forge a log line."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 class TextFormatter(logging.Formatter):
-    """``2026-05-01T10:00:00.123Z info connector.triggers.receiver: message run_id=... step=...``"""
+    """``2026-05-01T10:00:00.123Z info connector.triggers.receiver: message run_id=... step=...``
+    (a traceback, when there is one, follows on its own lines)."""
 
     def format(self, record: logging.LogRecord) -> str:
         ctx = _fields(record)
-        line = f"{_when(record)} {record.levelname.lower()} {record.name}: {record.getMessage()}"
-        extra = " ".join(f"{k}={ctx[k]}" for k in FIELDS if k in ctx)
+        line = f"{_when(record)} {record.levelname.lower()} {record.name}: {_one_line(record.getMessage())}"
+        extra = " ".join(f"{k}={_one_line(str(ctx[k]))}" for k in FIELDS if k in ctx)
         if extra:
             line += " " + extra
         if record.exc_info and not record.exc_text:

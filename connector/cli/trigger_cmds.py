@@ -40,6 +40,15 @@ class _Service:
         self.store = store
         self.upkeep = Upkeep(store)  # reads WILLO_RETENTION_DAYS: a bad value fails at start
         self.server: Any = None
+        self.notifier: Any = None
+
+    def notify(self, host: str | None, port: int | None) -> None:
+        """Under systemd (Type=notify, WatchdogSec): READY and WATCHDOG from the probes
+        served at host:port (without any: READY at once)."""
+        from connector.observe import SystemdNotifier, local_url
+
+        base = local_url(host, port) if host is not None and port is not None else None
+        self.notifier = SystemdNotifier(base).start()
 
     def probes(
         self,
@@ -71,8 +80,11 @@ class _Service:
                 raise ConnectorError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
             click.echo(f"metrics on http://{host}:{self.server.port}/metrics", err=True)
         self.upkeep.start()
+        self.notify(host if self.server else None, self.server.port if self.server else None)
 
     def stop(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
         self.upkeep.stop()
         if self.server is not None:
             self.server.stop()
@@ -291,6 +303,7 @@ def listen(
         stop = _stop_on_signals()
         listener.start()
         click.echo(f"listening on http://{host}:{listener.port}{PATH}", err=True)
+        service.notify(host, listener.port)
         try:
             if sub is not None:
                 hook = sub.start()

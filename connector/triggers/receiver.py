@@ -159,7 +159,7 @@ class Inbox:
                 if fresh:
                     log.info("delivery accepted: queued as event %s", event_id)
                 else:
-                    log.info("delivery of an event already queued (%s): not queued again", dedupe[:80])
+                    log.info("delivery of an event already queued (%r): not queued again", dedupe[:80])
         return Verdict(200 if not fresh else 202, {"status": "queued" if fresh else "duplicate"})
 
 
@@ -348,6 +348,7 @@ class Listener:
         single = isinstance(server, BaseWSGIServer)
         sock_map: dict[Any, Any] = server._map if single else server.map
         first: Any = server if single else next(v for v in sock_map.values() if isinstance(v, BaseWSGIServer))
+
         def close_all() -> None:
             wasyncore.close_all(sock_map, ignore_all=True)
 
