@@ -9,7 +9,9 @@ from typing import Any
 from willo_manifests import ROOT
 
 from connector import hookimpl
-from connector.errors import AmbiguousRequestError, InputError, NetworkError, ServerError
+from connector.errors import AmbiguousRequestError, InputError, ServerError
+
+from .http import http_request
 
 
 @hookimpl
@@ -22,6 +24,7 @@ def action_handlers() -> dict[str, Any]:
     return {
         "willo.move_participant_stage": move_participant_stage,
         "willo.find_or_invite_participant": find_or_invite_participant,
+        "http.request": http_request,
     }
 
 
@@ -75,19 +78,19 @@ def _find(client: Any, interview: str, email: str) -> dict[str, Any] | None:
 def find_or_invite_participant(inputs: dict[str, Any], client: Any) -> dict[str, Any]:
     """Invite unless that email already is a participant of that interview.
 
-    The lookup is authoritative, so after an ambiguous failure (connection lost,
-    5xx) the invitation is looked up again before it is ever resent.
+    The lookup is authoritative: after a failure that may have landed (connection
+    lost, 5xx) it looks again and returns the participant if the invitation did land.
+    Otherwise the failure stands, and the step's retry policy tries again after its
+    backoff, lookup first: the invitation is never sent twice.
     """
-    attempts = 3
-    for attempt in range(1, attempts + 1):
-        found = _find(client, inputs["interview"], inputs["email"])
-        if found is not None:
-            return {"participant": found, "created": attempt > 1}
-        try:
-            created = client.call("willo.invite_participant", inputs)
-        except (AmbiguousRequestError, ServerError, NetworkError):
-            if attempt == attempts:
-                raise
-            continue
-        return {"participant": created, "created": True}
-    raise AssertionError("unreachable")  # pragma: no cover
+    found = _find(client, inputs["interview"], inputs["email"])
+    if found is not None:
+        return {"participant": found, "created": False}
+    try:
+        created = client.call("willo.invite_participant", inputs)
+    except (AmbiguousRequestError, ServerError):
+        landed = _find(client, inputs["interview"], inputs["email"])
+        if landed is None:
+            raise
+        return {"participant": landed, "created": True}
+    return {"participant": created, "created": True}

@@ -17,6 +17,7 @@ ALL = [
     "bench_bulk_invite",
     "bench_pacing",
     "bench_interop",
+    "bench_flows",
     "bench_hostile",
     "bench_scaffold",
 ]

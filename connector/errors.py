@@ -229,6 +229,10 @@ class AmbiguousRequestError(WilloError):
     """A non-idempotent request failed after it may have landed; it was not resent."""
 
 
+class TimedOut(WilloError):
+    """A step's timeout ran out before a request could be sent (or its retry waited for)."""
+
+
 BY_STATUS: dict[int, type[WilloError]] = {
     400: BadRequest,
     401: Unauthorized,

@@ -80,6 +80,12 @@ SPEC: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
         ("action", "status"),
     ),
     "api_throttled": ("counter", "api_throttled", "429 answers from the Willo API.", ("action",)),
+    "outbound_requests": (
+        "counter",
+        "outbound_requests",
+        "HTTP attempts of http.request steps (chat webhooks...), by status code (error: no answer).",
+        ("action", "status"),
+    ),
     "polls": ("counter", "polls", "Successful polls, by trigger.", ("trigger",)),
 }
 RUN_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
@@ -504,7 +510,7 @@ def serve_probes(probes: Probes, host: str, port: int) -> Listener:
     ``poll --interval --metrics-port``), started."""
     from connector.triggers.receiver import Listener
 
-    server = Listener(wsgi(probes), host, port, lambda: 0)
+    server = Listener(wsgi(probes), host, port, None)
     server.start()
     return server
 

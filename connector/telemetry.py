@@ -174,6 +174,29 @@ def formatter(kind: str) -> logging.Formatter:
     return JsonFormatter() if kind == "json" else TextFormatter()
 
 
+_format = "text"
+
+
+def set_format(kind: str) -> None:
+    """The log format chosen for this process (``--log-format``)."""
+    global _format
+    _format = kind
+
+
+def log_format() -> str:
+    return _format
+
+
+def status_line(text: str, level: str = "info", logger: str = "willo-connector") -> str:
+    """A status message as the chosen format shows it: ``text`` as it is, or one JSON
+    log line (so that, under ``--log-format json``, every line on stderr is JSON)."""
+    if _format != "json":
+        return text
+    text = text.removeprefix(f"{level}: ")  # the level is a field of its own
+    record = logging.LogRecord(logger, getattr(logging, level.upper(), logging.INFO), "", 0, text, None, None)
+    return JsonFormatter().format(record)
+
+
 __all__ = [
     "FIELDS",
     "FORMATS",
@@ -185,7 +208,10 @@ __all__ = [
     "current",
     "formatter",
     "inc",
+    "log_format",
     "observe",
     "recorder",
+    "set_format",
     "set_recorder",
+    "status_line",
 ]

@@ -153,6 +153,74 @@ def script() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "connector"]
 
 
+class Receiver:
+    """A tiny loopback HTTP server standing in for a chat webhook or another system:
+    records every request; answers from ``replies`` (status, headers, body) in turn,
+    then 200 with a JSON body."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict[str, object]] = []
+        self.replies: list[tuple[int, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with outer.lock:
+                    outer.requests.append(
+                        {
+                            "method": self.command,
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                        }
+                    )
+                    status, headers, reply = (
+                        outer.replies.pop(0)
+                        if outer.replies
+                        else (200, {"Content-Type": "application/json"}, b'{"ok": true}')
+                    )
+                if status == 0:  # drop the connection without an answer
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
 def fake_entry_points(monkeypatch: pytest.MonkeyPatch, found: list[object]) -> None:
     """Make ``willo_connector`` entry-point discovery return ``found``; every other
     group (pytest's, hypothesis's...) is answered as before."""

@@ -68,7 +68,7 @@ def test_help_imports_nothing_heavy() -> None:
 def test_actions_json_is_the_catalog_and_warm_start_skips_jsonschema(tmp_path: Path) -> None:
     r = invoke("actions", "--json")
     ids = [a["id"] for a in json.loads(r.stdout)]
-    assert len(ids) == 46 and "willo.invite_participant" in ids
+    assert len(ids) == 47 and "willo.invite_participant" in ids and "http.request" in ids
     code = (
         "import sys\nfrom connector.cli import main\nsys.argv=['willo-connector','actions','--json']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
@@ -92,6 +92,7 @@ def test_triggers_and_show() -> None:
         "willo.new_participant",
         "willo.new_interview",
         "willo.participant_completed",
+        "schedule.cron",
     }
     r = invoke("show", "willo.invite_participant")
     assert r.exit_code == 0
@@ -106,7 +107,15 @@ def test_unknown_id_suggests_close_ones() -> None:
 
 
 def test_validate_ok_and_errors(tmp_path: Path) -> None:
-    r = invoke("validate", str(ROOT / "manifests"), str(EXAMPLES))
+    ops = invoke("validate", str(EXAMPLES / "ops"))
+    assert (
+        ops.exit_code == 1 and "unknown secret 'chat_webhook' (set WILLO_SECRET_CHAT_WEBHOOK)" in ops.stderr
+    )
+    ops = invoke(
+        "validate", str(EXAMPLES / "ops"), WILLO_SECRET_CHAT_WEBHOOK="https://chat.example.com/hook/x"
+    )
+    assert ops.exit_code == 0, ops.stderr
+    r = invoke("validate", str(ROOT / "manifests"), str(EXAMPLES), "--skip-secrets")
     assert r.exit_code == 0, r.stderr
     assert "screening.yaml: ok (workflow)" in r.stdout
     bad = tmp_path / "bad.yaml"
@@ -264,7 +273,7 @@ def test_options_lists_live_choices(sandbox) -> None:
 
 def test_catalog_export() -> None:
     data = json.loads(invoke("catalog", "--json").stdout)
-    assert len(data["actions"]) == 46 and len(data["triggers"]) == 7
+    assert len(data["actions"]) == 47 and len(data["triggers"]) == 8
     invite = next(a for a in data["actions"] if a["id"] == "willo.invite_participant")
     assert invite["options"]["interview"] == {
         "action": "willo.list_interviews",
@@ -277,7 +286,7 @@ def test_catalog_export() -> None:
 def test_plugins_json() -> None:
     data = json.loads(invoke("plugins", "--json").stdout)
     names = {p["name"]: p for p in data["plugins"]}
-    assert names["willo_actions"]["builtin"] and len(names["willo_actions"]["manifests"]) == 46
+    assert names["willo_actions"]["builtin"] and len(names["willo_actions"]["manifests"]) == 47
     assert data["manifest_problems"] == []
 
 

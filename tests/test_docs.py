@@ -123,7 +123,8 @@ def test_export_docs_writes_a_page_per_action_and_an_index(tmp_path: Path) -> No
     r = CliRunner().invoke(main, ["export", "docs", "--plugin", "willo_triggers", "--out", str(out)])
     assert r.exit_code == 0, r.output
     pages = sorted(p.name for p in out.iterdir())
-    assert len(pages) == 8 and "index.md" in pages and "willo.new_participant.md" in pages
+    assert len(pages) == 9 and "index.md" in pages and "willo.new_participant.md" in pages
+    assert "`schedule.cron`: schedule trigger" in (out / "schedule.cron.md").read_text()
     page = (out / "willo.new_participant.md").read_text()
     assert page.startswith("# New participant\n\n`willo.new_participant`: polling trigger, version 1.0.0")
     assert "## Options" in page and "| `interview` | string |" in page

@@ -76,6 +76,10 @@ steps:
     with: {name: Ops}
 """
 
+#: one try only: the step's retry would settle an ambiguous try within the run (see
+#: tests/test_flows.py); these tests are about what comes after a run stopped on one
+ONE_DEPT_ONE_TRY = ONE_DEPT + "    retry: {attempts: 1}\n"
+
 INTERVIEW_THEN_GET = """\
 workflow: 1
 name: interview
@@ -93,7 +97,7 @@ steps:
 
 
 def test_an_ambiguous_create_is_reconciled_on_resume_not_resent(sandbox, tmp_path: Path, monkeypatch) -> None:
-    wf = write(tmp_path, ONE_DEPT)
+    wf = write(tmp_path, ONE_DEPT_ONE_TRY)
     fault_on(sandbox, monkeypatch, "POST", "/departments", "drop_after")
     first = invoke("run", str(wf), "--json")
     assert first.exit_code == 1
@@ -193,6 +197,7 @@ steps:
   - id: dept
     use: willo.create_department
     with: {name: "Team {{ trigger.data.participant.key }}"}
+    retry: {attempts: 1}
 """,
         ),
         conn.catalog,
@@ -285,7 +290,7 @@ def test_every_create_with_a_natural_key_reconciles(
             + action
             + "\n    with: "
             + json.dumps(inputs)
-            + "\n",
+            + "\n    retry: {attempts: 1}\n",
         ),
         conn.catalog,
     )
@@ -463,3 +468,141 @@ steps:
     assert event["status"] == "dispatched"
     assert StateStore().run(event["run_id"])["status"] == "succeeded"
     assert len(named(sandbox, "interviews", "title", "Follow-up p9")) == 1
+
+
+# ---------------------------------------------------------------------- one settling code: retries, reruns, leases
+
+
+def no_wait(seconds: float) -> bool:
+    return False  # a runner's wait between tries: none, and never stopped
+
+
+def test_a_lookup_that_fails_after_an_ambiguous_try_never_lets_the_next_try_resend(
+    conn, sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """The try after a drop_after looks the department up; that lookup itself fails
+    (Willo unreachable: a failure that surely did not land). The unit may still have
+    landed, so the try after that looks up again: it is never sent blindly."""
+    from connector.errors import NetworkError
+
+    wf = load(write(tmp_path, ONE_DEPT.replace("{name: Ops}", "{name: Lookup Lost}")), conn.catalog)
+    fault_on(sandbox, monkeypatch, "POST", "/departments", "drop_after")
+    real_call, lookups = conn.call, []
+
+    def call(action_id: str, inputs: Any) -> Any:
+        if action_id == "willo.list_departments":
+            lookups.append(inputs)
+            if len(lookups) == 1:
+                raise NetworkError(
+                    "cannot reach Willo: connection refused", method="GET", url="/departments/"
+                )
+        return real_call(action_id, inputs)
+
+    monkeypatch.setattr(conn, "call", call)
+    store = StateStore()
+    result = Runner(conn, wf, store=store, executor=LocalExecutor(), wait=no_wait).start({})
+    assert result.status == "succeeded", result.error
+    assert len(lookups) == 2
+    assert len(named(sandbox, "departments", "name", "Lookup Lost")) == 1
+    unit = store.units(result.run_id)[("dept", -1)]
+    assert (unit["status"], unit["tries"]) == ("succeeded", 3)
+
+
+def test_a_try_that_got_a_2xx_is_journaled_sent_with_its_body_and_not_tried_again(
+    sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    real_out = sandbox.app.interview_out
+    monkeypatch.setattr(sandbox.app, "interview_out", lambda itv: {**real_out(itv), "surprise": 1})
+    monkeypatch.setenv("WILLO_SCHEMA_MODE", "strict")
+    wf = write(
+        tmp_path,
+        INTERVIEW_THEN_GET.replace(
+            "{title: Ambiguous Role}", "{title: Ambiguous Role}\n    retry: {on: [any]}"
+        ),
+    )
+    first = invoke("run", str(wf), "--json")
+    assert first.exit_code == 1
+    unit = units(json.loads(first.stdout)["run_id"])[("make", -1)]
+    assert (unit["status"], unit["tries"]) == ("sent", 1)
+    assert json.loads(unit["output"])["title"] == "Ambiguous Role"  # the 2xx body is kept
+    assert len(named(sandbox, "interviews", "title", "Ambiguous Role")) == 1
+
+
+RERUN_INVITES = f"""\
+workflow: 1
+name: invites
+inputs: {{type: object, properties: {{people: {{type: array}}}}}}
+steps:
+  - id: invite
+    use: willo.invite_participant
+    foreach: "{{{{ inputs.people }}}}"
+    on_error: continue
+    retry: {{attempts: 1}}
+    with: {{interview: {BACKEND}, email: "{{{{ item }}}}"}}
+"""
+
+
+def test_rerun_failed_looks_up_an_ambiguous_item_instead_of_resending_it(
+    sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    people = [f"rerun{i}@example.com" for i in range(3)]
+    wf = write(tmp_path, RERUN_INVITES)
+    fault_on(sandbox, monkeypatch, "POST", "/participants", "error_after")  # a 500 after it landed
+    first = json.loads(invoke("run", str(wf), "--json", "-i", f"people={json.dumps(people)}").stdout)
+    assert units(first["run_id"])[("invite", 0)]["status"] == "ambiguous"
+    posts = []
+    real = sandbox.app.dispatch
+
+    def dispatch(request):
+        if request.method == "POST":
+            posts.append(request.path)
+        return real(request)
+
+    monkeypatch.setattr(sandbox.app, "dispatch", dispatch)
+    again = invoke("rerun", first["run_id"], "--failed", "--json")
+    assert again.exit_code == 0, again.output
+    assert posts == []  # item 0 was found by the lookup; items 1 and 2 were reused
+    for email in people:
+        assert len(named(sandbox, "participants", "email", email)) == 1
+
+
+def test_rerun_failed_refuses_a_blocked_run(sandbox, tmp_path: Path, monkeypatch) -> None:
+    wf = write(tmp_path, INTERVIEW_THEN_GET)
+    fault_on(sandbox, monkeypatch, "POST", "/interviews", "drop_after")
+    run_id = json.loads(invoke("run", str(wf), "--json").stdout)["run_id"]
+    assert invoke("resume", run_id).exit_code == 1  # now blocked
+    before = len(json.loads(invoke("runs", "--json").stdout))
+    refused = invoke("rerun", run_id, "--failed")
+    assert refused.exit_code == 1 and "is blocked" in refused.stderr and "runs resolve" in refused.stderr
+    assert len(json.loads(invoke("runs", "--json").stdout)) == before  # no second run on that unit
+    assert len(named(sandbox, "interviews", "title", "Ambiguous Role")) == 1
+
+
+def test_a_run_taken_over_mid_foreach_sends_nothing_more(sandbox, tmp_path: Path, monkeypatch) -> None:
+    """Another process took the run (this one stalled past its lease): the next unit's
+    journal write is refused before its request goes out, and the run's row is left to
+    the new owner."""
+    names = [f"Taken {i}" for i in range(6)]
+    conn = Connector()
+    wf = load(write(tmp_path, MANY_DEPTS), conn.catalog)
+    store = StateStore()
+    real = sandbox.app.dispatch
+    created: list[str] = []
+
+    def dispatch(request):
+        response = real(request)
+        if request.method == "POST" and request.path.rstrip("/").endswith("/departments"):
+            created.append(request.path)
+            if len(created) == 2:  # a new owner takes the run over
+                with store.tx() as db:
+                    db.execute("UPDATE leases SET owner = 'new-owner:1:abc' WHERE resource LIKE 'run:%'")
+                    db.execute("UPDATE runs SET status = 'running', error = 'the new owner'")
+        return response
+
+    monkeypatch.setattr(sandbox.app, "dispatch", dispatch)
+    result = Runner(conn, wf, store=store, executor=LocalExecutor()).start({"names": names})
+    assert result.status == "interrupted" and result.kind == "interrupted"
+    assert len(created) == 2
+    assert [n for n in names if named(sandbox, "departments", "name", n)] == names[:2]
+    assert store.run(result.run_id)["error"] == "the new owner"  # not overwritten
+    assert "lease" in (result.error or "")

@@ -66,6 +66,7 @@ def test_every_optional_output_field_accepts_null() -> None:
     refusing = [
         f"{m.id}: {ptr}"
         for m in get_catalog().manifests.values()
+        if m.id.startswith("willo.")  # http.request and schedule.cron do not answer as DRF does
         for ptr, prop in _optional_fields(m.output_schema, "")
         if not validator(prop).is_valid(None)
     ]

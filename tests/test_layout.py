@@ -23,6 +23,7 @@ FLOORS = {
     "connector.redaction": 0,
     "connector.limits": 0,
     "connector.yamlio": 0,
+    "connector.secrets": 0,
     "connector._compat": 0,
     "connector.sdk": 0,
     "connector.telemetry": 0,

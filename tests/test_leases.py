@@ -128,6 +128,37 @@ def test_an_old_state_file_gains_the_new_columns(tmp_path: Path) -> None:
     assert {"failure", "failing_since"} <= cols
 
 
+def test_an_old_state_file_gains_the_run_history_columns_and_its_runs_go_on(tmp_path: Path) -> None:
+    """A journal written before runs.parent and units.started_at/tries: opened, upgraded
+    in place, and its unfinished unit journaled further (tries counted from there)."""
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    db.executescript(
+        """
+        CREATE TABLE runs (id TEXT PRIMARY KEY, workflow TEXT NOT NULL, name TEXT NOT NULL,
+            source TEXT NOT NULL, status TEXT NOT NULL, inputs TEXT NOT NULL, trigger TEXT,
+            settings TEXT NOT NULL DEFAULT '{}', error TEXT, attempts INTEGER NOT NULL DEFAULT 1,
+            event_id INTEGER, started_at REAL NOT NULL, finished_at REAL);
+        CREATE TABLE units (run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL,
+            action TEXT NOT NULL, status TEXT NOT NULL, inputs TEXT, output TEXT, error TEXT,
+            updated_at REAL NOT NULL, PRIMARY KEY (run_id, step, item));
+        INSERT INTO runs (id, workflow, name, source, status, inputs, started_at)
+            VALUES ('old-run', 'wf.yaml', 'wf', 'workflow: 1', 'failed', '{}', 1.0);
+        INSERT INTO units (run_id, step, item, action, status, inputs, updated_at)
+            VALUES ('old-run', 'a', -1, 'willo.create_department', 'sending', '{"name": "x"}', 1.0);
+        """
+    )
+    db.commit()
+    db.close()
+    store = StateStore(tmp_path)
+    assert {"parent"} <= {r["name"] for r in store.query("PRAGMA table_info(runs)")}
+    assert {"started_at", "tries"} <= {r["name"] for r in store.query("PRAGMA table_info(units)")}
+    assert store.run("old-run")["parent"] is None
+    store.mark_unit("old-run", "a", -1, "willo.create_department", "ambiguous", error="lost", tries=2)
+    unit = store.units("old-run")[("a", -1)]
+    assert (unit["status"], unit["tries"], unit["inputs"]) == ("ambiguous", 2, '{"name": "x"}')
+    StateStore(tmp_path)  # opening it again changes nothing
+
+
 # ---------------------------------------------------------------------- events
 
 

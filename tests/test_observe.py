@@ -284,7 +284,7 @@ class Listen:
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             self.err.append(line)
-            if line.startswith("subscribed"):
+            if line.startswith("subscribed") or '"message": "subscribed ' in line:  # text or JSON
                 return
             assert self.proc.poll() is None, "".join(self.err) + self.proc.stderr.read()
         raise AssertionError("listener did not subscribe: " + "".join(self.err))
@@ -327,7 +327,7 @@ def test_listen_serves_metrics_and_logs_each_delivery_event_and_run(sandbox, tmp
         assert listen.get("/health").json()["subscription"]["live"] is True
     finally:
         err = listen.stop()
-    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    logs = [json.loads(line) for line in err.splitlines() if line.strip()]  # every line is JSON
     accepted = next(e for e in logs if e["message"].startswith("delivery accepted"))
     assert accepted["trigger"] == "willo.new_score" and isinstance(accepted["event_id"], int)
     ran = next(e for e in logs if " succeeded in " in e["message"])
@@ -546,3 +546,87 @@ def test_a_line_break_in_a_message_cannot_forge_a_text_line() -> None:
         setup_logging(0)
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and "evt\\n2026" in lines[0] and "trigger=t\\nfake" in lines[0]
+
+
+# ---------------------------------------------------------------------- serve
+
+
+@pytest.mark.subprocess
+def test_serve_answers_probes_on_both_ports_counts_its_work_and_logs_only_json(
+    sandbox, tmp_path: Path, receiver
+) -> None:
+    from tests.conftest import EXAMPLES
+
+    metrics_port = free_port()
+    proc = subprocess.Popen(
+        [
+            *script(),
+            "--log-format",
+            "json",
+            "-v",
+            "serve",
+            str(EXAMPLES / "ops"),
+            "--port",
+            "0",
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        env=script_env(
+            WILLO_BASE_URL=sandbox.base_url,
+            WILLO_API_KEY=sandbox.api_key,
+            WILLO_RATE_LIMIT="0",
+            WILLO_STATE_DIR=str(tmp_path / "state"),
+            XDG_CACHE_HOME=str(tmp_path / "cache"),
+            WILLO_SECRET_CHAT_WEBHOOK=f"{receiver.url}/hooks/T000/B000/chat-secret-path",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{metrics_port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return requests.get(base + "/ready", timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, 30)
+        requests.post(
+            f"{sandbox.base_url}/_sandbox/participants/{ADA}/respond",
+            headers={"Authorization": sandbox.api_key},
+        )
+
+        def notified() -> bool:
+            found = metrics_of(requests.get(base + "/metrics", timeout=5).text)
+            return (
+                sample(found, "willo_connector_runs_total", workflow="notify-on-response", status="succeeded")
+                == 1
+            )
+
+        wait_for(notified, 30)
+        found = metrics_of(requests.get(base + "/metrics", timeout=5).text)
+        assert sample(found, "willo_connector_deliveries_total", outcome="queued") >= 1
+        assert (
+            sample(found, "willo_connector_outbound_requests_total", action="http.request", status="200") == 1
+        )
+        assert sample(found, "willo_connector_api_throttled_total", action="http.request") == 0
+        health = requests.get(base + "/health", timeout=5).json()
+        assert health["status"] == "ok" and health["subscription"]["live"] is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # every line is JSON
+    messages = [e["message"] for e in lines]
+    assert "serve: stopped" in messages and any(
+        m.startswith("serve: metrics on http://127.0.0.1:") for m in messages
+    )
+    run = next(
+        e
+        for e in lines
+        if e["message"].startswith("run ") and " of notify-on-response succeeded" in e["message"]
+    )
+    assert run["trigger"] == "willo.new_response" and isinstance(run["event_id"], int)
+    assert "chat-secret-path" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -14,10 +15,13 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing.exceptions import Unresolvable
 
+from connector.catalog import formats
 from connector.errors import short
 from connector.yamlio import escape, pointer
 
-FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+FORMAT_CHECKER = copy.copy(Draft202012Validator.FORMAT_CHECKER)  # jsonschema's own stays as it is
+FORMAT_CHECKER.checkers = dict(FORMAT_CHECKER.checkers)
+formats.register(FORMAT_CHECKER)
 
 
 @cache
@@ -185,7 +189,8 @@ def _message(err: ValidationError) -> str:
     elif err.validator == "required":
         msg = err.message
     elif err.validator == "format":
-        msg = f"{_short(err.instance)} is not a valid {err.validator_value}"
+        why = f": {err.cause}" if isinstance(err.cause, formats.FormatProblem) else ""
+        msg = f"{_short(err.instance)} is not a valid {err.validator_value}{why}"
     elif err.validator == "pattern":
         msg = f"{_short(err.instance)} does not match {_short(err.validator_value)}"
     else:
@@ -252,3 +257,24 @@ def _short(value: Any) -> str:
         text = json.dumps(value[:61])
         return text if len(value) <= 60 else text[:57] + '..."'
     return short(value)
+
+
+def apply_defaults(instance: Any, schema: Any) -> Any:
+    """``instance`` with the ``default`` of every absent property filled in, through
+    nested objects and array items (a copy; ``instance`` is left as it is)."""
+    if not isinstance(schema, dict):
+        return instance
+    if isinstance(instance, dict):
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return instance
+        out = dict(instance)
+        for name, sub in props.items():
+            if name not in out and isinstance(sub, dict) and "default" in sub:
+                out[name] = copy.deepcopy(sub["default"])
+            if name in out:
+                out[name] = apply_defaults(out[name], sub)
+        return out
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(item, schema["items"]) for item in instance]
+    return instance

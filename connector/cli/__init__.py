@@ -27,12 +27,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("connector.cli.catalog_cmds", "validate", "Validate manifests and workflows."),
     "call": ("connector.cli.call_cmd", "call", "Call one action."),
     "run": ("connector.cli.run_cmd", "run", "Run a workflow."),
-    "runs": ("connector.cli.run_cmd", "runs", "List journaled workflow runs."),
+    "runs": ("connector.cli.run_cmd", "runs", "List journaled workflow runs; runs show RUN_ID."),
     "resume": ("connector.cli.run_cmd", "resume", "Resume an interrupted run."),
+    "rerun": ("connector.cli.run_cmd", "rerun", "Run a finished run again (--failed: only what failed)."),
     "poll": ("connector.cli.trigger_cmds", "poll", "Poll a polling trigger."),
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
     "state": ("connector.cli.trigger_cmds", "state", "Inspect, prune, back up or vacuum the state store."),
     "events": ("connector.cli.events_cmd", "events", "List, show, retry or drop trigger events."),
+    "serve": (
+        "connector.cli.serve_cmd",
+        "serve",
+        "Serve every workflow of a folder: schedules, polls, webhooks.",
+    ),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
     "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
     "new": ("connector.cli.new_cmd", "new", "Start a plugin, or add an action or trigger to one."),
@@ -88,7 +94,11 @@ class LazyGroup(click.Group):
 def fail(message: str, code: int = 1) -> None:
     """Print ``error: message`` (each line of it, secrets scrubbed) to stderr and exit."""
     from connector.redaction import scrub
+    from connector.telemetry import log_format, status_line
 
+    if log_format() == "json":  # one JSON line, like every other line on stderr
+        click.echo(status_line(scrub(message).removeprefix("error: "), "error"), err=True)
+        sys.exit(code)
     for line in scrub(message).splitlines() or [""]:
         click.echo(f"error: {line}" if not line.startswith(("error:", " ")) else line, err=True)
     sys.exit(code)
@@ -106,6 +116,7 @@ def setup_logging(verbose: int, log_format: str = "text", level: str | None = No
 
     from connector import telemetry
 
+    telemetry.set_format(log_format)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(telemetry.formatter(log_format))
     handler.addFilter(telemetry.ContextFilter())

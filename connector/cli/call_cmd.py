@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from connector.cli.common import echo, emit_json, input_option, json_option, parse_inputs, parse_json_object
+from connector.cli.common import (
+    echo,
+    emit_json,
+    input_option,
+    json_option,
+    parse_inputs,
+    parse_json_object,
+    say,
+)
 
 
 @click.command()
@@ -41,7 +49,7 @@ def call(
     with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
         manifest = conn.catalog.get(action_id, "action")
         if manifest.deprecation():
-            click.echo(f"warning: {manifest.deprecation()}", err=True)
+            say(f"warning: {manifest.deprecation()}", "warning")
         values = parse_json_object(input_json, "--input-json") if input_json else {}
         values.update(parse_inputs(inputs, manifest.input_schema.get("properties")))
         result = conn.call(action_id, values)

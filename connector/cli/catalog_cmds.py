@@ -183,15 +183,22 @@ def options(action_id: str, field: str, with_: tuple[str, ...], as_json: bool) -
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--skip-secrets",
+    is_flag=True,
+    help="Do not require each secrets.NAME to be set (CI without the secrets); names are still checked.",
+)
 @json_option
-def validate(paths: tuple[str, ...], as_json: bool) -> None:
+def validate(paths: tuple[str, ...], skip_secrets: bool, as_json: bool) -> None:
     """Validate manifests and workflows; print FILE:LINE: /pointer: message per problem."""
+    import functools
     import sys
 
     from connector.catalog.validation import validate_paths
     from connector.workflows.model import check_document, deprecations
 
-    results = validate_paths(paths, check_document, deprecations)
+    check = functools.partial(check_document, check_secrets=not skip_secrets)
+    results = validate_paths(paths, check, deprecations)
     if as_json:
         emit_json({"ok": all(r["ok"] for r in results), "files": results})
     else:

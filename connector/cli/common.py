@@ -64,6 +64,15 @@ def emit_json(value: Any) -> None:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def say(text: str, level: str = "info") -> None:
+    """A status line on stderr (listening on..., subscribed..., run ... started): as it
+    is, or, under ``--log-format json``, as a JSON log line like every other."""
+    from connector.redaction import scrub
+    from connector.telemetry import status_line
+
+    click.echo(status_line(scrub(text), level), err=True)
+
+
 def echo(text: str, err: bool = False) -> None:
     """``click.echo`` with every registered secret scrubbed (for human output that shows
     requests, outputs or errors)."""
@@ -101,29 +110,73 @@ def _load_file_value(spec: str, name: str) -> Any:
     return text
 
 
-def load_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV with a header line; a row with the wrong number of cells is named."""
+class CsvRows(list[dict[str, str]]):
+    """The rows of a CSV file, with the file and the 1-based line each row starts on."""
+
+    def __init__(self, rows: list[dict[str, str]], path: str, lines: list[int]):
+        super().__init__(rows)
+        self.path = path
+        self.lines = lines
+
+
+DELIMITERS = ",;\t|"
+
+
+def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
+    """The file's delimiter, sniffed from its start; when the sniffer cannot tell (a
+    ragged row), the one the header line uses most; a comma when in doubt."""
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS)
+    except csv.Error:
+        header = sample.lstrip("\r\n").split("\n", 1)[0]
+        best = max(DELIMITERS, key=header.count)
+
+        class Found(csv.excel):
+            delimiter = best if header.count(best) else ","
+
+        return Found
+
+
+def load_csv(path: Path) -> CsvRows:
+    """Rows of a CSV with a header line. The delimiter (comma, semicolon, tab, bar) is
+    sniffed, a byte-order mark skipped, blank lines ignored; a problem names the file
+    and its 1-based line."""
     rows: list[dict[str, str]] = []
+    lines: list[int] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
+            dialect = _dialect(fh.read(64 * 1024))
+            fh.seek(0)
+            reader = csv.reader(fh, dialect)
             header = next(reader, None)
-            if not header:
-                raise InputError(f"{path}: empty CSV (expected a header row)")
+            if not header or not any(h.strip() for h in header):
+                raise InputError(f"{path}:1: empty CSV (expected a header row)")
             header = [h.strip() for h in header]
             if any(not h for h in header) or len(set(header)) != len(header):
                 raise InputError(f"{path}:1: header has empty or repeated column names")
+            start = reader.line_num + 1
             for row in reader:
+                first, start = start, reader.line_num + 1
                 if not any(cell.strip() for cell in row):
                     continue
                 if len(row) != len(header):
                     raise InputError(
-                        f"{path}:{reader.line_num}: row has {len(row)} cells, the header has {len(header)}"
+                        f"{path}:{first}: row has {len(row)} cells, the header has {len(header)}"
                     )
                 rows.append({h: c.strip() for h, c in zip(header, row, strict=True)})
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read CSV: {exc}") from None
-    return rows
+                lines.append(first)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read CSV: {exc.strerror}") from None
+    return CsvRows(rows, str(path), lines)
+
+
+def csv_origins(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Which inputs came from CSV files: ``{name: {file, lines}}``."""
+    return {k: {"file": v.path, "lines": v.lines} for k, v in values.items() if isinstance(v, CsvRows)}
 
 
 def coerce(raw: str, schema: Mapping[str, Any] | None) -> Any:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from connector.cli.common import echo, emit_json, input_option, json_option, parse_inputs
+from connector.cli.common import csv_origins, echo, emit_json, input_option, json_option, parse_inputs, say
 
 state_dir_option = click.option(
     "--state-dir",
@@ -41,6 +45,10 @@ def _collect_inputs(inputs: tuple[str, ...], input_file: str | None, schema: Any
     return values
 
 
+#: at most this many rejected items are listed in the human report
+SHOW_FAILED = 50
+
+
 def _report(result: Any, as_json: bool) -> None:
     from connector.cli.call_cmd import show_requests
     from connector.workflows.runner import summarize
@@ -49,18 +57,63 @@ def _report(result: Any, as_json: bool) -> None:
         emit_json(result.as_dict())
     else:
         head = f"run {result.run_id}" if result.run_id else "dry run"
-        click.echo(f"{head}: {result.workflow}")
+        click.echo(f"{head}: {result.workflow}" + (f" (rerun of {result.parent})" if result.parent else ""))
         for step in result.steps:
             if result.dry_run and step.requests:
                 click.echo(f"  step {step.id} ({step.action}) would send:")
                 show_requests(step.requests)
             detail = step.error if step.error else summarize(step.output)
+            if step.retries:
+                detail += f" ({step.retries} retried)"
             echo(f"  {step.status:<9} {step.id:<16} {step.action:<36} {detail}")
+            _show_failed_items(step)
         click.echo(result.status if not result.dry_run else f"{result.status} (dry run: nothing sent)")
+    if result.status == "interrupted" and result.run_id:
+        say(f"run {result.run_id} interrupted; resume with `willo-connector resume {result.run_id}`")
+        raise SystemExit(130)
     if result.status != "succeeded":
         if not as_json:
-            echo(f"error: {result.error}", err=True)
+            say(f"error: {result.error}", "error")
         raise SystemExit(1)
+
+
+def _show_failed_items(step: Any) -> None:
+    """The rejected rows of a foreach, by CSV line when the items came from a CSV."""
+    from connector.redaction import scrub
+
+    failed = [i for i in step.items or [] if i["status"] == "failed"]
+    for entry in failed[:SHOW_FAILED]:
+        where = entry.get("source") or f"item {entry['item']}"
+        click.echo(scrub(f"      rejected {where}: {entry.get('error', '')}"))
+    if len(failed) > SHOW_FAILED:
+        click.echo(f"      ... and {len(failed) - SHOW_FAILED} more (see --json or runs show)")
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM or a first Ctrl-C asks the run to stop at its next unit (units in flight
+    finish, and it can be resumed); a second Ctrl-C stops at once."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        cancel.set()
+        say("stopping after the units in flight (Ctrl-C again to stop at once)")
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield cancel
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def _announce(run_id: str) -> None:
+    say(f"run {run_id} started")
 
 
 @click.command()
@@ -104,7 +157,10 @@ def run(
     from connector.workflows.model import load
     from connector.workflows.runner import Runner, check_event
 
-    with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
+    with (
+        connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn,
+        stop_on_signals() as cancel,
+    ):
         wf = load(workflow, conn.catalog)
         values = _collect_inputs(inputs, input_file, wf.data.get("inputs"))
         trigger = None
@@ -112,11 +168,10 @@ def run(
             trigger = _load_mapping(event, "--event")
             check_event(wf, conn, trigger, event)
         if use_sandbox and not as_json:
-            click.echo(f"sandbox: {conn.client.settings.base_url}", err=True)
+            say(f"sandbox: {conn.client.settings.base_url}")
         store = None if dry_run else StateStore(state_dir)
-        result = Runner(conn, wf, store=store, progress=not as_json, executor=LocalExecutor()).start(
-            values, trigger
-        )
+        runner = Runner(conn, wf, store=store, executor=LocalExecutor(), cancel=cancel, on_start=_announce)
+        result = runner.start(values, trigger, origins=csv_origins(values))
     _report(result, as_json)
 
 
@@ -141,17 +196,24 @@ def _find_run(store: Any, run_id: str) -> Any:
     return rows[0]
 
 
+def _when(ts: float | None) -> str | None:
+    import datetime
+
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
 @click.group(invoke_without_command=True)
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
 @state_dir_option
 @json_option
 @click.pass_context
 def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -> None:
-    """List journaled runs, newest first; `runs resolve` settles a blocked unit."""
+    """List journaled runs, newest first; `runs show RUN_ID` shows one whole, `runs
+    resolve` settles a blocked unit."""
     if ctx.invoked_subcommand is not None:
         return
-    import datetime
-
     from connector.redaction import scrub
     from connector.state.store import StateStore
 
@@ -171,9 +233,8 @@ def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -
                 "attempts": row["attempts"],
                 "units_succeeded": done,
                 "units": len(units),
-                "started_at": datetime.datetime.fromtimestamp(row["started_at"], datetime.UTC).isoformat(
-                    timespec="seconds"
-                ),
+                "started_at": _when(row["started_at"]),
+                "rerun_of": row["parent"],
             }
         )
     if as_json:
@@ -183,10 +244,168 @@ def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -
         click.echo("no runs yet")
     for it in items:
         click.echo(
-            f"{it['id']}  {it['status']:<11} {it['workflow']:<24} "
-            f"{it['units_succeeded']}/{it['units']} units  {it['started_at']}"
-            + (f"  {it['error']}" if it["error"] else "")
+            scrub(
+                f"{it['id']}  {it['status']:<11} {it['workflow']:<24} "
+                f"{it['units_succeeded']}/{it['units']} units  {it['started_at']}"
+                + (f"  {it['error']}" if it["error"] else "")
+            )
         )
+
+
+@runs.command("show")
+@click.argument("run_id")
+@state_dir_option
+@json_option
+def runs_show(run_id: str, state_dir: str | None, as_json: bool) -> None:
+    """One run whole: its steps and items, inputs (secrets redacted), outputs, errors
+    and timings."""
+    from connector.state.store import StateStore
+
+    store = StateStore(state_dir)
+    row = _find_run(store, run_id)
+    info = _describe_run(store, row)
+    if as_json:
+        emit_json(info)
+        return
+    _print_run(info)
+
+
+def _describe_run(store: Any, row: Any) -> dict[str, Any]:
+    """A run as a dict: the run, then every step of its workflow (branches included,
+    in order) with the journal's record of it."""
+    import json
+
+    from connector.redaction import scrub_value
+    from connector.state.store import loads
+    from connector.workflows.model import walk_steps
+    from connector.workflows.runner import item_labels
+    from connector.yamlio import YamlError, load_text
+
+    settings = json.loads(row["settings"] or "{}")
+    origins = settings.get("origins") or {}
+    units = store.units(row["id"])
+    try:
+        steps = [
+            s for s, _p, _path in walk_steps(load_text(row["source"], row["workflow"]).data.get("steps"))
+        ]
+    except (YamlError, AttributeError):
+        steps = []
+    out_steps = []
+    for step in steps:
+        mine = sorted((u for (sid, _), u in units.items() if sid == step.get("id")), key=lambda u: u["item"])
+        out_steps.append(_describe_step(step, mine, origins, item_labels))
+    finished = row["finished_at"]
+    return scrub_value(
+        {
+            "id": row["id"],
+            "workflow": row["name"],
+            "file": row["workflow"],
+            "status": _status(row, store),
+            "error": row["error"],
+            "attempts": row["attempts"],
+            "rerun_of": row["parent"],
+            "started_at": _when(row["started_at"]),
+            "finished_at": _when(finished),
+            "duration_s": round(finished - row["started_at"], 3) if finished else None,
+            "inputs": loads(row["inputs"]),
+            "trigger": loads(row["trigger"]),
+            "steps": out_steps,
+        }
+    )
+
+
+def _unit_dict(u: Any) -> dict[str, Any]:
+    from connector.state.store import loads
+
+    took = u["updated_at"] - u["started_at"] if u["started_at"] is not None else None
+    d: dict[str, Any] = {
+        "status": u["status"],
+        "tries": u["tries"],
+        "started_at": _when(u["started_at"]),
+        "finished_at": _when(u["updated_at"]) if u["status"] not in ("sending",) else None,
+        "duration_s": round(took, 3) if took is not None else None,
+        "output": loads(u["output"]),
+    }
+    if u["error"]:
+        d["error"] = u["error"]
+    return d
+
+
+def _describe_step(
+    step: dict[str, Any], mine: list[Any], origins: dict[str, Any], labels: Any
+) -> dict[str, Any]:
+    kind = step.get("use") or ("switch" if "switch" in step else "if")
+    entry: dict[str, Any] = {"id": step.get("id"), "action": kind}
+    if "foreach" not in step:
+        entry.update(_unit_dict(mine[0]) if mine else {"status": "not run"})
+        return entry
+    items = [u for u in mine if u["item"] >= 0]
+    names = labels(step, origins, max((u["item"] for u in items), default=-1) + 1) if items else []
+    entry["items"] = []
+    for u in items:
+        item = {"item": u["item"], **_unit_dict(u)}
+        if names and not names[u["item"]].startswith("item "):
+            item["source"] = names[u["item"]]
+        entry["items"].append(item)
+    statuses = [u["status"] for u in items]
+    skipped = any(u["item"] < 0 and u["status"] == "skipped" for u in mine)
+    entry["status"] = (
+        "skipped"
+        if skipped
+        else "not run"
+        if not statuses
+        else "failed"
+        if any(x in ("failed", "ambiguous", "sent") for x in statuses)
+        else "succeeded"
+        if all(x == "succeeded" for x in statuses)
+        else "incomplete"
+    )
+    starts = [u["started_at"] for u in items if u["started_at"] is not None]
+    ends = [u["updated_at"] for u in items]
+    if starts:
+        entry["started_at"], entry["finished_at"] = _when(min(starts)), _when(max(ends))
+        entry["duration_s"] = round(max(ends) - min(starts), 3)
+    entry["tries"] = sum(u["tries"] for u in items)
+    return entry
+
+
+def _print_run(info: dict[str, Any]) -> None:
+    import json
+
+    from connector.redaction import scrub
+    from connector.workflows.runner import summarize
+
+    def echo(text: str) -> None:
+        click.echo(scrub(text))
+
+    echo(f"run {info['id']}  {info['status']}  {info['workflow']} ({info['file']})")
+    took = f" ({info['duration_s']}s)" if info["duration_s"] is not None else ""
+    end = info["finished_at"] or "-"
+    echo(f"  started {info['started_at']}  finished {end}{took}  attempts {info['attempts']}")
+    if info["rerun_of"]:
+        echo(f"  rerun of {info['rerun_of']}")
+    echo(f"  inputs: {json.dumps(info['inputs'])[:400]}")
+    if info["trigger"]:
+        echo(f"  trigger: {json.dumps(info['trigger'])[:400]}")
+    if info["error"]:
+        echo(f"  error: {info['error']}")
+    echo("  steps:")
+    for step in info["steps"]:
+        took = f"{step['duration_s']}s" if step.get("duration_s") is not None else ""
+        if "items" in step:
+            counts: dict[str, int] = {}
+            for item in step["items"]:
+                counts[item["status"]] = counts.get(item["status"], 0) + 1
+            detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            retried = sum(max(0, i["tries"] - 1) for i in step["items"])
+            detail += f", {retried} retried" if retried else ""
+        else:
+            detail = step.get("error") or summarize(step.get("output"))
+        echo(f"    {step['status']:<10} {step['id']:<16} {step['action']:<36} {took:>8}  {detail}")
+        for item in step.get("items", []):
+            if item["status"] != "succeeded":
+                where = item.get("source") or f"item {item['item']}"
+                echo(f"        {item['status']:<10} {where}: {item.get('error', '')}")
 
 
 @runs.command("resolve")
@@ -269,9 +488,9 @@ def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
     row = _find_run(store, run_id)
     if row["status"] == "succeeded":
         raise ConnectorError(f"run {row['id']} already succeeded; nothing to resume")
-    with connector_for() as conn:
+    with connector_for() as conn, stop_on_signals() as cancel:
         wf = load(Path(row["workflow"]), conn.catalog, text=row["source"])
-        runner = Runner(conn, wf, store=store, progress=not as_json, executor=LocalExecutor())
+        runner = Runner(conn, wf, store=store, executor=LocalExecutor(), cancel=cancel, on_start=_announce)
         settings = json.loads(row["settings"] or "{}")
         settings.update(pid=os.getpid(), owner=store.leases.owner)
         with store.tx() as db:
@@ -279,4 +498,58 @@ def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
         result = runner.resume(row["id"], json.loads(row["inputs"]), json.loads(row["trigger"]))
     if result.status == "succeeded":
         requeue_event_of(store, row)  # its parked event: redispatched, it finds the run done
+    _report(result, as_json)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option(
+    "--failed",
+    "only_failed",
+    is_flag=True,
+    help="Re-run only what did not succeed; reuse the outputs of what did.",
+)
+@state_dir_option
+@json_option
+def rerun(run_id: str, only_failed: bool, state_dir: str | None, as_json: bool) -> None:
+    """Run the finished run RUN_ID again, as a new run linked to it (same workflow
+    source, inputs and trigger event). With --failed, only its failed (and unstarted)
+    units run; a unit that may have landed is looked up before anything is resent."""
+    import json
+
+    from connector.cli.context import connector_for
+    from connector.engines.local import LocalExecutor
+    from connector.errors import ConnectorError
+    from connector.state.store import StateStore
+    from connector.workflows.model import load
+    from connector.workflows.runner import Runner
+
+    store = StateStore(state_dir)
+    row = _find_run(store, run_id)
+    status = _status(row, store)
+    if status in ("running", "interrupted"):
+        hint = (
+            "it is still running" if status == "running" else f"resume it: willo-connector resume {row['id']}"
+        )
+        raise ConnectorError(f"run {row['id']} has not finished; {hint}")
+    if only_failed and status == "blocked":
+        raise ConnectorError(
+            f"run {row['id']} is blocked on a unit that may have been sent: settle it with "
+            f"`willo-connector runs resolve {row['id']} ...` (see its error), then resume it"
+        )
+    if only_failed and not any(
+        u["status"] in ("failed", "ambiguous", "sent") for u in store.units(row["id"]).values()
+    ):
+        raise ConnectorError(f"run {row['id']}: nothing failed; nothing to run again")
+    settings = json.loads(row["settings"] or "{}")
+    with connector_for() as conn, stop_on_signals() as cancel:
+        wf = load(Path(row["workflow"]), conn.catalog, text=row["source"])
+        runner = Runner(conn, wf, store=store, executor=LocalExecutor(), cancel=cancel, on_start=_announce)
+        result = runner.start(
+            json.loads(row["inputs"]),
+            json.loads(row["trigger"]),
+            origins=settings.get("origins"),
+            parent=row["id"],
+            reuse=only_failed,
+        )
     _report(result, as_json)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, json_option, parse_inputs
+from connector.cli.common import emit_json, json_option, parse_inputs, say
 from connector.cli.run_cmd import state_dir_option
 
 log = logging.getLogger("connector.cli")
@@ -78,7 +78,7 @@ class _Service:
                 self.server = serve_probes(probes, host, port)
             except OSError as exc:
                 raise ConnectorError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
-            click.echo(f"metrics on http://{host}:{self.server.port}/metrics", err=True)
+            say(f"metrics on http://{host}:{self.server.port}/metrics")
         self.upkeep.start()
         self.notify(host if self.server else None, self.server.port if self.server else None)
 
@@ -205,9 +205,7 @@ def poll(
                 log.warning("poll of %s failed (%s); trying again in %gs", poller.name, exc, interval)
             else:
                 if result.first and not backfill and not as_json:
-                    click.echo(
-                        f"{trigger_id}: first poll recorded what exists; new items from now on", err=True
-                    )
+                    say(f"{trigger_id}: first poll recorded what exists; new items from now on")
             dispatcher.drain(poller.name)
             if once or stop.wait(interval):
                 break
@@ -302,12 +300,12 @@ def listen(
             sub = Subscription(conn, store, url, events, secret)
         stop = _stop_on_signals()
         listener.start()
-        click.echo(f"listening on http://{host}:{listener.port}{PATH}", err=True)
+        say(f"listening on http://{host}:{listener.port}{PATH}")
         service.notify(host, listener.port)
         try:
             if sub is not None:
                 hook = sub.start()
-                click.echo(f"subscribed {hook['key']} to {', '.join(sorted(events))}", err=True)
+                say(f"subscribed {hook['key']} to {', '.join(sorted(events))}")
                 while not stop.wait(store.leases.ttl / 3):
                     sub.check()
             else:
@@ -317,9 +315,9 @@ def listen(
             listener.stop()
             if sub is not None:
                 _, account = sub.stop(deadline=began + 1.5)
-                click.echo(account, err=True)
+                say(account)
             if not listener.join(timeout=1.0 - (time.monotonic() - began)):
-                click.echo("stopped with a request in flight: the next start looks it up", err=True)
+                say("stopped with a request in flight: the next start looks it up", "warning")
             service.stop()
             store.leases.release_all(keep=sub.lingering if sub is not None else ())
 

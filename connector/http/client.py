@@ -39,6 +39,7 @@ from connector.errors import (
     field_errors,
     short,
 )
+from connector.http import step_timeout
 from connector.http.deadline import DeadlineAdapter, DeadlineExceeded, deadline
 from connector.http.pacing import Pacer, parse_rate, shared_pacer
 
@@ -186,7 +187,159 @@ class _Refuse(HTTPAdapter):
         raise RuntimeError(f"dry run: refusing to send {request.method} {request.url}")
 
 
-class WilloClient:
+class Transport:
+    """Sending with pacing, retries (urllib3 ``Retry`` semantics), the step deadline
+    and typed transport errors; shared by the Willo client and the outbound client of
+    ``http.request``. Subclasses set ``settings``, ``pacer``, ``session``."""
+
+    #: who is at the other end, for messages ("cannot reach Willo")
+    peer = "Willo"
+    #: the metrics its attempts are counted under (``connector.telemetry``): every
+    #: attempt, its 429s (None: not counted), and the action label when none is given
+    counted_as: tuple[str, str | None, str] = ("api_requests", "api_throttled", "other")
+    #: read the body lazily (the outbound client caps its size)
+    stream = False
+    settings: Settings
+    pacer: Pacer
+    session: requests.Session
+    requests_sent: int
+    _verify: bool | str
+    _proxies: dict[str, str]
+
+    def proxies(self, url: str) -> dict[str, str]:
+        return self._proxies
+
+    def _pace(self, method: str, url: str) -> None:
+        """Wait for the rate budget; never send once the step's timeout has run out."""
+        step_timeout.check(f"sending {method} {url}")
+        self.pacer.acquire()
+        step_timeout.check(f"sending {method} {url} (waiting for the rate limit)")
+
+    def _retry(self, idempotent: bool) -> Retry:
+        n = self.settings.max_retries
+        return Retry(
+            total=n,
+            connect=n,
+            read=n if idempotent else 0,
+            status=n,
+            other=0,
+            redirect=0,
+            allowed_methods=None,
+            status_forcelist=RETRY_STATUSES if idempotent else (429,),
+            backoff_factor=self.settings.backoff,
+            backoff_jitter=self.settings.backoff / 2,
+            backoff_max=60,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+
+    def _send(self, req: dict[str, Any], idempotent: bool, action: str | None = None) -> requests.Response:
+        retry = self._retry(idempotent)
+        attempts, throttled, default = self.counted_as
+        action = action or default
+        prepared = self.session.prepare_request(
+            requests.Request(
+                req["method"],
+                req["url"],
+                params=req["params"],
+                json=req["json"],
+                data=req.get("data"),
+                headers=req["headers"],
+            )
+        )
+        method, url = req["method"], _plain(req["url"])
+        while True:
+            self._pace(method, url)
+            timeout = (
+                step_timeout.cap(self.settings.connect_timeout),
+                step_timeout.cap(self.settings.read_timeout),
+            )
+            self.requests_sent += 1
+            try:
+                resp = self._send_once(prepared, timeout, method, url)
+            except requests.RequestException as exc:
+                telemetry.inc(attempts, action=action, status="error")
+                cause = _transport_cause(exc)
+                if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
+                    raise AmbiguousRequestError(
+                        f"connection lost after sending ({_reason(cause)}); not resent because "
+                        "the request may have landed and is not idempotent",
+                        method=method,
+                        url=url,
+                    ) from None
+                try:
+                    retry = retry.increment(method, url, error=cause)
+                except MaxRetryError:
+                    unreachable = isinstance(cause, (NewConnectionError, ConnectTimeoutError))
+                    what = f"cannot reach {self.peer}" if unreachable else f"no answer from {self.peer}"
+                    raise NetworkError(f"{what}: {_reason(cause)}", method=method, url=url) from None
+                except Exception:  # Retry re-raises errors it will not retry
+                    raise NetworkError(f"{_reason(cause)}", method=method, url=url) from None
+                log.info("retrying %s %s after %s", method, url, _reason(cause))
+                step_timeout.check(f"retrying {method} {url}", retry.get_backoff_time())
+                retry.sleep()
+                continue
+            code = resp.status_code
+            telemetry.inc(attempts, action=action, status=str(code))
+            if code == 429:
+                if throttled is not None:
+                    telemetry.inc(throttled, action=action)
+                self.pacer.throttled(_retry_after(resp))
+            if code in (retry.status_forcelist or ()) and retry.is_retry(
+                method, code, "Retry-After" in resp.headers
+            ):
+                wait = _retry_after(resp)
+                if wait is not None and wait > self.settings.max_retry_after:
+                    log.warning(
+                        "%s %s: Retry-After %g s is more than the %g s the client waits; not retried",
+                        method,
+                        url,
+                        wait,
+                        self.settings.max_retry_after,
+                    )
+                    return resp
+                try:
+                    retry = retry.increment(method, url, response=resp.raw)
+                except MaxRetryError:
+                    return resp
+                log.info("retrying %s %s after HTTP %s", method, url, code)
+                left = step_timeout.remaining()
+                if left is not None and left <= (wait or retry.get_backoff_time()):
+                    return resp  # the step's timeout comes first: report this answer
+                retry.sleep(resp.raw)
+                if self.stream:
+                    resp.close()
+                continue
+            return resp
+
+    def _send_once(
+        self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
+    ) -> requests.Response:
+        """One attempt, within the total deadline (a watchdog ends a trickled answer)."""
+        with deadline(self.settings.total_timeout) as attempt:
+            try:
+                return self.session.send(
+                    prepared,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxies=self.proxies(prepared.url or ""),
+                    verify=self._verify,
+                    stream=self.stream,
+                )
+            except Exception as exc:
+                if attempt.expired:
+                    raise requests.ReadTimeout(DeadlineExceeded(attempt.seconds)) from None
+                if isinstance(exc, requests.RequestException):
+                    raise
+                self._cassette_miss(exc, method, url)
+                raise
+
+    def _cassette_miss(self, exc: Exception, method: str, url: str) -> None:
+        if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
+            raise CassetteMiss("the cassette does not hold this request", method=method, url=url) from None
+
+
+class WilloClient(Transport):
     """Sends requests to Willo. Thread-safe; share one per process."""
 
     def __init__(
@@ -293,111 +446,6 @@ class WilloClient:
             idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         resp = self._send(req, idempotent, action=str((manifest or {}).get("id") or "other"))
         return self._decode(req, resp, binary, idempotent)
-
-    def _retry(self, idempotent: bool) -> Retry:
-        n = self.settings.max_retries
-        return Retry(
-            total=n,
-            connect=n,
-            read=n if idempotent else 0,
-            status=n,
-            other=0,
-            redirect=0,
-            allowed_methods=None,
-            status_forcelist=RETRY_STATUSES if idempotent else (429,),
-            backoff_factor=self.settings.backoff,
-            backoff_jitter=self.settings.backoff / 2,
-            backoff_max=60,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
-
-    def _send(self, req: dict[str, Any], idempotent: bool, action: str = "other") -> requests.Response:
-        retry = self._retry(idempotent)
-        prepared = self.session.prepare_request(
-            requests.Request(
-                req["method"], req["url"], params=req["params"], json=req["json"], headers=req["headers"]
-            )
-        )
-        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
-        method, url = req["method"], _plain(req["url"])
-        while True:
-            self.pacer.acquire()
-            self.requests_sent += 1
-            try:
-                resp = self._send_once(prepared, timeout, method, url)
-            except requests.RequestException as exc:
-                telemetry.inc("api_requests", action=action, status="error")
-                cause = _transport_cause(exc)
-                if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
-                    raise AmbiguousRequestError(
-                        f"connection lost after sending ({_reason(cause)}); not resent because "
-                        "the request may have landed and is not idempotent",
-                        method=method,
-                        url=url,
-                    ) from None
-                try:
-                    retry = retry.increment(method, url, error=cause)
-                except MaxRetryError:
-                    unreachable = isinstance(cause, (NewConnectionError, ConnectTimeoutError))
-                    what = "cannot reach Willo" if unreachable else "no answer from Willo"
-                    raise NetworkError(f"{what}: {_reason(cause)}", method=method, url=url) from None
-                except Exception:  # Retry re-raises errors it will not retry
-                    raise NetworkError(f"{_reason(cause)}", method=method, url=url) from None
-                log.info("retrying %s %s after %s", method, url, _reason(cause))
-                retry.sleep()
-                continue
-            code = resp.status_code
-            telemetry.inc("api_requests", action=action, status=str(code))
-            if code == 429:
-                telemetry.inc("api_throttled", action=action)
-                self.pacer.throttled(_retry_after(resp))
-            if code in (retry.status_forcelist or ()) and retry.is_retry(
-                method, code, "Retry-After" in resp.headers
-            ):
-                wait = _retry_after(resp)
-                if wait is not None and wait > self.settings.max_retry_after:
-                    log.warning(
-                        "%s %s: Retry-After %g s is more than the %g s the client waits; not retried",
-                        method,
-                        url,
-                        wait,
-                        self.settings.max_retry_after,
-                    )
-                    return resp
-                try:
-                    retry = retry.increment(method, url, response=resp.raw)
-                except MaxRetryError:
-                    return resp
-                log.info("retrying %s %s after HTTP %s", method, url, code)
-                retry.sleep(resp.raw)
-                continue
-            return resp
-
-    def _send_once(
-        self, prepared: requests.PreparedRequest, timeout: tuple[float, float], method: str, url: str
-    ) -> requests.Response:
-        """One attempt, within the total deadline (a watchdog ends a trickled answer)."""
-        with deadline(self.settings.total_timeout) as attempt:
-            try:
-                return self.session.send(
-                    prepared,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    proxies=self._proxies,
-                    verify=self._verify,
-                )
-            except Exception as exc:
-                if attempt.expired:
-                    raise requests.ReadTimeout(DeadlineExceeded(attempt.seconds)) from None
-                if isinstance(exc, requests.RequestException):
-                    raise
-                self._cassette_miss(exc, method, url)
-                raise
-
-    def _cassette_miss(self, exc: Exception, method: str, url: str) -> None:
-        if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
-            raise CassetteMiss("the cassette does not hold this request", method=method, url=url) from None
 
     def _decode(
         self, req: dict[str, Any], resp: requests.Response, binary: bool, idempotent: bool = True

@@ -109,6 +109,30 @@ class Pacer:
                 log.append(at)
             return at - now
 
+    def time_for(self, n: int) -> float:
+        """Seconds from now until ``n`` more requests could all have been sent, as
+        :meth:`reserve` would space them (nothing is reserved): for an ETA."""
+        if not self.windows or n <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            spans = [span + self.slack for _, span in self.windows]
+            limits = [self._limit(limit) for limit, _ in self.windows]
+            logs = [[t for t in log if t > now - span] for span, log in zip(spans, self._logs, strict=True)]
+            at = max(now, self._hold_until)
+        for _ in range(min(n, 100_000)):
+            for limit, span, log in zip(limits, spans, logs, strict=True):
+                if len(log) >= limit:
+                    at = max(at, log[-limit] + span)
+            for log in logs:
+                log.append(at)
+        return at - now
+
+    def describe(self) -> str:
+        """The limits, e.g. ``10/s, 100/min``."""
+        names = {1.0: "s", 60.0: "min"}
+        return ", ".join(f"{n}/{names.get(w, f'{w:g}s')}" for n, w in self.windows)
+
     def acquire(self) -> None:
         if not self.windows:
             return

@@ -141,12 +141,18 @@ def tool_name(ident: str, naming: str) -> str:
     return safe_name(ident) if naming == "safe" else ident
 
 
+#: actions offered only when --actions names them: a tool that calls any URL is not
+#: something an agent should get by default
+OPT_IN = ("http.request",)
+
+
 def select(manifests: Iterable[Manifest], patterns: Iterable[str]) -> list[Manifest]:
-    """The actions whose id matches any glob; a glob that matches nothing is an error."""
+    """The actions whose id matches any glob; a glob that matches nothing is an error.
+    Without globs, every action but the opt-in ones (:data:`OPT_IN`)."""
     pool = list(manifests)
     wanted = [p.strip() for raw in patterns for p in raw.split(",") if p.strip()]
     if not wanted:
-        return pool
+        return [m for m in pool if m.id not in OPT_IN]
     for pattern in wanted:
         if not any(fnmatch.fnmatchcase(m.id, pattern) for m in pool):
             raise ConfigError(f"--actions {pattern!r} matches no action (see willo-connector actions)")

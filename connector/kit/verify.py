@@ -136,13 +136,17 @@ def _where(m: Manifest, ptr: str) -> str:
         return f"{m.path}:1"
 
 
+#: built-ins that are not Willo operations and keep the ids DESIGN section 13 gives them
+BUILTIN_OTHERS = ("http.request", "schedule.cron")
+
+
 def _conformance(m: Manifest, namespace: str, cat: Catalog) -> list[str]:
     problems: list[str] = []
 
     def add(ptr: str, msg: str) -> None:
         problems.append(f"{_where(m, ptr)}: {ptr}: {msg}")
 
-    if m.id.split(".", 1)[0] != namespace:
+    if m.id.split(".", 1)[0] != namespace and not (namespace == "willo" and m.id in BUILTIN_OTHERS):
         add("/id", f"{m.id} is not namespaced by the plugin (expected {namespace}.{m.id.split('.', 1)[-1]})")
     for key in ("title", "description"):
         if not str(m.data.get(key, "")).strip():

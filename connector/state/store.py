@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS runs (
     attempts INTEGER NOT NULL DEFAULT 1,
     event_id INTEGER,
     started_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    parent TEXT
 );
 CREATE TABLE IF NOT EXISTS units (
     run_id TEXT NOT NULL,
@@ -48,6 +49,8 @@ CREATE TABLE IF NOT EXISTS units (
     output TEXT,
     error TEXT,
     updated_at REAL NOT NULL,
+    started_at REAL,
+    tries INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, step, item)
 );
 CREATE TABLE IF NOT EXISTS triggers (
@@ -84,6 +87,14 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (source, dedupe)
 );
 CREATE INDEX IF NOT EXISTS events_status ON events (status, next_at);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    last_slot TEXT,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
     resource TEXT NOT NULL,
     owner TEXT NOT NULL,
@@ -103,10 +114,14 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 );
 """
 
-#: Columns added since the first release: (table, column, declaration), added to older files.
+#: Columns added since the first release: (table, column, declaration), added to older
+#: files by :meth:`StateStore._add_columns` (the one place that upgrades an old file).
 ADDED_COLUMNS = (
     ("events", "failure", "TEXT"),  # transient | permanent | blocked: why it last failed
     ("events", "failing_since", "REAL"),  # first failure of the current retry horizon
+    ("runs", "parent", "TEXT"),  # the run a `rerun` repeats
+    ("units", "started_at", "REAL"),  # first time the unit was journaled
+    ("units", "tries", "INTEGER NOT NULL DEFAULT 0"),  # tries made within its runs
 )
 
 
@@ -208,26 +223,29 @@ class StateStore:
         trigger: Any,
         settings: dict[str, Any],
         event_id: int | None = None,
+        parent: str | None = None,
         hold: bool = False,
     ) -> str:
-        """A new run, ``running``; with ``hold``, this process takes its lease at once."""
+        """A new run, ``running``; with ``hold``, this process takes its lease at once;
+        ``parent`` is the run it repeats (``rerun``)."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         with self.tx() as db:
             if hold:
                 self.leases.acquire(f"run:{run_id}", db=db)
             db.execute(
                 "INSERT INTO runs (id, workflow, name, source, status, inputs, trigger, settings,"
-                " event_id, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                " event_id, started_at, parent) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     workflow,
                     name,
                     source,
-                    dumps(inputs),
-                    dumps(trigger),
+                    dumps(redaction.scrub_value(inputs)),
+                    dumps(redaction.scrub_value(trigger)),
                     dumps(settings),
                     event_id,
                     time.time(),
+                    parent,
                 ),
             )
         return run_id
@@ -275,28 +293,50 @@ class StateStore:
         inputs: Any = None,
         output: Any = None,
         error: str | None = None,
+        tries: int | None = None,
         guard: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Journal one unit; ``guard(db)`` runs first in the same transaction (a lease
-        fence: it raises to write nothing)."""
+        """Record a unit's state. Inputs and outputs are stored with every registered
+        secret scrubbed; ``started_at`` is the first time a unit was marked. ``guard(db)``
+        runs first in the same transaction (a lease fence: it raises to write nothing)."""
+        now = time.time()
         with self.tx() as db:
             if guard is not None:
                 guard(db)
             db.execute(
                 "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " updated_at, started_at, tries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id, step, item) DO UPDATE SET status = excluded.status,"
                 " inputs = COALESCE(excluded.inputs, units.inputs), output = excluded.output,"
-                " error = excluded.error, updated_at = excluded.updated_at",
+                " error = excluded.error, updated_at = excluded.updated_at,"
+                " started_at = COALESCE(units.started_at, excluded.started_at),"
+                " tries = MAX(units.tries, excluded.tries)",
                 (
                     run_id,
                     step,
                     item,
                     action,
                     status,
-                    None if inputs is None else dumps(inputs),
+                    None if inputs is None else dumps(redaction.scrub_value(inputs)),
                     None if output is None else dumps(redaction.scrub_value(output)),
                     redaction.scrub(error) if error else error,
-                    time.time(),
+                    now,
+                    now,
+                    tries or 0,
                 ),
             )
+
+    def copy_reusable_units(self, source: str, target: str) -> int:
+        """Start run ``target`` from what ``source`` achieved: its succeeded units (and
+        decided branches) are reused; a unit that may have landed (``sending``,
+        ``ambiguous``, or ``sent`` with its 2xx body) is copied as it stands, so that it
+        is settled (looked up, or completed from the body) before anything is resent."""
+        with self.tx() as db:
+            return db.execute(
+                "INSERT INTO units (run_id, step, item, action, status, inputs, output, error,"
+                " updated_at, started_at, tries) SELECT ?, step, item, action, status,"
+                " inputs, output, CASE WHEN status = 'succeeded' THEN NULL ELSE error END,"
+                " updated_at, started_at, 0 FROM units"
+                " WHERE run_id = ? AND status IN ('succeeded', 'sending', 'ambiguous', 'sent')",
+                (target, source),
+            ).rowcount

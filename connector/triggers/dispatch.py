@@ -333,10 +333,11 @@ def workflow_handler(
     store: StateStore,
     workflows: list[Any],
     progress: bool = False,
-    cancel: Any = None,
+    cancel: threading.Event | None = None,
 ) -> Callable[[str, dict[str, Any], dict[str, Any]], str | None]:
     """A dispatch handler that runs (or, on a retry, resumes) each matching workflow.
-    ``cancel`` (a ``threading.Event``), once set, stops a run between units."""
+    ``cancel``, once set, stops a run at its next unit; the run is journaled
+    ``interrupted`` and its event queued again, uncounted, to resume at the next start."""
     from connector.engines.local import LocalExecutor  # these load Jinja2: only when a run starts
     from connector.workflows.runner import Runner
 

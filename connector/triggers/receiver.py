@@ -277,7 +277,7 @@ class Listener:
         app: Callable[..., Iterable[bytes]],
         host: str,
         port: int,
-        dispatch_one: Callable[[], int],
+        dispatch_one: Callable[[], int] | None,
         stopping: threading.Event | None = None,
         *,
         connection_limit: int | None = None,
@@ -315,9 +315,11 @@ class Listener:
         return int(self.server.effective_port)
 
     def _dispatch_loop(self) -> None:
+        dispatch_one = self.dispatch_one
+        assert dispatch_one is not None  # started only when there is one
         while not self.stopping.is_set():
             try:
-                busy = self.dispatch_one()
+                busy = dispatch_one()
             except Exception:  # a dispatcher must outlive a bad event; it was logged
                 log.exception("dispatcher error")
                 busy = False
@@ -326,10 +328,14 @@ class Listener:
                 self.wake.clear()
 
     def start(self) -> None:
+        """Serve; and dispatch, unless the owner dispatches itself (``dispatch_one`` None)."""
         self._serving = threading.Thread(target=self.server.run, name="willo-http", daemon=True)
-        self._dispatching = threading.Thread(target=self._dispatch_loop, name="willo-dispatch", daemon=True)
         self._serving.start()
-        self._dispatching.start()
+        if self.dispatch_one is not None:
+            self._dispatching = threading.Thread(
+                target=self._dispatch_loop, name="willo-dispatch", daemon=True
+            )
+            self._dispatching.start()
 
     def stop(self) -> None:
         """Stop at once: no new event or unit of work starts, every connection is

@@ -1,25 +1,30 @@
-"""Running workflows: steps in order, ``if``, ``foreach`` with bounded concurrency,
-``on_error``, dry runs, and a journal that makes every run resumable.
+"""Running workflows: steps in order, branches (``if``/``then``/``else``, ``switch``),
+``foreach`` with bounded concurrency, ``retry`` and ``timeout`` per unit of work,
+``on_error``, dry runs, cancellation, and a journal that makes every run resumable.
 
-Every unit of work (a step, or one foreach item) is journaled in the state store
-as ``sending`` before its request, then as one of:
+Every unit of work (an action step, or one foreach item) runs through
+:func:`run_unit`, a module-level function of a :class:`UnitContext`, the run id and
+the :class:`Unit` (which carries its own retry policy and timeout), so that any
+executor can run it: threads here (:mod:`connector.engines.local`), an activity on a
+task queue later. A unit is journaled as ``sending`` before each request, then as one
+of:
 
 - ``succeeded`` (with its output);
 - ``failed``: it did not land (refused, never reached Willo) and may be sent again;
-- ``ambiguous``: the attempt failed after the request may have landed (connection
-  lost after sending, a 5xx other than 503) and the action is not idempotent;
+- ``ambiguous``: a try failed after the request may have landed (connection lost
+  after sending, a 5xx other than 503) and the action is not idempotent;
 - ``sent``: Willo answered 2xx, then the unit failed (e.g. strict schema drift); the
   2xx body is kept.
 
-Resuming a run reuses what succeeded and never sends a unit blindly again: a unit
-caught ``sending`` or ``ambiguous`` is first looked up (the manifest's
-``reconcile``), or resent only if the action is idempotent, or else it stays
-**blocked** until an operator settles it (:func:`settle`, ``willo-connector runs
-resolve``); a ``sent`` unit is completed from its kept body if it now passes the
-output check, else it is blocked too. A run is worked on by one live process at a
-time: it holds the run's lease (:mod:`connector.state.leases`) and every journal
-write is fenced by it. Units run through :class:`Executor`, the one seam a
-distributed executor would replace.
+A unit that may have landed (``sending``, ``ambiguous``, ``sent``) is never sent
+blindly again, whether the next try comes from the step's ``retry`` within the run
+or from ``resume``, a ``rerun --failed`` or the dispatcher's event retry: the same
+code (:func:`settle_pending`) first completes it from the kept 2xx body or looks it up
+(the manifest's ``reconcile``), resends it only if the lookup says it did not land or
+the action is idempotent, and otherwise leaves it **blocked** until an operator
+settles it (:func:`settle`, ``willo-connector runs resolve``). A run is worked on by
+one live process at a time: it holds the run's lease (:mod:`connector.state.leases`)
+and every journal write is fenced by it.
 """
 
 from __future__ import annotations
@@ -28,33 +33,47 @@ import functools
 import json
 import logging
 import os
-import sys
+import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connector import redaction, telemetry
+from connector import redaction, secrets, telemetry
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
-from connector.errors import AmbiguousRequestError, ConnectorError, InputError, RateLimited, WilloError
+from connector.errors import (
+    AmbiguousRequestError,
+    CassetteMiss,
+    ConfigError,
+    ConnectorError,
+    InputError,
+    NetworkError,
+    RateLimited,
+    ServerError,
+    TimedOut,
+    WilloError,
+)
+from connector.http import step_timeout
 from connector.state.leases import LeaseLost
 from connector.state.store import StateStore, loads
 from connector.workflows import expressions
-from connector.workflows.model import Workflow
-from connector.workflows.runtime import Connector
+from connector.workflows.model import Workflow, branches, walk_steps
+from connector.workflows.progress import Progress
+from connector.workflows.runtime import Connector, idempotent_for
 
 log = logging.getLogger(__name__)
 
 SINGLE = -1  # the item index of a step without foreach
+DEFAULT_ON = ("network", "throttled", "server", "ambiguous", "timeout")
+#: journal states of a unit whose request may have landed: settled before any resend
+SETTLEABLE = ("sending", "ambiguous", "sent")
 
 
-class _NotStarted(Exception):
-    """A foreach item not started because an earlier item failed (on_error: stop)."""
-
-
-_SEND = object()  # a unit to send (again)
+class Interrupted(ConnectorError):
+    """The run was asked to stop (Ctrl-C, SIGTERM, a listener shutting down) before
+    this unit finished; it is journaled as it stands and resumes later."""
 
 
 class Blocked(ConnectorError):
@@ -62,24 +81,43 @@ class Blocked(ConnectorError):
     resent blindly; an operator settles it (``willo-connector runs resolve``)."""
 
 
-class Interrupted(ConnectorError):
-    """The run was asked to stop (e.g. the listener is shutting down); it is
-    journaled as it stands and resumes later."""
-
-
 class RunBusy(ConnectorError):
     """Another live process holds the run's lease."""
 
 
+class UnitFailed(ConnectorError):
+    """A unit that failed for good: ``str()`` says why and after how many tries;
+    ``kind`` is one of :data:`KINDS`, ``reason`` the :func:`retry_kind` of the last try."""
+
+    def __init__(self, message: str, kind: str, tries: int, reason: str = "fatal"):
+        super().__init__(message)
+        self.kind = kind
+        self.tries = tries
+        self.reason = reason
+
+
+class _NotStarted(Exception):
+    """A foreach item not started: an earlier item failed (on_error: stop) or the run stops."""
+
+
+STOPPING = "not tried again: the run is stopping"
+_SEND = object()  # settle_pending: the unit surely did not land (or may be resent): send it
+
+
+# --------------------------------------------------------------------------- kinds of failure
+
 #: Why a unit, a step or a run failed, from the most to the least binding:
 #: ``blocked`` needs an operator, ``permanent`` cannot succeed as it is (a 4xx other
 #: than 429, a validation error), ``interrupted`` was stopped on purpose, and
-#: ``transient`` may succeed later (429, 5xx, Willo unreachable).
+#: ``transient`` may succeed later (429, 5xx, Willo unreachable). The dispatcher
+#: retries or parks an event by it.
 KINDS = ("blocked", "permanent", "interrupted", "transient")
 
 
 def failure_kind(exc: BaseException) -> str:
     """The kind (see :data:`KINDS`) of one failure."""
+    if isinstance(exc, UnitFailed):
+        return exc.kind
     if isinstance(exc, Blocked):
         return "blocked"
     if isinstance(exc, (Interrupted, LeaseLost)):
@@ -94,21 +132,43 @@ def failure_kind(exc: BaseException) -> str:
     return "permanent"
 
 
-def worst(kinds: Iterator[str] | list[str]) -> str | None:
+def worst(kinds: Iterable[str]) -> str | None:
     found = set(kinds)
     return next((k for k in KINDS if k in found), None)
 
 
-def landing(exc: BaseException, manifest: Manifest) -> str:
-    """Whether a failed call's request landed: ``sent`` (a 2xx came back), ``ambiguous``
-    (it may have) or ``not_sent``. For an idempotent action it does not matter: a
-    resend is safe, so anything but ``sent`` counts as ``not_sent``."""
+def retry_kind(exc: BaseException) -> str:
+    """What a step's ``retry.on`` names: ``network`` (never sent), ``throttled`` (429),
+    ``server`` (5xx), ``ambiguous`` (lost after sending), ``timeout`` (the step's
+    timeout), ``rejected`` (another error answer) or ``fatal`` (bad input, a bug:
+    retrying cannot help)."""
+    if isinstance(exc, TimedOut):
+        return "timeout"
+    if isinstance(exc, AmbiguousRequestError):
+        return "ambiguous"
+    if isinstance(exc, RateLimited):
+        return "throttled"
+    if isinstance(exc, ServerError):
+        return "server"
+    if isinstance(exc, CassetteMiss):
+        return "fatal"
+    if isinstance(exc, NetworkError):
+        return "network"
+    if isinstance(exc, WilloError):
+        return "rejected"
+    return "fatal"
+
+
+def landing(exc: BaseException, idempotent: bool) -> str:
+    """Whether a failed try's request landed: ``sent`` (a 2xx came back), ``ambiguous``
+    (it may have) or ``not_sent``. For an idempotent call it does not matter: a resend
+    is safe, so anything but ``sent`` counts as ``not_sent``."""
     if getattr(exc, "sent", False):
         return "sent"
     status = getattr(exc, "status", None)
     if isinstance(exc, WilloError) and status is not None and (200 <= status < 300 or status == 303):
         return "sent"  # a 2xx (or See Other) whose body could not be used
-    if manifest.idempotent:
+    if idempotent:
         return "not_sent"
     if isinstance(exc, AmbiguousRequestError):
         return "ambiguous"
@@ -116,29 +176,321 @@ def landing(exc: BaseException, manifest: Manifest) -> str:
         # a 5xx may come after the work was done; 503 says the server did not take it
         return "ambiguous" if status is not None and status >= 500 and status != 503 else "not_sent"
     if isinstance(exc, ConnectorError):
-        return "not_sent"  # refused before sending (inputs, settings)
+        return "not_sent"  # refused before sending (inputs, settings, the step's timeout)
     return "ambiguous"  # an unexpected failure of a non-idempotent action: assume the worst
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A step's ``retry``: tries in all, exponential backoff with jitter, and which
+    failures to retry (see :func:`retry_kind`)."""
+
+    attempts: int = 6
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    on: tuple[str, ...] = DEFAULT_ON
+
+    @classmethod
+    def from_step(cls, spec: Mapping[str, Any] | None) -> RetryPolicy:
+        if not spec:
+            return cls()
+        base = cls()
+        return cls(
+            attempts=int(spec.get("attempts", base.attempts)),
+            backoff=float(spec.get("backoff", base.backoff)),
+            max_backoff=float(spec.get("max_backoff", base.max_backoff)),
+            on=tuple(spec.get("on", base.on)),
+        )
+
+    def allows(self, kind: str) -> bool:
+        return kind in self.on or ("any" in self.on and kind != "fatal")
+
+    def delay(self, failed_try: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Seconds to wait after try ``failed_try`` (1-based): half fixed, half random."""
+        top = min(self.max_backoff, self.backoff * 2 ** (failed_try - 1))
+        wait = top / 2 + rng.random() * top / 2
+        return max(wait, retry_after) if retry_after else wait
+
+
+# --------------------------------------------------------------------------- units
 
 
 @dataclass
 class Unit:
-    """One unit of work: an action call with rendered inputs."""
+    """One unit of work: an action call with rendered inputs, and how to retry it."""
 
     step: str
     item: int
     action: str
     inputs: dict[str, Any]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    label: str = ""  # how messages name it: "item 3", "people.csv:5"
+
+
+@dataclass
+class UnitResult:
+    output: Any
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    tries: int = 1
+
+
+@dataclass
+class UnitContext:
+    """What running a unit needs besides the unit: the connector, the store, the
+    journal of the run being resumed, and the run's stop signal."""
+
+    conn: Connector
+    store: StateStore | None = None
+    journal: Mapping[tuple[str, int], Any] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    rng: random.Random = field(default_factory=random.Random)
+    #: waits between tries; returns True if the run was asked to stop meanwhile
+    wait: Callable[[float], bool] | None = None
+
+    def sleep(self, seconds: float) -> bool:
+        return (self.wait or self.cancel.wait)(seconds)
+
+
+@dataclass
+class Pending:
+    """A unit whose request may have landed: its journal status (``sending``,
+    ``ambiguous`` or ``sent``), the 2xx body kept when ``sent``, and why."""
+
+    status: str
+    output: Any = None
+    cause: str | None = None
+
+    @classmethod
+    def of(cls, row: Any) -> Pending | None:
+        if row is None or row["status"] not in SETTLEABLE:
+            return None
+        return cls(row["status"], loads(row["output"]) if row["status"] == "sent" else None, row["error"])
+
+
+def _place(step: str, item: int, label: str = "") -> str:
+    return f"step {step}" + (f" {label or f'item {item}'}" if item != SINGLE else "")
+
+
+def _where(unit: Unit) -> str:
+    return _place(unit.step, unit.item, unit.label)
+
+
+def _journal(ctx: UnitContext, run_id: str | None, unit: Unit, status: str, **kw: Any) -> None:
+    """Journal a unit, fenced by the run's lease (:class:`LeaseLost` if another process
+    took the run over: nothing is written)."""
+    if ctx.store is not None and run_id is not None:
+        leases, resource = ctx.store.leases, run_resource(run_id)
+        ctx.store.mark_unit(
+            run_id,
+            unit.step,
+            unit.item,
+            unit.action,
+            status,
+            guard=lambda db: leases.check(resource, db),
+            **kw,
+        )
+
+
+def _journaled_inputs(prev: Any, fresh: dict[str, Any]) -> dict[str, Any]:
+    """The inputs a unit that may have landed was sent with: the journal's copy, unless
+    it equals the fresh rendering with secrets scrubbed (then the fresh one, secrets in)."""
+    kept = loads(prev["inputs"]) if prev["inputs"] else None
+    if kept is None or redaction.scrub_value(fresh) == kept:
+        return fresh
+    return dict(kept)
+
+
+def run_unit(ctx: UnitContext, run_id: str | None, unit: Unit) -> UnitResult:
+    """Run one unit with its retry policy; raise :class:`UnitFailed` when it fails for
+    good, :class:`Blocked` when only an operator can settle it, :class:`Interrupted`
+    (or :class:`~connector.state.leases.LeaseLost`) when the run stops."""
+    if ctx.cancel.is_set():
+        raise Interrupted(f"{_where(unit)}: not started: the run was stopped (it resumes later)")
+    prev = ctx.journal.get((unit.step, unit.item))
+    if prev is not None and prev["status"] == "succeeded":
+        return UnitResult(loads(prev["output"]), [], 0)
+    manifest = ctx.conn.catalog.get(unit.action, "action")
+    pending = Pending.of(prev)
+    inputs = _journaled_inputs(prev, unit.inputs) if pending is not None else unit.inputs
+    idempotent = idempotent_for(manifest, inputs)
+    tries = 0
+    while True:
+        tries += 1
+        sending = [False]  # set once this try's request may go out
+        try:
+            output, requests = _attempt(ctx, run_id, unit, manifest, inputs, pending, tries, sending)
+            return UnitResult(output, requests, tries)
+        except (Blocked, Interrupted, LeaseLost):
+            raise  # the journal stays as it is: settled later, or resumed
+        except Exception as exc:
+            if sending[0]:  # else it failed while settling: what may have landed still may have
+                how = landing(exc, idempotent)
+                if how == "sent":
+                    pending = Pending("sent", getattr(exc, "output", None), _message(exc))
+                elif how == "ambiguous":
+                    pending = Pending("ambiguous", cause=_message(exc))
+                else:
+                    pending = None
+            reason = retry_kind(exc)
+            message = _message(exc)
+            note = _why_not_again(ctx, run_id, unit, manifest, reason, tries, pending)
+            stopping = note == STOPPING
+            status = "failed" if pending is None else "sent" if pending.status == "sent" else "ambiguous"
+            kept = pending.output if pending is not None and pending.status == "sent" else None
+            if note is not None:
+                message += f" (after {tries} tries)" if tries > 1 else ""
+                message += f"; {note}" if note else ""
+                _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
+                kind = "interrupted" if stopping else failure_kind(exc)
+                raise UnitFailed(message, kind, tries, reason) from None
+            wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
+            log.info(
+                "%s: %s; try %d of %d in %.1fs", _where(unit), message, tries + 1, unit.retry.attempts, wait
+            )
+            _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
+            if ctx.sleep(wait):
+                raise Interrupted(f"{_where(unit)}: interrupted while waiting to try again") from None
+
+
+def _why_not_again(
+    ctx: UnitContext,
+    run_id: str | None,
+    unit: Unit,
+    manifest: Manifest,
+    reason: str,
+    tries: int,
+    pending: Pending | None,
+) -> str | None:
+    """None if the unit may be tried again; else a note for the error ('' for none)."""
+    if not unit.retry.allows(reason) or tries >= unit.retry.attempts:
+        return ""
+    if pending is not None and pending.status == "sent":
+        return ""  # Willo took it: sending it again cannot help and would do it twice
+    if ctx.cancel.is_set():
+        return STOPPING
+    if pending is not None and manifest.data.get("reconcile") is None:
+        note = (
+            f"not tried again: it may have landed, and {manifest.id} is not idempotent and has no "
+            "reconcile lookup"
+        )
+        if ctx.store is not None and run_id is not None:
+            note += f"; check, then {_how_to_settle(run_id, unit)}"
+        return note
+    return None
+
+
+def _attempt(
+    ctx: UnitContext,
+    run_id: str | None,
+    unit: Unit,
+    manifest: Manifest,
+    inputs: dict[str, Any],
+    pending: Pending | None,
+    tries: int,
+    sending: list[bool],
+) -> tuple[Any, list[dict[str, Any]]]:
+    with step_timeout.within(unit.timeout):
+        if pending is not None:
+            landed = settle_pending(ctx.conn, run_id, unit, manifest, inputs, pending)
+            if landed is not _SEND:
+                _journal(ctx, run_id, unit, "succeeded", output=landed, tries=tries)
+                return landed, []
+        _journal(ctx, run_id, unit, "sending", inputs=redaction.scrub_value(inputs), tries=tries)
+        sending[0] = True
+        call = ctx.conn.call(unit.action, inputs)
+    _journal(ctx, run_id, unit, "succeeded", output=call.output, tries=tries)
+    return call.output, call.requests
+
+
+def settle_pending(
+    conn: Connector,
+    run_id: str | None,
+    unit: Unit,
+    manifest: Manifest,
+    inputs: dict[str, Any],
+    pending: Pending,
+) -> Any:
+    """The output of a unit that may have landed, found without resending it; or
+    ``_SEND`` when it surely did not land (the lookup says so) or the call is
+    idempotent. Raises :class:`Blocked` when only an operator can tell. The one
+    settling code of a retry within a run, a resume, a rerun and an event retry."""
+    where = _where(unit)
+    if pending.status == "sent" and pending.output is not None:
+        try:
+            conn.check_output(manifest, pending.output)
+        except ConnectorError as exc:
+            raise Blocked(
+                f"{where}: {unit.action} was sent (Willo answered 2xx) but its output was "
+                f"refused: {exc}; not resent. {_how_to_settle(run_id, unit)}, or allow the "
+                "output (WILLO_SCHEMA_MODE=warn) and resume"
+            ) from None
+        return manifest.numbers(pending.output)
+    landed = reconcile(conn, manifest, inputs, where)
+    if landed is not None:
+        return landed
+    has_lookup = manifest.data.get("reconcile") is not None
+    if pending.status == "sent" or (not idempotent_for(manifest, inputs) and not has_lookup):
+        cause = pending.cause or "the process stopped while sending"
+        what = "was sent (Willo answered 2xx)" if pending.status == "sent" else "may have been sent"
+        found = "the reconcile lookup does not find it" if has_lookup else "it has no reconcile lookup"
+        raise Blocked(
+            f"{where}: {unit.action} {what} ({_short(cause)}) and {found}; not resent. "
+            f"Check Willo, then {_how_to_settle(run_id, unit)}"
+        )
+    return _SEND
+
+
+def reconcile(conn: Connector, manifest: Manifest, inputs: dict[str, Any], where: str) -> Any:
+    """What the manifest's ``reconcile`` lookup finds for ``inputs``, or None (also
+    when the manifest has none)."""
+    spec = manifest.data.get("reconcile")
+    if spec is None:
+        return None
+    scope = {"input": inputs}
+    lookup = expressions.render(spec["with"], scope, omit_undefined=True)
+    match = expressions.render(spec["match"], scope, omit_undefined=True)
+    found = conn.call(spec["action"], {**lookup, "all": True}).output
+    for item in found.get("results", []):
+        if all(str(item.get(k, "")).casefold() == str(v).casefold() for k, v in match.items()):
+            log.info("%s: %s had landed; not resent", where, manifest.id)
+            return item
+    return None
+
+
+def start_unit(ctx: UnitContext, run_id: str | None, stop: threading.Event | None, unit: Unit) -> UnitResult:
+    """:func:`run_unit`, unless the foreach or the run is stopping."""
+    if ctx.cancel.is_set() or (stop is not None and stop.is_set()):
+        raise _NotStarted
+    return run_unit(ctx, run_id, unit)
+
+
+def _how_to_settle(run_id: str | None, unit: Unit) -> str:
+    item = f" --item {unit.item}" if unit.item != SINGLE else ""
+    base = f"willo-connector runs resolve {run_id or 'RUN'} --step {unit.step}{item}"
+    return f"settle it with `{base} --sent` (or `--not-sent`) and resume"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- results
 
 
 @dataclass
 class StepResult:
     id: str
     action: str
-    status: str  # succeeded | failed | skipped
+    status: str  # succeeded | failed | skipped | interrupted
     output: Any = None
     error: str | None = None
     items: list[dict[str, Any]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    retries: int = 0
     kind: str | None = None  # of a failure: see KINDS
 
     def as_dict(self) -> dict[str, Any]:
@@ -154,6 +506,8 @@ class StepResult:
             d["items"] = self.items
         if self.requests:
             d["requests"] = self.requests
+        if self.retries:
+            d["retries"] = self.retries
         return d
 
 
@@ -161,14 +515,15 @@ class StepResult:
 class RunResult:
     run_id: str | None
     workflow: str
-    status: str
+    status: str  # succeeded | failed | blocked | interrupted
     steps: list[StepResult]
     error: str | None = None
     dry_run: bool = False
     kind: str | None = None  # of a failure: see KINDS
+    parent: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "run_id": self.run_id,
             "workflow": self.workflow,
             "status": self.status,
@@ -176,6 +531,9 @@ class RunResult:
             "error": self.error,
             "steps": [s.as_dict() for s in self.steps],
         }
+        if self.parent:
+            d["rerun_of"] = self.parent
+        return d
 
     @property
     def exit_code(self) -> int:
@@ -185,41 +543,46 @@ class RunResult:
 class Executor(Protocol):
     """The seam every unit of work runs through: yields ``(unit, result, error)`` as
     each unit finishes, at most ``concurrency`` at a time. ``connector.engines.local``
-    runs them on in-process threads."""
+    runs them on in-process threads. ``fn`` is :func:`run_unit` (or
+    :func:`start_unit`) with its context and run id bound."""
 
     def run(
         self, units: list[Unit], fn: Callable[[Unit], Any], concurrency: int
     ) -> Iterator[tuple[Unit, Any, BaseException | None]]: ...
 
 
-class _Progress:
-    """A progress bar on stderr when it is a terminal; silent otherwise."""
+# --------------------------------------------------------------------------- inputs
 
-    def __init__(self, label: str, total: int, enabled: bool):
-        self.bar: Any = None
-        if enabled and total > 1 and sys.stderr.isatty():
-            import click
 
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            self.bar.__enter__()
+def prepare_inputs(
+    workflow: Workflow, inputs: Mapping[str, Any], origins: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The inputs with the schema's defaults filled in, validated; a problem in a row
+    that came from a CSV file is named by its file and line."""
+    schema = workflow.data.get("inputs")
+    if not schema:
+        return dict(inputs)
+    values = schemas.apply_defaults(dict(inputs), schema)
+    problems = schemas.errors(values, schema)
+    if problems:
+        text = "; ".join(_input_problem(ptr, msg, origins or {}) for ptr, msg in problems)
+        raise InputError(f"{workflow.path}: inputs: {text}")
+    return dict(values)
 
-    def step(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+def _input_problem(ptr: str, msg: str, origins: Mapping[str, Any]) -> str:
+    parts = ptr.split("/")
+    if len(parts) >= 3 and parts[1] in origins and parts[2].isdigit():
+        origin = origins[parts[1]]
+        index = int(parts[2])
+        if index < len(origin["lines"]):
+            rest = "/" + "/".join(parts[3:]) if len(parts) > 3 else "/"
+            return f"{origin['file']}:{origin['lines'][index]}: {rest}: {msg}"
+    return f"{ptr or '/'}: {msg}"
 
 
 def check_workflow_inputs(workflow: Workflow, inputs: Mapping[str, Any]) -> None:
-    schema = workflow.data.get("inputs")
-    if not schema:
-        return
-    problems = schemas.errors(dict(inputs), schema)
-    if problems:
-        text = "; ".join(f"{p or '/'}: {m}" for p, m in problems)
-        raise InputError(f"{workflow.path}: inputs: {text}")
+    prepare_inputs(workflow, inputs)
 
 
 def check_event(workflow: Workflow, connector: Connector, event: Any, label: str) -> None:
@@ -231,6 +594,37 @@ def check_event(workflow: Workflow, connector: Connector, event: Any, label: str
     if problems:
         text = "; ".join(f"{p or '/'}: {m}" for p, m in problems)
         raise InputError(f"{label}: not a {manifest.id} event: {text}")
+
+
+def secret_scope(workflow: Workflow) -> dict[str, str]:
+    """The values of the secrets the workflow reads (each registered for redaction)."""
+    found: dict[str, str] = {}
+    for name in sorted(workflow.secret_names):
+        value = secrets.lookup(name)
+        if value is None:
+            raise ConfigError(f"{workflow.path}: unknown secret {name!r} ({secrets.hint(name)})")
+        found[name] = value
+    return found
+
+
+def item_labels(step: Mapping[str, Any], origins: Mapping[str, Any], n: int) -> list[str]:
+    """How each foreach item is named in messages: its CSV file and line when the
+    foreach is exactly ``{{ inputs.NAME }}`` of an input read from a CSV, else ``item N``."""
+    expr = expressions.single_expression(str(step.get("foreach", ""))) or ""
+    name = expr[len("inputs.") :] if expr.startswith("inputs.") else ""
+    origin = origins.get(name)
+    if origin and len(origin.get("lines", [])) == n:
+        return [f"{origin['file']}:{line}" for line in origin["lines"]]
+    return [f"item {i}" for i in range(n)]
+
+
+def _case_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- the runner
 
 
 def _observed(execute: Callable[..., RunResult]) -> Callable[..., RunResult]:
@@ -273,30 +667,64 @@ class Runner:
         progress: bool = True,
         executor: Executor,
         cancel: threading.Event | None = None,
+        on_start: Callable[[str], None] | None = None,
+        wait: Callable[[float], bool] | None = None,
     ):
         self.conn = connector
         self.wf = workflow
         self.store = None if connector.dry_run else store
         self.progress = progress
         self.executor = executor
-        self.cancel = cancel  # set: start no further unit; the run is left resumable
+        self.cancel = cancel or threading.Event()  # set: start no further unit; resumable
+        self.on_start = on_start
+        self.wait = wait
+        self.origins: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ entry points
 
-    def start(self, inputs: Mapping[str, Any], trigger: Any = None, event_id: int | None = None) -> RunResult:
-        check_workflow_inputs(self.wf, inputs)
+    def start(
+        self,
+        inputs: Mapping[str, Any],
+        trigger: Any = None,
+        event_id: int | None = None,
+        *,
+        origins: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+        reuse: bool = False,
+    ) -> RunResult:
+        """A new run. ``origins`` says which inputs came from CSV files (file, lines);
+        ``parent`` is the run this one repeats, and with ``reuse`` what succeeded
+        there is reused (units that may have landed are settled first)."""
+        self.origins = dict(origins or {})
+        values = prepare_inputs(self.wf, inputs, self.origins)
         run_id = None
+        journal: dict[tuple[str, int], Any] = {}
         if self.store is not None:
-            settings = {
+            settings: dict[str, Any] = {
                 "pid": os.getpid(),
                 "owner": self.store.leases.owner,
                 "base_url": self.conn.client.settings.base_url,
             }
+            if self.origins:
+                settings["origins"] = self.origins
             run_id = self.store.new_run(
-                self.wf.path, self.wf.name, self.wf.text, dict(inputs), trigger, settings, event_id, hold=True
+                self.wf.path,
+                self.wf.name,
+                self.wf.text,
+                values,
+                trigger,
+                settings,
+                event_id,
+                parent=parent,
+                hold=True,
             )
         try:
-            return self._execute(run_id, dict(inputs), trigger, {})
+            if self.store is not None and run_id is not None and parent is not None and reuse:
+                self.store.copy_reusable_units(parent, run_id)
+                journal = self.store.units(run_id)
+            if run_id is not None and self.on_start is not None:
+                self.on_start(run_id)
+            return self._execute(run_id, values, trigger, journal, parent)
         finally:
             self._let_go(run_id)
 
@@ -306,9 +734,16 @@ class Runner:
         assert self.store is not None
         take_run(self.store, run_id)
         try:
+            row = self.store.run(run_id)
+            if row is not None:
+                self.origins = dict(json.loads(row["settings"] or "{}").get("origins") or {})
+                inputs = inputs or loads(row["inputs"]) or {}
             journal = self.store.units(run_id)
             self.store.restart_run(run_id)
-            return self._execute(run_id, inputs, trigger, journal)
+            if self.on_start is not None:
+                self.on_start(run_id)
+            parent = row["parent"] if row is not None else None
+            return self._execute(run_id, inputs, trigger, journal, parent)
         finally:
             self._let_go(run_id)
 
@@ -327,124 +762,233 @@ class Runner:
 
     @_observed
     def _execute(
-        self, run_id: str | None, inputs: dict[str, Any], trigger: Any, journal: dict[tuple[str, int], Any]
+        self,
+        run_id: str | None,
+        inputs: dict[str, Any],
+        trigger: Any,
+        journal: dict[tuple[str, int], Any],
+        parent: str | None,
     ) -> RunResult:
+        ctx = UnitContext(self.conn, self.store, journal, self.cancel, wait=self.wait)
         scope: dict[str, Any] = {
             "inputs": inputs,
             "trigger": self._event(trigger),
             "steps": {},
+            "secrets": secret_scope(self.wf),
         }
         results: list[StepResult] = []
-        status, error, kind = "succeeded", None, None
-        for step in self.wf.steps:
-            res = self._step(run_id, step, scope, journal)
-            results.append(res)
-            scope["steps"][res.id] = {"output": res.output, "status": res.status, "error": res.error}
-            if res.status == "failed" and (
-                step.get("on_error", "stop") == "stop" or res.kind == "interrupted"
-            ):
-                kind = res.kind or "permanent"
-                status = {"blocked": "blocked", "interrupted": "interrupted"}.get(kind, "failed")
-                error = f"step {res.id}: {res.error}"
-                break
+        status, error, kind = self._block(ctx, run_id, self.wf.steps, scope, results)
+        status = "succeeded" if status == "ok" else status
+        if status == "interrupted":
+            error = "interrupted before it finished" + (f": {error}" if error else "")
         if self.store is not None and run_id is not None:
             if kind == "interrupted" and not self.store.leases.holds(run_resource(run_id)):
                 pass  # taken over by another process: its journal now, not ours
             else:
                 self.store.set_run(run_id, status, error)
-        return RunResult(run_id, self.wf.name, status, results, error, self.conn.dry_run, kind)
+        return RunResult(
+            run_id, self.wf.name, status, results, error, self.conn.dry_run, kind=kind, parent=parent
+        )
 
-    def _step(
+    def _block(
         self,
+        ctx: UnitContext,
         run_id: str | None,
-        step: dict[str, Any],
+        steps: list[dict[str, Any]],
         scope: dict[str, Any],
-        journal: dict[tuple[str, int], Any],
+        results: list[StepResult],
+    ) -> tuple[str, str | None, str | None]:
+        """Run a list of steps: ``("ok" | "failed" | "blocked" | "interrupted", error,
+        kind)``."""
+        for step in steps:
+            if self.cancel.is_set():
+                return "interrupted", None, "interrupted"
+            if "use" in step:
+                res = self._action_step(ctx, run_id, step, scope)
+                taken = "else" if res.status == "skipped" else None
+            else:
+                res, taken = self._branch_step(ctx, run_id, step, scope)
+            results.append(res)
+            scope["steps"][res.id] = {"output": res.output, "status": res.status, "error": res.error}
+            if res.status == "interrupted" or res.kind == "interrupted":
+                return "interrupted", f"step {res.id}: {res.error}" if res.error else None, "interrupted"
+            if res.status == "failed" and step.get("on_error", "stop") == "stop":
+                kind = res.kind or "permanent"
+                return ("blocked" if kind == "blocked" else "failed"), f"step {res.id}: {res.error}", kind
+            for label, sub, _ in branches(step):
+                if label == taken and isinstance(sub, list):
+                    outcome = self._block(ctx, run_id, sub, scope, results)
+                    if outcome[0] != "ok":
+                        return outcome
+                else:
+                    self._skip(sub, scope, results)
+        return "ok", None, None
+
+    def _skip(self, steps: Any, scope: dict[str, Any], results: list[StepResult]) -> None:
+        """Steps of a branch not taken: in scope and in the report as skipped."""
+        for step, _ptr, _path in walk_steps(steps):
+            kind = step.get("use") or ("switch" if "switch" in step else "if")
+            scope["steps"][step["id"]] = {"output": None, "status": "skipped", "error": None}
+            results.append(StepResult(step["id"], kind, "skipped"))
+
+    def _branch_step(
+        self, ctx: UnitContext, run_id: str | None, step: dict[str, Any], scope: dict[str, Any]
+    ) -> tuple[StepResult, str | None]:
+        """Decide which branch runs (journaled, so a resume takes the same one)."""
+        sid = step["id"]
+        kind = "switch" if "switch" in step else "if"
+        unit = Unit(sid, SINGLE, kind, {})
+        prev = ctx.journal.get((sid, SINGLE))
+        try:
+            if prev is not None and prev["status"] == "succeeded":
+                label, public = loads(prev["inputs"])
+            else:
+                label, public = self._choose(step, scope)
+                _journal(ctx, run_id, unit, "succeeded", inputs=[label, public], output={"branch": public})
+        except LeaseLost as exc:
+            return StepResult(sid, kind, "interrupted", error=str(exc), kind="interrupted"), None
+        except ConnectorError as exc:
+            _journal(ctx, run_id, unit, "failed", error=str(exc))
+            return StepResult(sid, kind, "failed", error=str(exc), kind="permanent"), None
+        return StepResult(sid, kind, "succeeded", {"branch": public}), label
+
+    @staticmethod
+    def _choose(step: dict[str, Any], scope: dict[str, Any]) -> tuple[str | None, str | None]:
+        """``(branch label, branch name shown as output)``."""
+        if "switch" in step:
+            value = _case_text(expressions.evaluate(step["switch"], scope))
+            for key in step.get("cases") or {}:
+                if _case_text(key) == value:
+                    return f"case {key}", str(key)
+            return ("default", "default") if "default" in step else (None, None)
+        if expressions.evaluate(step["if"], scope):
+            return "then", "then"
+        return ("else", "else") if "else" in step else (None, None)
+
+    def _action_step(
+        self, ctx: UnitContext, run_id: str | None, step: dict[str, Any], scope: dict[str, Any]
     ) -> StepResult:
         sid, action = step["id"], step["use"]
+        unit = Unit(sid, SINGLE, action, {}, RetryPolicy.from_step(step.get("retry")), step.get("timeout"))
         try:
             if "if" in step and not expressions.evaluate(step["if"], scope):
-                self._journal(run_id, sid, SINGLE, action, "skipped")
+                _journal(ctx, run_id, unit, "skipped")
                 return StepResult(sid, action, "skipped")
             if "foreach" in step:
-                return self._foreach(run_id, step, scope, journal)
-            inputs = expressions.render(step.get("with") or {}, scope)
+                return self._foreach(ctx, run_id, step, scope, unit)
+            unit.inputs = expressions.render(step.get("with") or {}, scope)
+        except LeaseLost as exc:
+            return StepResult(sid, action, "interrupted", error=str(exc), kind="interrupted")
         except ConnectorError as exc:
-            self._journal(run_id, sid, SINGLE, action, "failed", error=str(exc))
+            _journal(ctx, run_id, unit, "failed", error=str(exc))
             return StepResult(sid, action, "failed", error=str(exc), kind="permanent")
-        unit = Unit(sid, SINGLE, action, inputs)
-        _, output, error = next(self.executor.run([unit], self._runner(run_id, journal), 1))
+        fn = functools.partial(run_unit, ctx, run_id)
+        _, result, error = next(self.executor.run([unit], fn, 1))
+        if isinstance(error, (Interrupted, LeaseLost)):
+            return StepResult(sid, action, "interrupted", error=str(error), kind="interrupted")
         if error is not None:
             return StepResult(sid, action, "failed", error=_message(error), kind=failure_kind(error))
-        out, reqs = output
-        return StepResult(sid, action, "succeeded", out, requests=reqs)
+        return StepResult(
+            sid, action, "succeeded", result.output, requests=result.requests, retries=result.tries - 1
+        )
 
     def _foreach(
-        self,
-        run_id: str | None,
-        step: dict[str, Any],
-        scope: dict[str, Any],
-        journal: dict[tuple[str, int], Any],
+        self, ctx: UnitContext, run_id: str | None, step: dict[str, Any], scope: dict[str, Any], base: Unit
     ) -> StepResult:
         sid, action = step["id"], step["use"]
         items = expressions.evaluate(step["foreach"], scope)
         if not isinstance(items, list):
             raise InputError(f"foreach {step['foreach']!r} gave {type(items).__name__}, not a list")
+        labels = item_labels(step, self.origins, len(items))
         units: list[Unit] = []
         failures: dict[int, str] = {}
         kinds: list[str] = []
         for i, item in enumerate(items):
+            unit = Unit(sid, i, action, {}, base.retry, base.timeout, labels[i])
             try:
-                inputs = expressions.render(step.get("with") or {}, {**scope, "item": item, "index": i})
+                unit.inputs = expressions.render(step.get("with") or {}, {**scope, "item": item, "index": i})
             except ConnectorError as exc:
                 failures[i] = str(exc)
                 kinds.append("permanent")
-                self._journal(run_id, sid, i, action, "failed", error=str(exc))
+                _journal(ctx, run_id, unit, "failed", error=str(exc))
                 continue
-            units.append(Unit(sid, i, action, inputs))
+            units.append(unit)
         outputs: list[Any] = [None] * len(items)
+        tries: dict[int, int] = {}
         requests: list[dict[str, Any]] = []
-        bar = _Progress(sid, len(items), self.progress)
+        bar = self._progress(sid, len(items), self._concurrency(step))
         for _ in failures:
-            bar.step()
+            bar.advance(failed=True) if bar else None
         stop = threading.Event()  # start no further items
         stop_on_error = step.get("on_error", "stop") == "stop"
-        runner = self._runner(run_id, journal)
+        fn = functools.partial(start_unit, ctx, run_id, stop)
         skipped: set[int] = set()
-
-        def guarded(unit: Unit) -> tuple[Any, list[dict[str, Any]]]:
-            if stop.is_set():
-                raise _NotStarted
-            return runner(unit)
-
+        cut: str | None = None  # why items were left for later: the run stops, or its lease was lost
         try:
-            for unit, output, failure in self.executor.run(units, guarded, self._concurrency(step)):
-                bar.step()
+            for unit, result, failure in self.executor.run(units, fn, self._concurrency(step)):
                 if isinstance(failure, _NotStarted):
                     skipped.add(unit.item)
+                elif isinstance(failure, (Interrupted, LeaseLost)):
+                    skipped.add(unit.item)
+                    cut = cut or str(failure)
+                    stop.set()
                 elif failure is not None:
                     failures[unit.item] = _message(failure)
                     kinds.append(failure_kind(failure))
+                    tries[unit.item] = getattr(failure, "tries", 1)
                     if stop_on_error or kinds[-1] == "interrupted":
                         stop.set()  # start no further items; running ones finish
                 else:
-                    outputs[unit.item], reqs = output
-                    requests.extend(reqs)
+                    outputs[unit.item] = result.output
+                    tries[unit.item] = result.tries
+                    requests.extend(result.requests)
+                if bar is not None and not isinstance(failure, _NotStarted):
+                    bar.advance(failed=failure is not None, retries=max(0, tries.get(unit.item, 1) - 1))
         finally:
-            bar.close()
-        item_report = [
-            {
-                "item": i,
-                "status": "failed" if i in failures else "not started" if i in skipped else "succeeded",
-                **({"error": failures[i]} if i in failures else {}),
-            }
-            for i in range(len(items))
-        ]
+            if bar is not None:
+                bar.close()
+        if skipped and self.cancel.is_set():
+            cut = cut or "the run was stopped"
+        report = [self._item_report(i, labels[i], failures, skipped, tries) for i in range(len(items))]
+        retries = sum(max(0, n - 1) for n in tries.values())
         if failures:
             first = min(failures)
-            msg = f"{len(failures)} of {len(items)} items failed; item {first}: {failures[first]}"
-            return StepResult(sid, action, "failed", outputs, msg, item_report, requests, worst(kinds))
-        return StepResult(sid, action, "succeeded", outputs, None, item_report, requests)
+            msg = f"{len(failures)} of {len(items)} items failed; {labels[first]}: {failures[first]}"
+            kind = worst([*kinds, *(["interrupted"] if cut else [])])
+            return StepResult(sid, action, "failed", outputs, msg, report, requests, retries, kind)
+        if cut:
+            msg = f"{len(skipped)} of {len(items)} items not run: interrupted ({_short(cut)})"
+            return StepResult(
+                sid, action, "interrupted", outputs, msg, report, requests, retries, "interrupted"
+            )
+        return StepResult(sid, action, "succeeded", outputs, None, report, requests, retries)
+
+    @staticmethod
+    def _item_report(
+        i: int, label: str, failures: dict[int, str], skipped: set[int], tries: dict[int, int]
+    ) -> dict[str, Any]:
+        status = "failed" if i in failures else "not started" if i in skipped else "succeeded"
+        entry: dict[str, Any] = {"item": i, "status": status}
+        if not label.startswith("item "):
+            entry["source"] = label
+        if i in failures:
+            entry["error"] = failures[i]
+        if tries.get(i, 1) > 1:
+            entry["tries"] = tries[i]
+        return entry
+
+    def _progress(self, label: str, total: int, concurrency: int = 1) -> Progress | None:
+        if not self.progress or total <= 1:
+            return None
+        client = self.conn.client if not self.conn.dry_run else None
+        return Progress(
+            label,
+            total,
+            pacer=client.pacer if client is not None else None,
+            sent=(lambda: client.requests_sent) if client is not None else None,
+            interval=float(os.environ.get("WILLO_PROGRESS_INTERVAL") or 5),
+            concurrency=concurrency,
+        )
 
     def _concurrency(self, step: dict[str, Any]) -> int:
         """The step's concurrency, capped by ``WILLO_MAX_CONCURRENCY`` and by cassettes
@@ -455,90 +999,8 @@ class Runner:
             wanted = min(wanted, int(cap))
         return 1 if self.conn.serial else wanted
 
-    # ------------------------------------------------------------------ one unit
 
-    def _cancelled(self) -> bool:
-        return self.cancel is not None and self.cancel.is_set()
-
-    def _journal(self, run_id: str | None, step: str, item: int, action: str, status: str, **kw: Any) -> None:
-        if self.store is not None and run_id is not None:
-            leases, resource = self.store.leases, run_resource(run_id)
-            self.store.mark_unit(
-                run_id, step, item, action, status, guard=lambda db: leases.check(resource, db), **kw
-            )
-
-    def _runner(
-        self, run_id: str | None, journal: dict[tuple[str, int], Any]
-    ) -> Callable[[Unit], tuple[Any, list[dict[str, Any]]]]:
-        def run(unit: Unit) -> tuple[Any, list[dict[str, Any]]]:
-            where = _where(unit.step, unit.item)
-            if self._cancelled():
-                raise Interrupted(f"{where}: not started: the run was stopped (it resumes later)")
-            prev = journal.get((unit.step, unit.item))
-            manifest = self.conn.catalog.get(unit.action, "action")
-            if prev is not None and prev["status"] == "succeeded":
-                return loads(prev["output"]), []
-            if prev is not None and prev["status"] in SETTLEABLE:
-                kept = loads(prev["inputs"]) or unit.inputs
-                landed = self._settle_on_resume(run_id, unit, manifest, prev, kept)
-                if landed is not _SEND:
-                    self._journal(run_id, unit.step, unit.item, unit.action, "succeeded", output=landed)
-                    return landed, []
-                unit.inputs = kept  # what was (perhaps) sent is what is sent again
-            self._journal(run_id, unit.step, unit.item, unit.action, "sending", inputs=unit.inputs)
-            try:
-                call = self.conn.call(unit.action, unit.inputs)
-            except Exception as exc:
-                how = landing(exc, manifest)
-                if how == "sent":
-                    status, output = "sent", getattr(exc, "output", None)
-                else:
-                    status, output = ("ambiguous" if how == "ambiguous" else "failed"), None
-                self._journal(
-                    run_id, unit.step, unit.item, unit.action, status, output=output, error=_message(exc)
-                )
-                raise
-            self._journal(run_id, unit.step, unit.item, unit.action, "succeeded", output=call.output)
-            return call.output, call.requests
-
-        return run
-
-    def _settle_on_resume(
-        self, run_id: str | None, unit: Unit, manifest: Manifest, prev: Any, kept: dict[str, Any]
-    ) -> Any:
-        """The output of a unit that may have been sent, found without resending it;
-        or ``_SEND`` when it surely did not land (the lookup says so) or the action is
-        idempotent. Raises :class:`Blocked` when only an operator can tell."""
-        where = _where(unit.step, unit.item)
-        status = prev["status"]
-        if status == "sent":
-            output = loads(prev["output"])
-            if output is not None:
-                try:
-                    self.conn.check_output(manifest, output)
-                except ConnectorError as exc:
-                    raise Blocked(
-                        f"{where}: {unit.action} was sent (Willo answered 2xx) but its output was "
-                        f"refused: {exc}; not resent. {_how_to_settle(run_id, unit)}, or allow the "
-                        "output (WILLO_SCHEMA_MODE=warn) and resume"
-                    ) from None
-                return manifest.numbers(output)
-        landed = reconcile(self.conn, manifest, kept, where)
-        if landed is not None:
-            return landed
-        has_lookup = manifest.data.get("reconcile") is not None
-        if status == "sent" or (not manifest.idempotent and not has_lookup):
-            cause = prev["error"] or "the process stopped while sending"
-            what = "was sent (Willo answered 2xx)" if status == "sent" else "may have been sent"
-            found = "the reconcile lookup does not find it" if has_lookup else "it has no reconcile lookup"
-            raise Blocked(
-                f"{where}: {unit.action} {what} ({_short(cause)}) and {found}; not resent. "
-                f"Check Willo, then {_how_to_settle(run_id, unit)}"
-            )
-        return _SEND
-
-
-# ---------------------------------------------------------------------- leases and lookups
+# --------------------------------------------------------------------------- leases
 
 
 def run_resource(run_id: str) -> str:
@@ -549,8 +1011,6 @@ def take_run(store: StateStore, run_id: str) -> None:
     """Hold ``run_id``'s lease, or raise :class:`RunBusy` naming the live holder."""
     if store.leases.acquire(run_resource(run_id)):
         return
-    import time
-
     holders = [h for h in store.leases.holders(run_resource(run_id)) if h.owner != store.leases.owner]
     who = holders[0].describe(time.time()) if holders else "another process"
     raise RunBusy(f"run {run_id} is being run by another process ({who}); not resumed")
@@ -560,41 +1020,7 @@ def run_is_live(store: StateStore, run_id: str) -> bool:
     return bool(store.leases.holders(run_resource(run_id)))
 
 
-def reconcile(conn: Connector, manifest: Manifest, inputs: dict[str, Any], where: str) -> Any:
-    """What the manifest's ``reconcile`` lookup finds for ``inputs``, or None (also
-    when the manifest has none)."""
-    spec = manifest.data.get("reconcile")
-    if spec is None:
-        return None
-    scope = {"input": inputs}
-    lookup = expressions.render(spec["with"], scope, omit_undefined=True)
-    match = expressions.render(spec["match"], scope, omit_undefined=True)
-    found = conn.call(spec["action"], {**lookup, "all": True}).output
-    for item in found.get("results", []):
-        if all(str(item.get(k, "")).casefold() == str(v).casefold() for k, v in match.items()):
-            log.info("%s: %s had landed; not resent", where, manifest.id)
-            return item
-    return None
-
-
-def _where(step: str, item: int) -> str:
-    return f"step {step}" + (f" item {item}" if item != SINGLE else "")
-
-
-def _how_to_settle(run_id: str | None, unit: Unit) -> str:
-    item = f" --item {unit.item}" if unit.item != SINGLE else ""
-    base = f"willo-connector runs resolve {run_id or 'RUN'} --step {unit.step}{item}"
-    return f"settle it with `{base} --sent` (or `--not-sent`) and resume"
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------- operators settle units
-
-
-SETTLEABLE = ("sending", "ambiguous", "sent")
+# --------------------------------------------------------------------------- operators settle units
 
 
 def settle(
@@ -634,7 +1060,7 @@ def settle(
     elif item != SINGLE and SINGLE in in_step:
         raise InputError(f"step {step} is not a foreach step: leave out --item")
     row = in_step.get(item)
-    where = _where(step, item)
+    where = _place(step, item)
     if row is None:
         raise InputError(f"run {run_id}: {where} was never started; nothing to settle")
     if row["status"] not in SETTLEABLE:
@@ -690,23 +1116,33 @@ def summarize(output: Any) -> str:
     if isinstance(output, list):
         return f"{len(output)} items"
     if isinstance(output, dict):
-        keep = {k: output[k] for k in ("key", "title", "email", "name", "stage", "count") if k in output}
+        keep = {
+            k: output[k]
+            for k in ("key", "title", "email", "name", "stage", "count", "status", "branch")
+            if k in output
+        }
         if "participant" in output and isinstance(output["participant"], dict):
             keep = {"participant": output["participant"].get("key"), "created": output.get("created")}
-        return json.dumps(keep or output)[:120]
-    return json.dumps(output)[:120] if output is not None else ""
+        return redaction.scrub(json.dumps(keep or output)[:120])
+    return redaction.scrub(json.dumps(output)[:120]) if output is not None else ""
 
 
 __all__ = [
+    "KINDS",
     "Blocked",
     "Executor",
     "Interrupted",
+    "RetryPolicy",
     "RunBusy",
     "RunResult",
     "Runner",
     "StepResult",
     "Unit",
+    "UnitContext",
     "failure_kind",
+    "retry_kind",
+    "run_unit",
     "settle",
+    "settle_pending",
     "summarize",
 ]

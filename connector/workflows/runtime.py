@@ -10,14 +10,17 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.catalog import drift, schemas
 from connector.catalog.index import Catalog, Manifest, get_catalog
 from connector.catalog.plugins import PluginHost, get_host, handler_map
 from connector.errors import ActionError, ConfigError, ConnectorError, InputError, OutputError, PluginError
-from connector.http.client import Settings, WilloClient
+from connector.http.client import Settings, WilloClient, redact_body, redact_headers
 from connector.workflows import expressions
+
+if TYPE_CHECKING:
+    from connector.http.outbound import Outbound
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,23 @@ def check_inputs(manifest: Manifest, inputs: Mapping[str, Any]) -> None:
         raise InputError(f"{manifest.id}: input " + "; ".join(problems))
 
 
+def idempotent_for(manifest: Manifest, inputs: Mapping[str, Any]) -> bool:
+    """May a retry resend this call after a failure that may have landed? The
+    manifest's ``idempotent_when`` decides for these inputs, else ``idempotent``."""
+    when = manifest.data.get("idempotent_when")
+    if isinstance(when, str):
+        return bool(expressions.evaluate(when, {"input": dict(inputs)}))
+    return manifest.idempotent
+
+
 class ActionContext:
     """What a handler receives as ``client`` (a :class:`connector.sdk.Client`): raw
-    requests, paged lists and other actions."""
+    requests, paged lists, other actions, and outbound HTTP to other hosts (``http``)."""
 
-    def __init__(self, connector: Connector, manifest: Manifest):
+    def __init__(self, connector: Connector, manifest: Manifest, idempotent: bool | None = None):
         self._connector = connector
         self.manifest = manifest
+        self.idempotent = manifest.idempotent if idempotent is None else idempotent
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         kwargs.setdefault("manifest", self.manifest.data)
@@ -59,6 +72,13 @@ class ActionContext:
     def paginate(self, method: str, path: str, **kwargs: Any) -> list[Any]:
         kwargs.setdefault("manifest", self.manifest.data)
         return self._connector.client.paginate(method, path, **kwargs)
+
+    def http(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        """One request to any HTTP(S) URL, without the Willo key (see
+        :class:`~connector.http.outbound.Outbound`); status, headers, json or text."""
+        kwargs.setdefault("manifest", self.manifest.data)
+        kwargs.setdefault("idempotent", self.idempotent)
+        return self._connector.outbound.request(method, url, **kwargs)
 
     def call(self, action_id: str, inputs: Mapping[str, Any]) -> Any:
         return self._connector.call(action_id, inputs).output
@@ -86,6 +106,7 @@ class Connector:
         self.serial = False  # True while a cassette answers: one request at a time
         self._settings = settings
         self._client = client
+        self._outbound: Outbound | None = None
         self._handlers: dict[str, tuple[str, Callable[..., Any]]] | None = None
         self._pollers: dict[str, tuple[str, Callable[..., Any]]] | None = None
         self.schema_mode = schema_mode or os.environ.get("WILLO_SCHEMA_MODE", "warn")
@@ -104,6 +125,21 @@ class Connector:
                 dry_run=self.dry_run,
             )
         return self._client
+
+    @property
+    def outbound(self) -> Outbound:
+        """The client of ``http.request``: its own session, never the Willo key."""
+        if self._outbound is None:
+            from connector.http.outbound import Outbound
+
+            settings = self._settings or self.client.settings
+            self._outbound = Outbound(
+                settings,
+                prepare=self._prepare,
+                forbidden=lambda: (self.client.settings.api_key,),
+                dry_run=self.dry_run,
+            )
+        return self._outbound
 
     def _prepare(self, manifest: Mapping[str, Any], request: dict[str, Any]) -> None:
         self.host.call_quietly("prepare_request", manifest=manifest, request=request)
@@ -155,7 +191,12 @@ class Connector:
         if manifest.handler:
             plugin, fn = self.plugin_handler(manifest)
             output = self.run_plugin_code(
-                manifest, plugin, "handler", fn, inputs, ActionContext(self, manifest)
+                manifest,
+                plugin,
+                "handler",
+                fn,
+                inputs,
+                ActionContext(self, manifest, idempotent_for(manifest, inputs)),
             )
             check_returned(manifest, plugin, output)
         else:
@@ -222,7 +263,10 @@ class Connector:
                 )
             )
         else:
-            sent.append({"handler": manifest.handler, "inputs": dict(inputs)})
+            shown = redact_body(dict(inputs))
+            if isinstance(shown.get("headers"), dict):
+                shown["headers"] = redact_headers(shown["headers"])
+            sent.append({"handler": manifest.handler, "inputs": shown})
         return Call(manifest.id, manifest.data["sample"], sent, dry_run=True)
 
     def check_output(self, manifest: Manifest, output: Any) -> None:
