@@ -11,6 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ALL = [
     "bench_startup",
     "bench_call",
+    "bench_read",
+    "bench_foreach",
+    "bench_backfill",
     "bench_sandbox",
     "bench_poll",
     "bench_webhook_ingest",

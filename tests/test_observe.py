@@ -630,3 +630,22 @@ def test_serve_answers_probes_on_both_ports_counts_its_work_and_logs_only_json(
     )
     assert run["trigger"] == "willo.new_response" and isinstance(run["event_id"], int)
     assert "chat-secret-path" not in err
+
+
+def test_poll_logs_each_emitted_event_with_its_id(sandbox, tmp_path: Path) -> None:
+    from tests.test_triggers import invite
+
+    run = CliRunner()
+    assert run.invoke(main, ["poll", "willo.new_participant", "--once"]).exit_code == 0
+    invite(sandbox, "first@example.com")
+    invite(sandbox, "second@example.com")
+    r = run.invoke(main, ["--log-format", "json", "-v", "poll", "willo.new_participant", "--once", "--json"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+    emitted = [e for e in lines if " emitted: " in e["message"]]
+    store = StateStore(tmp_path / "state")
+    ids = [row[0] for row in store.query("SELECT id FROM events ORDER BY id")]
+    assert [e["event_id"] for e in emitted] == ids and len(ids) == 2
+    assert all(e["trigger"] == "willo.new_participant" for e in emitted)
+    done = [e for e in lines if e["message"].startswith("event ") and e["message"].endswith(" done")]
+    assert [e["event_id"] for e in done] == ids

@@ -7,13 +7,14 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, json_option, parse_inputs, say
+from connector.cli.common import clean_json, emit_json, json_option, parse_inputs, say
 from connector.cli.run_cmd import state_dir_option
 
 log = logging.getLogger("connector.cli")
@@ -108,7 +109,7 @@ def _polled_recently(store: Any, ledger: str, interval: float) -> Any:
 
 def _print_event(trigger: str, event: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(event, separators=(",", ":")))
+        click.echo(clean_json(json.dumps(event, separators=(",", ":"))))
         return
     data = event.get("data") if isinstance(event.get("data"), dict) else event
     who = data.get("participant", data) if isinstance(data, dict) else {}
@@ -181,10 +182,17 @@ def poll(
         run_handler = workflow_handler(conn, store, workflows) if workflows else None
 
         def handle(trigger: str, payload: dict[str, Any], event: dict[str, Any]) -> str | None:
-            _print_event(trigger, payload, as_json)
+            if as_json and "payload_json" in event:  # stored as compact JSON: printed as is
+                sys.stdout.write(clean_json(event["payload_json"]) + "\n")
+            else:
+                _print_event(trigger, payload, as_json)
             return run_handler(trigger, payload, event) if run_handler else None
 
-        dispatcher = Dispatcher(conn, store, "poll", handle)
+        # what was printed reaches stdout before its events are marked dispatched; events
+        # only printed are quick, and claimed (and settled) in larger batches
+        dispatcher = Dispatcher(
+            conn, store, "poll", handle, before_settle=sys.stdout.flush, batch=32 if workflows else 256
+        )
         requeue_interrupted(store, "poll")
         requeue_parked(store, "poll")  # parked by an outage: tried again at each start
         if service is not None:

@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -517,27 +517,25 @@ class WilloClient(Transport):
     def scrub(self, text: str) -> str:
         return redaction.scrub(text)
 
-    def paginate(
+    def pages(
         self,
         method: str,
         path: str,
         *,
         params: Mapping[str, Any] | None = None,
-        items: str = "results",
         next_field: str = "next",
         manifest: Mapping[str, Any] | None = None,
-        limit: int | None = None,
-    ) -> list[Any]:
-        """Every item of a paged list, following ``next`` links on the same host; a
-        link already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
-        found: list[Any] = []
+    ) -> Iterator[Any]:
+        """Each page of a paged list as it arrives, following ``next`` links on the same
+        host (a generator: the next page is asked for when this one is done with); a link
+        already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
         seen = {full_url(self.url(path), params)}
         page = self.request(method, path, params=params, manifest=manifest)
         while True:
-            found.extend(page.get(items) or [])
-            nxt = page.get(next_field)
-            if not nxt or (limit is not None and len(found) >= limit):
-                return found
+            nxt = page.get(next_field) if isinstance(page, dict) else None
+            yield page
+            if not nxt:
+                return
             link = self._rebase(urljoin(self.url(path), str(nxt)))
             if full_url(link, None) in seen:
                 raise WilloError(
@@ -553,6 +551,25 @@ class WilloClient(Transport):
                 )
             seen.add(full_url(link, None))
             page = self.request(method, link, manifest=manifest)
+
+    def paginate(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        items: str = "results",
+        next_field: str = "next",
+        manifest: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """Every item of a paged list (see :meth:`pages`), in one list."""
+        found: list[Any] = []
+        for page in self.pages(method, path, params=params, next_field=next_field, manifest=manifest):
+            found.extend(page.get(items) or [])
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
     def _rebase(self, url: str) -> str:
         """A ``next`` link as a URL on the configured base: the key goes nowhere else.

@@ -74,16 +74,19 @@ def claim(store: StateStore, source: str, trigger: str | None = None, limit: int
     lease: concurrent claimers never share one."""
     leases = store.leases
     with store.tx() as db:
-        sql = "SELECT * FROM events WHERE source = ? AND status = 'queued' AND next_at <= ?"
+        # walked in id order on its index, stopping at `limit`: a claim is bounded by
+        # what it takes, not by the length of the queue
+        sql = (
+            "SELECT * FROM events INDEXED BY events_queue"
+            " WHERE source = ? AND status = 'queued' AND next_at <= ?"
+        )
         args: tuple[Any, ...] = (source, time.time())
         if trigger is not None:
             sql += " AND trigger = ?"
             args += (trigger,)
-        rows = [
-            row
-            for row in db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-            if leases.acquire(event_resource(row["id"]), db=db)
-        ]
+        found = db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        taken = leases.acquire_many([event_resource(row["id"]) for row in found], db=db)
+        rows = [row for row in found if event_resource(row["id"]) in taken]
         db.executemany(
             "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id = ?",
             [(row["id"],) for row in rows],
@@ -92,6 +95,7 @@ def claim(store: StateStore, source: str, trigger: str | None = None, limit: int
     for row in rows:
         event = dict(row)
         event["attempts"] += 1
+        event["payload_json"] = row["payload"]  # as stored: compact JSON (for printing as is)
         event["payload"] = loads(row["payload"])
         events.append(event)
     return events
@@ -188,6 +192,7 @@ class Dispatcher:
         max_attempts: int | None = None,
         batch: int = 32,
         cancel: threading.Event | None = None,
+        before_settle: Callable[[], None] | None = None,
     ):
         self.conn = conn
         self.store = store
@@ -200,6 +205,9 @@ class Dispatcher:
         self.backoff = backoff
         self.batch = batch
         self.cancel = cancel  # set: claimed events not yet started go back to the queue
+        # called before handled events are marked dispatched (e.g. to flush what a
+        # handler printed: a crash after the mark must not lose what was "delivered")
+        self.before_settle = before_settle
         self._next_sweep = 0.0
 
     def one(self, trigger: str | None = None) -> int:
@@ -230,17 +238,22 @@ class Dispatcher:
             if run_id is None:
                 quiet.append(event["id"])
             else:
+                self._settling()
                 finish(self.store, event["id"], "dispatched", run_id=str(run_id))
         if quiet:
+            self._settling()
             with self.store.tx() as db:
                 db.executemany(
                     "UPDATE events SET status = 'dispatched', error = NULL, failure = NULL,"
                     " failing_since = NULL WHERE id = ?",
                     [(i,) for i in quiet],
                 )
-                for i in quiet:
-                    self.store.leases.release(event_resource(i), db=db)
+                self.store.leases.release_many([event_resource(i) for i in quiet], db=db)
         return len(events)
+
+    def _settling(self) -> None:
+        if self.before_settle is not None:
+            self.before_settle()
 
     def _sweep(self) -> None:
         """Now and then, take back the events of dispatchers that died meanwhile."""

@@ -283,16 +283,21 @@ def _journal(ctx: UnitContext, run_id: str | None, unit: Unit, status: str, **kw
     """Journal a unit, fenced by the run's lease (:class:`LeaseLost` if another process
     took the run over: nothing is written)."""
     if ctx.store is not None and run_id is not None:
-        leases, resource = ctx.store.leases, run_resource(run_id)
         ctx.store.mark_unit(
-            run_id,
-            unit.step,
-            unit.item,
-            unit.action,
-            status,
-            guard=lambda db: leases.check(resource, db),
-            **kw,
+            run_id, unit.step, unit.item, unit.action, status, guard=_fence(ctx.store, run_id), **kw
         )
+
+
+def _fence(store: StateStore, run_id: str) -> Callable[[Any], None]:
+    """The run's lease check before a journal write; rows of one run written in one
+    transaction (group commit) are fenced once (its ``key``)."""
+    leases, resource = store.leases, run_resource(run_id)
+
+    def check(db: Any) -> None:
+        leases.check(resource, db)
+
+    check.key = (id(store), resource)  # type: ignore[attr-defined]
+    return check
 
 
 def _journaled_inputs(prev: Any, fresh: dict[str, Any]) -> dict[str, Any]:
