@@ -1,6 +1,6 @@
 """Container health check: exit 0 when willo-connector's /ready answers 200, else 1.
 
-``WILLO_PROBE_URL`` is where its probes answer (default http://127.0.0.1:8780); the
+``WILLO_PROBE_URL`` is where its probes answer (default http://127.0.0.1:9180); the
 first argument, when given, is the path (default /ready; /health for liveness).
 Proxy settings are ignored: the probes are on loopback."""
 
@@ -9,7 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 
-base = os.environ.get("WILLO_PROBE_URL", "http://127.0.0.1:8780").rstrip("/")
+base = os.environ.get("WILLO_PROBE_URL", "http://127.0.0.1:9180").rstrip("/")
 path = sys.argv[1] if len(sys.argv) > 1 else "/ready"
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 try:

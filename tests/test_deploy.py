@@ -38,7 +38,6 @@ def instructions(text: str) -> list[tuple[str, str]]:
 
 def test_dockerfile_follows_the_rules_a_linter_would_check() -> None:
     steps = instructions((DEPLOY / "Dockerfile").read_text())
-    words = [w for w, _ in steps]
     final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
     for word, rest in steps:
         if word == "FROM":  # DL3006/DL3007: a tagged base, never latest
@@ -63,7 +62,10 @@ def test_dockerfile_follows_the_rules_a_linter_would_check() -> None:
     assert state and json.loads(dict(final)["VOLUME"]) == [state.group(1)], "state lives on the volume"
     health = dict(final)["HEALTHCHECK"]
     assert "/ready" in health and "--timeout=" in health and "CMD [" in health
-    assert "WILLO_PROBE_URL=http://127.0.0.1:8780" in env and "EXPOSE" in words
+    probe = re.search(r"WILLO_PROBE_URL=http://127.0.0.1:(\d+)", env)
+    cmd = json.loads(dict(final)["CMD"])
+    assert probe and cmd[0] == "serve" and cmd[cmd.index("--metrics-port") + 1] == probe.group(1)
+    assert probe.group(1) in dict(final)["EXPOSE"].split()
     copied = [rest.split()[0] for w, rest in steps if w == "COPY" and not rest.startswith("--from")]
     for src in copied:  # everything it copies exists in the repository
         assert (ROOT / src).exists(), src

@@ -555,9 +555,15 @@ def test_a_line_break_in_a_message_cannot_forge_a_text_line() -> None:
 def test_serve_answers_probes_on_both_ports_counts_its_work_and_logs_only_json(
     sandbox, tmp_path: Path, receiver
 ) -> None:
+    import tempfile
+
     from tests.conftest import EXAMPLES
 
     metrics_port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="sd"))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(folder / "notify"))
+    sock.settimeout(30)
     proc = subprocess.Popen(
         [
             *script(),
@@ -578,6 +584,7 @@ def test_serve_answers_probes_on_both_ports_counts_its_work_and_logs_only_json(
             WILLO_STATE_DIR=str(tmp_path / "state"),
             XDG_CACHE_HOME=str(tmp_path / "cache"),
             WILLO_SECRET_CHAT_WEBHOOK=f"{receiver.url}/hooks/T000/B000/chat-secret-path",
+            NOTIFY_SOCKET=str(folder / "notify"),
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -585,6 +592,7 @@ def test_serve_answers_probes_on_both_ports_counts_its_work_and_logs_only_json(
     )
     base = f"http://127.0.0.1:{metrics_port}"
     try:
+        assert sock.recv(256).decode() == "READY=1\nSTATUS=ready"  # from its own /ready
 
         def ready() -> bool:
             try:
@@ -617,6 +625,7 @@ def test_serve_answers_probes_on_both_ports_counts_its_work_and_logs_only_json(
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
+        sock.close()
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # every line is JSON
     messages = [e["message"] for e in lines]
