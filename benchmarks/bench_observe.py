@@ -8,6 +8,8 @@ load, which swamps a few microseconds end to end, falls on every variant alike):
 - the pieces alone: ``telemetry.inc`` with and without a recorder, ``bind``, a log
   call below the level, one JSON log line formatted.
 
+An API key is registered as a secret, as in a service, so log lines are scrubbed.
+
 Batches of each variant are interleaved; medians of the batches."""
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ def per_call(fn: Callable[[], object], n: int) -> float:
 def main(batches: int = 15, per_batch: int = 200) -> dict[str, float]:
     from werkzeug.test import Client
 
-    from connector import telemetry
+    from connector import redaction, telemetry
     from connector.observe import Probes, metrics, store_writable, wsgi
     from connector.state.store import StateStore
     from connector.triggers.receiver import Inbox, make_app
 
+    redaction.register("sk_bench_observe_0123456789abcdef")  # as a service has: every line is scrubbed
     tmp = Path(tempfile.mkdtemp())
     store = StateStore(tmp / "state")
     recorder = metrics()  # made once; each variant turns it on or off

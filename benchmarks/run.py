@@ -17,6 +17,8 @@ ALL = [
     "bench_sandbox",
     "bench_poll",
     "bench_webhook_ingest",
+    "bench_observe",
+    "bench_retention",
     "bench_bulk_invite",
     "bench_pacing",
     "bench_interop",

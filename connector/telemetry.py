@@ -166,8 +166,8 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exc"] = record.exc_text
-        # each value scrubbed as it is, then the line as JSON escaped it
-        return redaction.scrub(json.dumps(redaction.scrub_value(entry), default=str))
+        # the line as JSON escaped it: the registry holds each secret's JSON-escaped form too
+        return redaction.scrub(json.dumps(entry, default=str))
 
 
 def formatter(kind: str) -> logging.Formatter:
