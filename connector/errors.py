@@ -162,7 +162,7 @@ def field_errors(body: Any) -> tuple[list[str], dict[str, list[str]]]:
             add(at, _text(value))
         elif isinstance(value, dict) and not leaf(value):
             for key, inner in value.items():
-                walk(inner, at if key == NON_FIELD else [*at, _escape(str(key))])
+                walk(inner, at if key == NON_FIELD else [*at, escape(str(key))])
         elif isinstance(value, list):
             for i, inner in enumerate(value):
                 walk(inner, at if leaf(inner) else [*at, str(i)])
@@ -185,8 +185,14 @@ def _text(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
+def escape(token: str) -> str:
+    """One JSON pointer token (RFC 6901): ``~`` and ``/`` escaped."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def pointer(parts: Any) -> str:
+    """The JSON pointer of a path of keys and indexes (``""`` for the root)."""
+    return "".join("/" + escape(str(p)) for p in parts)
 
 
 class BadRequest(WilloError):

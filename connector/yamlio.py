@@ -19,7 +19,10 @@ from yaml.composer import Composer, ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.resolver import Resolver
 
+from connector.errors import escape, pointer
 from connector.limits import MAX_ALIAS_NODES, MAX_DEPTH
+
+__all__ = ["Document", "YamlError", "escape", "load_file", "load_text", "pointer"]
 
 try:  # libyaml's parser is several times faster; the safe constructor is used either way
     from yaml._yaml import CParser as _Parser
@@ -158,14 +161,6 @@ class Document:
 
 class YamlError(Exception):
     """Invalid YAML; ``str()`` is ``file:line: message``."""
-
-
-def escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def pointer(parts: Any) -> str:
-    return "".join("/" + escape(str(p)) for p in parts)
 
 
 def _walk(node: yaml.Node, ptr: str, lines: dict[str, int], seen: set[int]) -> None:

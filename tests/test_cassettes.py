@@ -180,6 +180,80 @@ def test_drift_compare_handles_nullable_and_lists() -> None:
     ]
 
 
+def _record(rng, i: int) -> dict:
+    """A participant-like record, now and then drifted (a field gone, new, or retyped)."""
+    rec = {
+        "key": f"{i:032x}",
+        "email": f"p{i}@example.com",
+        "first_name": rng.choice(["Ada", None]),
+        "score": rng.choice([None, "4.0", 4]),
+        "tags": rng.choice([[], ["a"], [1, "b"]]),
+        "meta": rng.choice([{"n": 1}, {"n": "1"}, {"m": True}, None]),
+    }
+    if rng.random() < 0.1:
+        del rec[rng.choice(list(rec))]
+    if rng.random() < 0.1:
+        rec[rng.choice(["extra", "first_name"])] = rng.choice([1, 2.5, {"x": []}, [{"y": None}]])
+    return rec
+
+
+ITEM = {
+    "type": "object",
+    "required": ["key", "email"],
+    "properties": {
+        "key": {"type": "string"},
+        "email": {"type": "string"},
+        "first_name": {"type": ["string", "null"]},
+        "score": {"anyOf": [{"type": "null"}, {"type": "string"}, {"type": "number"}]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "meta": {"type": ["object", "null"], "properties": {"n": {"type": "integer"}}},
+    },
+}
+PAGE = {
+    "type": "object",
+    "required": ["count", "results"],
+    "properties": {"count": {"type": "integer"}, "results": {"type": "array", "items": ITEM}},
+}
+
+
+def test_drift_per_shape_reports_exactly_what_compare_does() -> None:
+    import random
+
+    rng = random.Random(16)
+    d = drift.Drift(PAGE)
+    for n in range(300):
+        page = {"count": n, "results": [_record(rng, i) for i in range(rng.randint(0, 40))]}
+        assert d.report(page) == drift.compare(PAGE, page)  # the memo warm or cold alike
+        item = page["results"][0] if page["results"] else {}
+        assert d.report(item, "/results/*", ITEM) == drift.compare(ITEM, item, "/results/*")
+    assert 0 < len(d.memo) < 300 * 20  # shapes were remembered, and far fewer than records
+
+
+def test_a_record_shaped_like_one_seen_is_not_compared_again(monkeypatch) -> None:
+    catalog = Connector(settings=Settings.from_env(api_key="k")).catalog
+    manifest = catalog.get("willo.list_participants")
+    sample = manifest.data["sample"]["results"][0]
+    records = [{**sample, "key": f"{i:032x}", "score": "4.0" if i % 3 else None} for i in range(3000)]
+    page = {"count": 3000, "next": None, "previous": None, "results": records}
+    expected = drift.compare(manifest.output_schema, page)
+    d = drift.Drift(manifest.data["output"])
+    compared = []
+    real = drift.compare
+
+    def counting(schema, value, at="", memo=None):
+        compared.append(at)
+        return real(schema, value, at, memo)
+
+    monkeypatch.setattr(drift, "compare", counting)
+    assert d.report(page) == expected
+    assert compared.count("/results/*") == 2  # two shapes among 3,000 records
+    compared.clear()
+    again = {**page, "results": [{**r, "email": "x@example.com"} for r in records[:700]]}
+    assert d.report(again) == expected and compared == []  # a shape of page already seen
+    mixed = {**page, "results": records[1:3] + records[:1]}  # the same shapes, another order
+    assert d.report(mixed) == expected and "/results/*" not in compared
+
+
 def test_readme_explains_re_recording() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "willo-connector record scenarios cassettes/scenarios.yaml --sandbox --out cassettes" in readme

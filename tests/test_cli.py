@@ -53,16 +53,53 @@ def test_version_and_help() -> None:
         assert f"  {cmd} " in r.stdout, cmd
 
 
-def test_help_imports_nothing_heavy() -> None:
+def _imported(args: list[str], env: dict[str, str], roots: tuple[str, ...]) -> list[str]:
+    """The modules under ``roots`` that running the CLI with ``args`` imported."""
     code = (
-        "import sys\nfrom connector.cli import main\nsys.argv=['willo-connector','--help']\n"
+        f"import sys\nfrom connector.cli import main\nsys.argv=['willo-connector', *{args!r}]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('jsonschema','requests','jinja2','werkzeug','urllib3','vcr'))\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {roots!r})\n"
         "print(repr(heavy), file=sys.stderr)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stderr.strip() == "[]"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return eval(out.stderr.strip().splitlines()[-1])  # a list of names
+
+
+HEAVY = ("jsonschema", "requests", "jinja2", "werkzeug", "urllib3", "vcr", "yaml")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["actions"],
+        ["actions", "--json"],
+        ["triggers"],
+        ["show", "willo.get_interview"],
+        ["plugins"],
+    ],
+)
+def test_help_and_listing_commands_import_nothing_heavy(args: list[str], tmp_path: Path) -> None:
+    env = script_env(XDG_CACHE_HOME=str(tmp_path / "c"))
+    _imported(["actions"], env, ())  # the first run ever validates the catalog and caches it
+    assert _imported(args, env, HEAVY) == []
+
+
+def test_a_cold_call_imports_only_what_it_needs(sandbox, tmp_path: Path) -> None:
+    """Valid inputs are settled without jsonschema, ``{{ input.x }}`` without Jinja2, and
+    neither PyYAML nor the "uri"/"date-time" libraries load for a call that needs none."""
+    env = script_env(
+        XDG_CACHE_HOME=str(tmp_path / "c"),
+        WILLO_BASE_URL=sandbox.base_url,
+        WILLO_API_KEY=sandbox.api_key,
+        WILLO_RATE_LIMIT="0",
+    )
+    _imported(["actions"], env, ())
+    roots = ("jsonschema", "jinja2", "yaml", "rfc3986_validator", "rfc3339_validator")
+    args = ["call", "willo.get_interview", "-i", "interview=927982d43d577f03e4877aab073a730e", "--json"]
+    assert _imported(args, env, roots) == []
+    bad = ["call", "willo.create_webhook", "-i", "url=not a url", "-i", 'events=["new_score"]']
+    assert "rfc3986_validator" in _imported(bad, env, roots)  # checked, on first use
 
 
 def test_actions_json_is_the_catalog_and_warm_start_skips_jsonschema(tmp_path: Path) -> None:
@@ -353,3 +390,100 @@ def test_dry_run_redacts_a_webhook_secret() -> None:
     )
     assert r.exit_code == 0, r.stderr
     assert "my-webhook-secret-value" not in r.stdout and '"secret": "***"' in r.stdout
+
+
+# ---------------------------------------------------------------------- streamed lists (issue 16.1)
+
+
+def _bulk(sandbox, n: int, drifted: bool = False) -> None:
+    """``n`` more participants (newest first they come before the demo's five); with
+    ``drifted``, first one with a field the schema does not know (it lands on page 2)."""
+    from connector.sandbox import seed
+
+    with sandbox.store.lock:
+        if drifted:
+            sample = next(iter(sandbox.store.table("participants").values()))
+            sandbox.store.insert("participants", {**sample, "key": "d" * 32, "video_count": 3})
+        seed.bulk(sandbox.store, n, sandbox.base_url + "/")
+
+
+def test_call_all_streams_json_lines(sandbox) -> None:
+    _bulk(sandbox, 60)
+    r = invoke("call", "willo.list_participants", "-i", "all=true", "--jsonl")
+    assert r.exit_code == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(records) == len({p["key"] for p in records}) == 65
+    scores = [p["score"] for p in records if p["score"] is not None]
+    assert scores and all(isinstance(s, (int, float)) for s in scores)  # decimals as numbers
+    r = invoke("call", "willo.list_participants", "-i", "page_size=7", "--jsonl")
+    assert len(r.stdout.splitlines()) == 7  # one page: its records
+    r = invoke("call", "willo.get_interview", "-i", "interview=927982d43d577f03e4877aab073a730e", "--jsonl")
+    assert len(r.stdout.splitlines()) == 1 and json.loads(r.stdout)["title"] == "Backend Engineer"
+    assert invoke("call", "willo.list_languages", "--json", "--jsonl").exit_code == 2
+
+
+def test_call_all_json_is_one_line_off_a_terminal_and_indented_on_one(sandbox, monkeypatch) -> None:
+    from connector.cli import common
+
+    _bulk(sandbox, 40)
+    r = invoke("call", "willo.list_participants", "-i", "all=true", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.count("\n") == 1
+    data = json.loads(r.stdout)
+    assert (
+        list(data) == ["next", "previous", "results", "count"] and data["count"] == len(data["results"]) == 45
+    )
+    monkeypatch.setattr(common, "stdout_is_terminal", lambda: True)
+    for flag in ("--json", None):
+        r = invoke(*filter(None, ("call", "willo.list_participants", "-i", "all=true", flag)))
+        assert r.stdout == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    r = invoke("call", "willo.list_participants", "-i", "all=true", "-i", "email=nobody@example.com")
+    assert (
+        r.stdout == json.dumps({"next": None, "previous": None, "results": [], "count": 0}, indent=2) + "\n"
+    )
+
+
+def test_streamed_pages_are_checked_one_by_one(sandbox) -> None:
+    _bulk(sandbox, 40, drifted=True)
+    r = invoke("call", "willo.list_participants", "-i", "all=true", "--jsonl", WILLO_SCHEMA_MODE="strict")
+    one_line_error(r, "output does not match its schema: /results/*/video_count: appeared (integer)")
+    assert len(r.stdout.splitlines()) == 30  # the first page went out; none of the drifted one
+    r = invoke("call", "willo.list_participants", "-i", "all=true", "--jsonl")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 46
+    assert r.stderr.count("schema drift in willo.list_participants: /results/*/video_count") == 1
+
+
+def test_a_stream_reads_the_next_page_only_when_asked(conn, sandbox) -> None:
+    _bulk(sandbox, 60)
+    stream = conn.stream("willo.list_participants", {"all": True})
+    assert conn.client.requests_sent == 1  # the first page, before anything is given out
+    batches = iter(stream.batches)
+    assert len(next(batches)) == 30 and conn.client.requests_sent == 1
+    assert len(next(batches)) == 30 and conn.client.requests_sent == 2
+    assert len(list(batches)) == 1 and stream.count == 65 and conn.client.requests_sent == 3
+    call = conn.call("willo.list_participants", {"all": True, "status": "completed"})  # the same, held
+    assert call.output["count"] == len(call.output["results"]) == 20 + 4
+
+
+@pytest.mark.subprocess
+def test_a_reader_that_goes_away_ends_the_stream_quietly(sandbox, tmp_path: Path) -> None:
+    _bulk(sandbox, 400)  # 14 pages, more than a pipe holds
+    env = script_env(
+        WILLO_BASE_URL=sandbox.base_url,
+        WILLO_API_KEY=sandbox.api_key,
+        WILLO_RATE_LIMIT="0",
+        XDG_CACHE_HOME=str(tmp_path),
+    )
+    before = sandbox.app.requests_served
+    proc = subprocess.Popen(
+        [*script(), "call", "willo.list_participants", "-i", "all=true", "--jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and json.loads(proc.stdout.readline())["key"]
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.wait(timeout=30) == 141 and err == ""
+    assert sandbox.app.requests_served - before < 14  # it stopped reading

@@ -155,6 +155,19 @@ def test_pagination_follows_next_and_refuses_other_hosts(sandbox) -> None:
         c.request("GET", "https://evil.example/api/integrations/v2/languages/")
 
 
+def test_all_pages_asks_for_the_largest_page_unless_told(sandbox) -> None:
+    for i in range(65):
+        sandbox.store.insert("categories", {"name": f"c{i}"})
+    conn = Connector(settings=Settings.from_env(backoff=0.01, rate="0"))
+    out = conn.call("willo.list_categories", {"all": True}).output
+    assert out["count"] == len(out["results"]) == 68 and conn.client.requests_sent == 3  # 30 a page
+    conn.client.requests_sent = 0
+    assert len(conn.call("willo.list_categories", {"all": True, "page_size": 10}).output["results"]) == 68
+    assert conn.client.requests_sent == 7  # the size asked for is kept
+    dry = Connector(settings=Settings.from_env(), dry_run=True).call("willo.list_categories", {"all": True})
+    assert dry.requests[0]["params"]["page_size"] == 30
+
+
 def test_page_size_is_capped_at_30(sandbox) -> None:
     for i in range(35):
         sandbox.store.insert("categories", {"name": f"c{i}"})

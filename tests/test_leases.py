@@ -193,3 +193,50 @@ def test_the_dispatcher_sweeps_up_a_dead_peers_events_while_running(conn, tmp_pa
     seen: list[str] = []
     d = Dispatcher(conn, second, "webhook", lambda t, p, e: seen.append(p["id"]))
     assert d.one() == 1 and seen == ["evt_b"]  # no restart needed
+
+
+# ---------------------------------------------------------------------- claims in bulk (issue 16.4)
+
+
+def test_acquire_many_answers_as_acquire_does_one_by_one(tmp_path: Path) -> None:
+    a, b, clock = two(tmp_path)
+    b.acquire("event:1")  # b's, live
+    b.acquire("event:2")
+    clock.now += 11  # ... now expired: anyone may take event:2 (and event:1, renewed below)
+    b.acquire("event:1")
+    a.acquire("event:3")  # a's own already: renewed, not refused
+    with a.store.tx() as db:
+        got = a.acquire_many([f"event:{i}" for i in range(1, 6)], db=db)
+    assert got == {"event:2", "event:3", "event:4", "event:5"}
+    assert [h.owner for h in b.holders("event:1")] == [b.owner]
+    for i in (2, 3, 4, 5):
+        assert [h.owner for h in b.holders(f"event:{i}")] == [a.owner]
+    with a.store.tx() as db:
+        a.release_many(["event:2", "event:3"], db=db)
+    assert b.acquire("event:2") and b.acquire("event:3") and not b.acquire("event:4")
+
+
+def test_a_claim_reads_the_queue_in_order_on_its_index_never_sorting_it(tmp_path: Path) -> None:
+    """A claim is bounded by what it takes: the queue is walked in id order on an index
+    (no sort of every queued event per claim), for one trigger or all."""
+    store = StateStore(tmp_path)
+    db = store._conn()
+    base = (
+        "SELECT * FROM events INDEXED BY events_queue WHERE source = ? AND status = 'queued' AND next_at <= ?"
+    )
+    for sql, args in ((base, ("poll", 1.0)), (base + " AND trigger = ?", ("poll", 1.0, "t"))):
+        plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql} ORDER BY id LIMIT 32", args))
+        assert "USING INDEX events_queue" in plan and "TEMP B-TREE" not in plan, plan
+    import inspect
+
+    from connector.triggers import dispatch
+
+    assert "INDEXED BY events_queue" in inspect.getsource(dispatch.claim)  # the claim is that query
+    with store.tx() as tx:
+        tx.executemany(
+            "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
+            " VALUES ('poll', ?, ?, '{}', 'queued', 0)",
+            [("t" if i % 2 else "u", str(i)) for i in range(200)],
+        )
+    assert [e["dedupe"] for e in claim(store, "poll", "t", limit=3)] == ["1", "3", "5"]
+    assert [e["dedupe"] for e in claim(store, "poll", None, limit=3)] == ["0", "2", "4"]

@@ -109,6 +109,17 @@ def test_request_expression_must_name_an_input(tmp_path: Path) -> None:
     assert problems[0].startswith(f"{tmp_path / 'm.yaml'}:20:")
 
 
+def test_pagination_page_size_must_name_an_input_with_a_maximum(tmp_path: Path) -> None:
+    paged = GOOD + "  pagination: {items: results, next: next, page_size: size}\n"
+    problems = validate_text(paged, tmp_path)
+    assert len(problems) == 1 and "/request/pagination/page_size: names input 'size'" in problems[0]
+    sized = paged.replace(
+        "    name: {type: string, description: Who}",
+        "    name: {type: string, description: Who}\n    size: {type: integer, maximum: 30}",
+    )
+    assert validate_text(sized, tmp_path) == []
+
+
 def test_input_must_be_a_valid_json_schema(tmp_path: Path) -> None:
     problems = validate_text(
         GOOD.replace("{type: string, description: Who}", "{type: strin, description: Who}"), tmp_path
@@ -140,6 +151,156 @@ def test_resource_refs_are_inlined() -> None:
     }
     with pytest.raises(KeyError):
         manifests.inline_refs({"$ref": "resource:loop"}, {"loop": {"$ref": "resource:loop"}})
+
+
+# ---------------------------------------------------------------------- proofs of validity (issue 16.6)
+
+
+def _mutants(rng, value, schema, depth=0):
+    """Values near ``value``: retyped, out of bounds, with fields gone or unknown."""
+    pool = [
+        None,
+        True,
+        False,
+        0,
+        1,
+        -1,
+        2.5,
+        1.0,
+        31,
+        10**6,
+        "",
+        "x",
+        "a@b",
+        "no-at",
+        "2026-01-01T00:00:00Z",
+        "https://x.example/a",
+        "not a uri",
+        "0" * 32,
+        "+447700900123",
+        [],
+        ["x"],
+        [1, "a"],
+        {},
+        {"k": 1},
+    ]
+    yield rng.choice(pool)
+    if isinstance(value, dict) and depth < 3:
+        props = (schema or {}).get("properties") or {}
+        out = dict(value)
+        for name in rng.sample(sorted(props), min(len(props), rng.randint(0, 3))):
+            out[name] = next(_mutants(rng, out.get(name), props[name], depth + 1))
+        if out and rng.random() < 0.2:
+            del out[rng.choice(sorted(out))]
+        if rng.random() < 0.1:
+            out["unknown"] = 1
+        yield out
+    if isinstance(value, list) and value:
+        yield [next(_mutants(rng, value[0], (schema or {}).get("items"), depth + 1)), *value[1:]]
+
+
+def _sample(schema, rng):
+    """A value that may satisfy ``schema`` (from its enums, types and bounds)."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type")
+    kind = rng.choice(kind) if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        required = set(schema.get("required") or [])
+        return {k: _sample(s, rng) for k, s in props.items() if k in required or rng.random() < 0.5}
+    if kind == "array":
+        return [_sample(schema.get("items"), rng) for _ in range(rng.randint(0, 2))]
+    if kind == "integer":
+        return rng.randint(schema.get("minimum", 1), schema.get("maximum", 5))
+    if kind == "number":
+        return 2.5
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    fmt = schema.get("format")
+    return {"email": "a@example.com", "uri": "https://x.example/", "date-time": "2026-01-01T00:00:00Z"}.get(
+        fmt, "0" * 32 if "pattern" in schema else "text"
+    )
+
+
+def test_a_proof_of_validity_never_passes_what_jsonschema_refuses() -> None:
+    """Every manifest's input schema, with values near valid ones: whatever the proof
+    passes, jsonschema passes too (the other way, the proof may give up)."""
+    import random
+
+    from connector.catalog.index import get_catalog
+
+    rng = random.Random(16)
+    proven = checked = 0
+    for m in get_catalog().manifests.values():
+        schema = m.data["input"]
+        v = schemas.validator(schema)
+        for _ in range(60):
+            base = _sample(schema, rng)
+            for value in [base, *_mutants(rng, base, schema)]:
+                checked += 1
+                if schemas.proves_valid(value, schema):
+                    proven += 1
+                    assert not list(v.iter_errors(value)), (m.id, value)
+    assert checked > 5000 and proven > checked // 5  # the proof settles many, not only the trivial
+
+
+def test_inputs_of_the_recorded_calls_are_proven_without_jsonschema() -> None:
+    from connector.catalog.index import get_catalog
+
+    inputs = json.loads((Path(__file__).resolve().parent.parent / "cassettes" / "inputs.json").read_text())
+    catalog = get_catalog()
+    proven = [a for a, given in inputs.items() if schemas.proves_valid(given, catalog.get(a).data["input"])]
+    assert len(proven) >= 0.9 * len(inputs), sorted(set(inputs) - set(proven))
+
+
+def test_format_libraries_load_on_first_use_and_check_as_jsonschema_does() -> None:
+    import subprocess
+    import sys
+
+    values = [
+        "https://x.example/a?b=c",
+        "not a uri",
+        "//x",
+        "",
+        "2026-01-01T10:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01t10:00:00z",
+        "10:00:00Z",
+        "25:00:00Z",
+        5,
+    ]
+    code = (
+        "import sys, json\n"
+        "{setup}\n"
+        "from connector.catalog import schemas\n"
+        "c = schemas.FORMAT_CHECKER\n"
+        "def loaded(): return [m for m in ('rfc3986_validator', 'rfc3339_validator') if m in sys.modules]\n"
+        "before = loaded()\n"
+        "verdicts = [[c.conforms(v, f) for v in {values!r}] for f in ('uri', 'uri-reference', 'date-time', 'time')]\n"
+        "print(json.dumps([before, loaded(), verdicts]))\n"
+    )
+    ours = subprocess.run(
+        [sys.executable, "-c", code.format(setup="", values=values)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    theirs = subprocess.run(
+        [sys.executable, "-c", code.format(setup="import jsonschema", values=values)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after, verdicts_ours = json.loads(ours.stdout)
+    theirs_before, _, verdicts_theirs = json.loads(theirs.stdout)
+    assert theirs_before == ["rfc3986_validator", "rfc3339_validator"]  # jsonschema's own import
+    assert before == [] and after == ["rfc3986_validator", "rfc3339_validator"]  # ours: on first use
+    assert verdicts_ours == verdicts_theirs and not all(verdicts_ours[0])
 
 
 def test_a_comma_in_a_flow_mapping_is_an_unknown_keyword_with_its_line(tmp_path: Path) -> None:
@@ -177,3 +338,20 @@ def test_every_shipped_schema_uses_only_known_keywords() -> None:
     for m in cat.manifests.values():
         assert schemas.unknown_keywords(m.input_schema) == [], m.id
         assert schemas.unknown_keywords(m.output_schema) == [], m.id
+
+
+def test_the_date_time_check_answers_as_rfc3339_validator() -> None:
+    """Its calendar check is remembered per date; every verdict must stay the library's."""
+    import itertools
+
+    from rfc3339_validator import validate_rfc3339
+
+    from connector.catalog.schemas import _datetime
+
+    parts = itertools.product(
+        ["0000", "2024", "2026"], ["00", "01", "02", "04", "12", "13"], ["00", "01", "29", "30", "31", "32"],
+        ["00:00:00", "23:59:59", "24:00:00", "10:00:60", "10:00:00.5"], ["Z", "z", "+01:00", "-23:59", ""],
+    )  # fmt: skip
+    values = [f"{y}-{m}-{d}T{t}{z}" for y, m, d, t, z in parts] + ["", "x", "2026-01-01 10:00:00Z"]
+    assert [_datetime(v) for v in values] == [validate_rfc3339(v.upper()) for v in values]
+    assert any(_datetime(v) for v in values) and not all(_datetime(v) for v in values)

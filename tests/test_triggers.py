@@ -538,3 +538,61 @@ def test_a_workflow_failing_with_a_4xx_is_parked_at_once(conn: Connector, sandbo
         CliRunner().invoke(main, ["runs", "--json", "--state-dir", str(tmp_path / "state")]).stdout
     )
     assert [(r["status"], r["attempts"]) for r in runs] == [("parked", 1)]
+
+
+# ---------------------------------------------------------------------- backfill in O(N) (issue 16.4)
+
+
+def test_a_backfill_builds_no_validator_per_item(
+    conn: Connector, sandbox, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """Each event is still checked against the trigger's schema (a bad one is warned
+    about), but with one compiled proof and at most one validator, not one per item."""
+    from connector.catalog import schemas
+    from connector.sandbox import seed
+
+    with sandbox.store.lock:
+        seed.bulk(sandbox.store, 90, sandbox.base_url + "/")
+        for bad in list(sandbox.store.table("participants").values())[:5]:  # the demo's five
+            sandbox.store.update("participants", bad, {"status": "withdrawn"})
+    built = []
+    real = schemas.validator
+    monkeypatch.setattr(schemas, "validator", lambda s: built.append(1) or real(s))
+    result = Poller(conn, StateStore(tmp_path), "willo.new_participant").poll(backfill=True)
+    assert len(result.events) == 95  # the demo's five and the bulk interview's 90
+    assert len(built) <= 1  # the drifted item's errors are worded by one (cached) validator
+    assert [r.getMessage() for r in caplog.records if "does not match the trigger" in r.getMessage()] == [
+        "willo.new_participant: event does not match the trigger's schema: /status: 'withdrawn' is not one "
+        "of ['invited', 'completed']"
+    ] * 5
+
+
+def test_a_dispatcher_flushes_what_was_printed_before_marking_it_dispatched(
+    conn: Connector, tmp_path: Path
+) -> None:
+    """``poll`` prints without a flush per event: the dispatcher flushes before it settles
+    a batch, so an event marked dispatched has reached stdout."""
+    store = StateStore(tmp_path)
+    with store.tx() as db:
+        db.executemany(
+            "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
+            " VALUES ('poll', 't', ?, '{\"n\": 1}', 'queued', 0)",
+            [(str(i),) for i in range(40)],
+        )
+    printed: list[int] = []
+    flushed: list[int] = []
+    dispatched_at_flush: list[int] = []
+
+    def handle(trigger: str, payload: dict, event: dict) -> None:
+        assert event["payload_json"] == '{"n": 1}' and payload == {"n": 1}
+        printed.append(event["id"])
+
+    def flush() -> None:
+        rows = store.query("SELECT COUNT(*) AS n FROM events WHERE status = 'dispatched'")
+        dispatched_at_flush.append(rows[0]["n"])
+        flushed.extend(printed)
+        printed.clear()
+
+    assert Dispatcher(conn, store, "poll", handle, before_settle=flush, batch=16).drain() == 40
+    assert dispatched_at_flush == [0, 16, 32] and len(flushed) == 40 and not printed
+    assert store.query("SELECT COUNT(*) AS n FROM events WHERE status = 'dispatched'")[0]["n"] == 40

@@ -515,3 +515,199 @@ steps:
             == "succeeded"
         )
         assert ("pages [####" in tty.getvalue() and "3/3, " in tty.getvalue()) is shown
+
+
+def test_input_references_render_as_jinja_renders_them(monkeypatch) -> None:
+    """``{{ input.x }}`` is answered without Jinja2 (issue 16.6): exactly as Jinja2 would,
+    values, absent inputs (omitted or an error), dict-method names and paths alike."""
+    import re
+
+    from connector.errors import ConnectorError
+    from connector.workflows import expressions as ex
+
+    templates = [
+        "{{ input.a }}",
+        " {{input.a}} ",
+        "{{ input.items }}",
+        "{{ input.missing }}",
+        "{{ input._x }}",
+        "/p/{{ input.a }}/",
+        "/p/{{ input.a }}/{{ input.b }}/",
+        "/p/{{ input.missing }}/",
+        "{{ input.a }}-{{ input.b }}",
+        "/{# c #}{{ input.a }}/",
+        "plain",
+        "{{ input.a | upper }}",
+    ]
+    scopes = [
+        {"input": {"a": "x y/z", "b": 3, "_x": None, "items": "it"}},
+        {"input": {"a": None, "b": True, "items": [1]}},
+        {"input": {"a": {"k": [1, 2]}, "b": 2.5}},
+        {"input": {}},
+    ]
+
+    def outcomes() -> list:
+        found = []
+        for text in templates:
+            for scope in scopes:
+                for how in ("evaluate", "render", "path"):
+                    try:
+                        if how == "evaluate":
+                            value = ex.evaluate(text, scope)
+                        elif how == "render":
+                            value = ex.render({"k": text}, scope, omit_undefined=True)
+                        else:
+                            value = ex.render_path(text, scope)
+                        found.append(("ok", repr(value), type(value).__name__))
+                    except ConnectorError as exc:
+                        found.append(("error", str(exc)))
+        return found
+
+    fast = outcomes()
+    monkeypatch.setattr(ex, "_INPUT_NAME", re.compile(r"(?!x)x"))  # never matches: Jinja2 for all
+    assert fast == outcomes()
+
+
+# ---------------------------------------------------------------------- journal group commit (issue 16.5)
+
+
+def test_a_unit_is_sending_on_disk_before_its_request_leaves(sandbox, tmp_path: Path) -> None:
+    """The prepare_request hook runs as the request is about to be sent: from another
+    connection (so only what is committed shows), its unit is already ``sending``."""
+    import sqlite3
+
+    from connector import hookimpl
+    from connector.catalog import plugins
+    from connector.engines.local import LocalExecutor
+    from connector.http.client import Settings
+    from connector.state.store import StateStore
+    from connector.workflows.runner import Runner
+    from connector.workflows.runtime import Connector
+
+    store = StateStore(tmp_path / "state")
+    seen: dict[int, list[str]] = {}
+
+    class Spy:
+        @hookimpl
+        def prepare_request(self, manifest, request):
+            page = int(request["params"]["page"])
+            with sqlite3.connect(store.path) as other:
+                rows = other.execute(
+                    "SELECT status FROM units WHERE step = 'pages' AND item = ?", (page - 1,)
+                )
+                seen[page - 1] = [r[0] for r in rows]
+
+    host = plugins.build_host(entry_points=[], extra=[("spy", Spy())])
+    conn = Connector(host, settings=Settings.from_env(rate="0"))
+    wf = load(
+        write(
+            tmp_path,
+            "workflow: 1\nname: order\nsteps:\n  - id: pages\n    use: willo.list_languages\n"
+            '    foreach: "{{ inputs.pages }}"\n    concurrency: 8\n    with: {page: "{{ item }}", page_size: 1}\n',
+        ),
+        conn.catalog,
+    )
+    result = Runner(conn, wf, store=store, progress=False, executor=LocalExecutor()).start(
+        {"pages": list(range(1, 13))}
+    )
+    assert result.status == "succeeded"
+    assert seen == {i: ["sending"] for i in range(12)}  # each on disk, as sending, before it left
+    assert {r["status"] for r in store.units(result.run_id).values()} == {"succeeded"}
+
+
+def test_rows_written_at_once_share_a_transaction_and_each_waits_for_its_own(tmp_path: Path) -> None:
+    import sqlite3
+
+    from connector.state.store import StateStore
+
+    store = StateStore(tmp_path)
+    run = store.new_run("wf", "wf", "", {}, None, {})
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_fence(db):  # holds the first transaction open while the others queue
+        inside.set()
+        assert release.wait(10)
+
+    def visible(item: int) -> bool:
+        with sqlite3.connect(store.path) as other:
+            return bool(other.execute("SELECT 1 FROM units WHERE item = ?", (item,)).fetchall())
+
+    returned: dict[int, bool] = {}
+
+    def mark(item: int, fence=None) -> None:
+        store.mark_unit(run, "s", item, "a", "sending", inputs={"i": item}, guard=fence)
+        returned[item] = visible(item)  # on disk by the time it returns
+
+    first = threading.Thread(target=mark, args=(0, slow_fence))
+    first.start()
+    assert inside.wait(10)
+    others = [threading.Thread(target=mark, args=(i,)) for i in range(1, 8)]
+    for t in others:
+        t.start()
+    time.sleep(0.2)  # they queue behind the open transaction
+    assert not returned  # nobody returned before its row was committed
+    before = store._group.transactions
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert returned == dict.fromkeys(range(8), True)
+    assert store._group.transactions - before == 1  # the seven queued rows: one transaction
+
+
+def test_a_lost_lease_fails_its_own_rows_not_the_others_in_the_transaction(tmp_path: Path) -> None:
+    from connector.state.leases import LeaseLost
+    from connector.state.store import StateStore
+
+    store = StateStore(tmp_path)
+    mine = store.new_run("wf", "wf", "", {}, None, {}, hold=True)
+    lost = store.new_run("wf", "wf", "", {}, None, {})  # its lease was never ours
+
+    def fence(run):
+        def check(db):
+            store.leases.check(f"run:{run}", db)
+
+        check.key = run
+        return check
+
+    errors: dict[str, BaseException | None] = {}
+
+    def mark(run: str) -> None:
+        try:
+            store.mark_unit(run, "s", 0, "a", "sending", guard=fence(run))
+            errors[run] = None
+        except Exception as exc:
+            errors[run] = exc
+
+    threads = [threading.Thread(target=mark, args=(r,)) for r in (mine, lost, mine)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors[mine] is None and isinstance(errors[lost], LeaseLost)
+    assert set(store.units(mine)) == {("s", 0)} and store.units(lost) == {}
+
+
+def test_group_commit_under_many_writers_loses_nothing_and_never_stalls(tmp_path: Path) -> None:
+    from connector.state.store import StateStore
+
+    store = StateStore(tmp_path)
+    run = store.new_run("wf", "wf", "", {}, None, {})
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(150):
+                store.mark_unit(run, f"s{n}", i, "a", "sending", inputs={"i": i})
+                store.mark_unit(run, f"s{n}", i, "a", "succeeded", output={"n": n, "i": i})
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads) and not failures
+    rows = store.units(run)
+    assert len(rows) == 12 * 150 and {r["status"] for r in rows.values()} == {"succeeded"}
+    assert store._group.transactions < 2 * 12 * 150  # some rows shared a transaction

@@ -3,6 +3,11 @@
 Reports fields that appeared (not in the schema), went missing (required but
 absent) or changed type, with array indexes folded to ``*`` so that one field is one
 line. In ``warn`` mode each (action, line) is logged once per process.
+
+A report depends only on the value's *shape* (its field names and the JSON types of
+their values, all the way down), so :class:`Drift` remembers the report of each shape
+it has seen: a record shaped like one already compared is not compared again (a page of
+participants is a handful of shapes, whatever its length).
 """
 
 from __future__ import annotations
@@ -55,13 +60,60 @@ def _branches(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def compare(schema: Any, value: Any, at: str = "") -> list[str]:
-    """Drift lines for ``value`` against ``schema`` (empty when it conforms)."""
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def shape(value: Any) -> Any:
+    """What a drift report of ``value`` depends on: its field names and the types of
+    their values (a list: the distinct shapes of its items, in order), hashable."""
+    t = type(value)
+    if t in _SCALARS:
+        return t
+    if isinstance(value, dict):
+        return (
+            tuple(value),
+            tuple([v.__class__ if v.__class__ in _SCALARS else shape(v) for v in value.values()]),
+        )
+    if isinstance(value, list):
+        return (
+            list,
+            tuple(dict.fromkeys(v.__class__ if v.__class__ in _SCALARS else shape(v) for v in value)),
+        )
+    return t
+
+
+#: Shapes a :class:`Drift` remembers; past it, reports are computed (and correct) anyway.
+MEMO_LIMIT = 4096
+
+
+class Drift:
+    """Drift reports against one schema, remembered per shape (thread-safe: a report is
+    the same whoever computes it)."""
+
+    def __init__(self, schema: Any):
+        self.schema = schema  # held, so that the ids in the memo stay its own
+        self.memo: dict[Any, list[str]] = {}
+
+    def report(self, value: Any, at: str = "", schema: Any = None) -> list[str]:
+        """``compare(schema, value, at)`` (``schema``: this one, or a part of it)."""
+        schema = self.schema if schema is None else schema
+        key = (id(schema), at, shape(value))
+        found = self.memo.get(key)
+        if found is None:
+            found = compare(schema, value, at, self.memo)
+            if len(self.memo) < MEMO_LIMIT:
+                self.memo[key] = found
+        return found
+
+
+def compare(schema: Any, value: Any, at: str = "", memo: dict[Any, list[str]] | None = None) -> list[str]:
+    """Drift lines for ``value`` against ``schema`` (empty when it conforms). With
+    ``memo`` (a :class:`Drift`'s), list items of a shape already seen are not compared."""
     if not isinstance(schema, dict):
         return []
     branches = _branches(schema)
     if branches:
-        reports = [compare(b, value, at) for b in branches]
+        reports = [compare(b, value, at, memo) for b in branches]
         return min(reports, key=len)
     if "type" in schema and not _matches(value, schema["type"]):
         expected = schema["type"] if isinstance(schema["type"], str) else "/".join(schema["type"])
@@ -74,14 +126,29 @@ def compare(schema: Any, value: Any, at: str = "") -> list[str]:
                 if name not in props:
                     found.append(f"{at}/{name}: appeared ({type_name(value[name])})")
                 else:
-                    found.extend(compare(props[name], value[name], f"{at}/{name}"))
+                    found.extend(compare(props[name], value[name], f"{at}/{name}", memo))
         for name in schema.get("required", []):
             if name not in value:
                 found.append(f"{at}/{name}: went missing")
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        items, where = schema["items"], f"{at}/*"
         seen: set[str] = set()
+        shapes: set[Any] = set()
         for item in value:
-            for line in compare(schema["items"], item, f"{at}/*"):
+            if memo is None:
+                lines = compare(items, item, where)
+            else:
+                s = shape(item)
+                if s in shapes:
+                    continue  # its lines are in already
+                shapes.add(s)
+                key = (id(items), where, s)
+                lines = memo.get(key)  # type: ignore[assignment]
+                if lines is None:
+                    lines = compare(items, item, where, memo)
+                    if len(memo) < MEMO_LIMIT:
+                        memo[key] = lines
+            for line in lines:
                 if line not in seen:
                     seen.add(line)
                     found.append(line)

@@ -158,3 +158,11 @@ def _check_request(data: dict[str, Any], add: Any) -> None:
         for name, text in refs:
             if name not in names and name != "all":
                 add(f"/request/{key}", f"{text!r} reads input.{name}, which /input does not define")
+    size = (request.get("pagination") or {}).get("page_size")
+    if size is not None:
+        prop = (data["input"].get("properties") or {}).get(size)
+        if not isinstance(prop, dict) or not isinstance(prop.get("maximum"), int):
+            add(
+                "/request/pagination/page_size",
+                f"names input {size!r}, which /input does not define with an integer maximum",
+            )

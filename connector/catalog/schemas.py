@@ -1,4 +1,8 @@
-"""JSON Schema (draft 2020-12, format checking on) and error formatting."""
+"""JSON Schema (draft 2020-12, format checking on) and error formatting.
+
+jsonschema is imported on first need (a cold ``call`` whose inputs :func:`proves_valid`
+settles needs none), and its "uri" and "date-time" libraries on first use.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,112 @@ import copy
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
-from typing import Any
-
-import jsonschema
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing.exceptions import Unresolvable
+from typing import TYPE_CHECKING, Any
 
 from connector.catalog import formats
-from connector.errors import short
-from connector.yamlio import escape, pointer
+from connector.errors import escape, pointer, short
 
-FORMAT_CHECKER = copy.copy(Draft202012Validator.FORMAT_CHECKER)  # jsonschema's own stays as it is
-FORMAT_CHECKER.checkers = dict(FORMAT_CHECKER.checkers)
-formats.register(FORMAT_CHECKER)
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+
+#: The format libraries jsonschema imports for "uri" and "date-time": they are imported
+#: the first time a value of that format is checked, not with jsonschema.
+_FORMAT_LIBS = ("rfc3986_validator", "rfc3339_validator")
+
+
+@cache
+def _jsonschema() -> Any:
+    """jsonschema, imported once, its format libraries kept for first use."""
+    blocked = [name for name in _FORMAT_LIBS if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # jsonschema's import of it fails
+    try:
+        import jsonschema
+        import jsonschema.exceptions
+    finally:
+        for name in blocked:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
+    if "date-time" not in jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers:
+        _register_lazy_formats(blocked)
+    return jsonschema
+
+
+def _uri(instance: object) -> bool:
+    from rfc3986_validator import validate_rfc3986
+
+    return not isinstance(instance, str) or bool(validate_rfc3986(instance, rule="URI"))
+
+
+def _uri_reference(instance: object) -> bool:
+    from rfc3986_validator import validate_rfc3986
+
+    return not isinstance(instance, str) or bool(validate_rfc3986(instance, rule="URI_reference"))
+
+
+def _datetime(instance: object) -> bool:
+    """rfc3339_validator's verdict (as jsonschema asks it), its calendar check of the
+    day remembered per date: a page of timestamps shares a few dates."""
+    if not isinstance(instance, str):
+        return True
+    from rfc3339_validator import RFC3339_REGEX
+
+    found = RFC3339_REGEX.match(instance.upper())
+    return found is not None and _valid_date(*found.groups())
+
+
+@cache
+def _valid_date(year: str, month: str, day: str) -> bool:
+    from rfc3339_validator import validate_rfc3339
+
+    return bool(validate_rfc3339(f"{year}-{month}-{day}T00:00:00Z"))  # the day is all it depends on
+
+
+def _time(instance: object) -> bool:
+    return not isinstance(instance, str) or _datetime("1970-01-01T" + instance)
+
+
+def _register_lazy_formats(blocked: list[str]) -> None:
+    """Give jsonschema back the formats whose libraries were kept from its import, as it
+    registers them itself (every draft), each importing its library on first use."""
+    import importlib.util
+
+    from jsonschema import _format
+
+    if not hasattr(_format, "_checks_drafts"):  # pragma: no cover - jsonschema changed
+        return
+    if "rfc3986_validator" in blocked and importlib.util.find_spec("rfc3986_validator"):
+        _format._checks_drafts(name="uri")(_uri)
+        _format._checks_drafts(
+            draft6="uri-reference",
+            draft7="uri-reference",
+            draft201909="uri-reference",
+            draft202012="uri-reference",
+            raises=ValueError,
+        )(_uri_reference)
+    if "rfc3339_validator" in blocked and importlib.util.find_spec("rfc3339_validator"):
+        _format._checks_drafts(name="date-time")(_datetime)
+        _format._checks_drafts(draft7="time", draft201909="time", draft202012="time")(_time)
+
+
+@cache
+def _format_checker() -> Any:
+    """Draft 2020-12's format checker with the dialect's own formats (cron, timezone);
+    jsonschema's own stays as it is."""
+    checker = copy.copy(_jsonschema().Draft202012Validator.FORMAT_CHECKER)
+    checker.checkers = dict(checker.checkers)
+    formats.register(checker)
+    return checker
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FORMAT_CHECKER":  # loaded on first use (see the module's docstring)
+        return _format_checker()
+    raise AttributeError(name)
 
 
 @cache
@@ -35,11 +129,28 @@ def shipped_schema(name: str) -> dict[str, Any]:
 
 @cache
 def _validator_for_shipped(name: str) -> Draft202012Validator:
-    return Draft202012Validator(shipped_schema(name), format_checker=FORMAT_CHECKER)
+    return validator(shipped_schema(name))
+
+
+_VALIDATORS: dict[int, tuple[Any, Draft202012Validator]] = {}
+
+
+def _validator_of(schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator of ``schema``, built once per schema object (building one costs more
+    than using it: a poll must not build one per item)."""
+    found = _VALIDATORS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    if len(_VALIDATORS) >= 256:
+        _VALIDATORS.clear()
+    made = validator(schema)
+    _VALIDATORS[id(schema)] = (schema, made)
+    return made
 
 
 def validator(schema: dict[str, Any]) -> Draft202012Validator:
-    return Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+    draft = _jsonschema().Draft202012Validator
+    return draft(schema, format_checker=_format_checker())
 
 
 def check_schema(schema: Any, resources: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
@@ -65,7 +176,8 @@ def _checked(key: str) -> tuple[tuple[str, str], ...]:
 
 
 def _check_schema(schema: Any) -> tuple[tuple[str, str], ...]:
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    draft = _jsonschema().Draft202012Validator
+    meta = draft(draft.META_SCHEMA)
     found = [(pointer(e.absolute_path), _message(e)) for e in meta.iter_errors(schema)]
     return tuple(found + unknown_keywords(schema))
 
@@ -155,7 +267,7 @@ def unresolvable_refs(schema: Any, resources: Mapping[str, Any] | None = None) -
 def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
     """The most specific errors under a oneOf/anyOf, else the error itself."""
     if error.context:
-        best = jsonschema.exceptions.best_match(error.context)
+        best = _jsonschema().exceptions.best_match(error.context)
         if best is not None:
             yield best
             return
@@ -165,10 +277,14 @@ def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
 def errors(instance: Any, schema_or_validator: Any) -> list[tuple[str, str]]:
     """Every error of ``instance``, as ``(json_pointer, message)``, in document order."""
     v = schema_or_validator
+    if isinstance(v, dict) and proves_valid(instance, v):
+        return []
+    from referencing.exceptions import Unresolvable
+
     if isinstance(v, str):
         v = _validator_for_shipped(v)
     elif isinstance(v, dict):
-        v = validator(v)
+        v = _validator_of(v)
     found: list[tuple[str, str]] = []
     try:
         for err in v.iter_errors(instance):
@@ -178,6 +294,230 @@ def errors(instance: Any, schema_or_validator: Any) -> list[tuple[str, str]]:
         found.append(("", f"the schema has a $ref that cannot be resolved ({_short(exc.ref)})"))
     found.sort(key=lambda pair: pair[0])
     return found
+
+
+# ---------------------------------------------------------------------- proof of validity
+
+#: Keywords that assert nothing (annotations): a proof passes over them.
+_ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+    }
+)
+
+
+def _yes(x: Any) -> bool:
+    return True
+
+
+def _no(x: Any) -> bool:
+    return False
+
+
+_NONE = type(None)
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda x: isinstance(x, str),
+    "integer": lambda x: type(x) is int or (type(x) is float and x.is_integer()),
+    "number": lambda x: type(x) is int or type(x) is float,
+    "boolean": lambda x: type(x) is bool,
+    "null": lambda x: x is None,
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+}
+_SCALARS = (str, int, float, bool, _NONE)
+
+
+def _number(x: Any) -> bool:
+    return type(x) is int or type(x) is float
+
+
+def _one_of_values(options: list[Any]) -> Callable[[Any], bool]:
+    """``enum``/``const``: a scalar equal to an option of the same type (jsonschema tells
+    1 from True; other values are left to it)."""
+    found = {(type(o), o) for o in options if type(o) in _SCALARS}
+    return lambda x: type(x) in _SCALARS and (type(x), x) in found
+
+
+def _bound(key: str, rule: Any) -> Callable[[Any], bool]:
+    compare = {
+        "minimum": lambda x: x >= rule,
+        "maximum": lambda x: x <= rule,
+        "exclusiveMinimum": lambda x: x > rule,
+        "exclusiveMaximum": lambda x: x < rule,
+    }[key]
+    numeric = _number(rule)
+
+    def check(x: Any) -> bool:
+        if type(x) is bool or isinstance(x, (str, dict, list, _NONE)):
+            return True  # bounds apply to numbers only (a boolean is not one)
+        return numeric and _number(x) and compare(x)
+
+    return check
+
+
+def _size(kind: type, least: bool, rule: Any) -> Callable[[Any], bool]:
+    def check(x: Any) -> bool:
+        if not isinstance(x, kind):
+            return True
+        n: int = len(x)  # type: ignore[arg-type]
+        return n >= rule if least else n <= rule
+
+    return check
+
+
+def _rule(key: str, rule: Any, s: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """The check of keyword ``key`` (``rule``) of schema ``s``: True only where ``x``
+    certainly satisfies it; None for a keyword this proof does not know."""
+    if key == "type":
+        names = rule if isinstance(rule, list) else [rule]
+        checks = [_TYPES.get(n, _no) if isinstance(n, str) else _no for n in names]
+        if len(checks) == 1:
+            return checks[0]
+        if len(checks) == 2:  # the common ["string", "null"]: no generator per value
+            a, b = checks
+            return lambda x: a(x) or b(x)
+        return lambda x: any(c(x) for c in checks)
+    if key == "properties":
+        if not isinstance(rule, dict):
+            return None
+        table = {k: _compiled(sub) for k, sub in rule.items()}
+
+        def properties(x: Any) -> bool:
+            if not isinstance(x, dict):
+                return True
+            for k, v in x.items():
+                check = table.get(k)
+                if check is not None and not check(v):
+                    return False
+            return True
+
+        return properties
+    if key == "required":
+        if not isinstance(rule, list):
+            return None
+        required = frozenset(rule)
+        return lambda x: not isinstance(x, dict) or required <= x.keys()
+    if key == "additionalProperties":
+        if rule is True:
+            return _yes
+        known = set(s.get("properties") or {})
+        extra = _compiled(rule)
+        return lambda x: not isinstance(x, dict) or all(extra(v) for k, v in x.items() if k not in known)
+    if key == "enum":
+        return _one_of_values(rule) if isinstance(rule, list) else _no
+    if key == "const":
+        return _one_of_values([rule])
+    if key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return _bound(key, rule)
+    if key in ("minLength", "maxLength"):
+        return _size(str, key == "minLength", rule)
+    if key in ("minItems", "maxItems"):
+        return _size(list, key == "minItems", rule)
+    if key in ("minProperties", "maxProperties"):
+        return _size(dict, key == "minProperties", rule)
+    if key == "pattern":
+        try:
+            regex = re.compile(rule)
+        except (re.error, TypeError):
+            return _no
+        return lambda x: not isinstance(x, str) or regex.search(x) is not None
+    if key == "format":
+        check = _FORMATS.get(rule) if isinstance(rule, str) else None
+        if check is None:
+            return lambda x: not isinstance(x, str)
+        return lambda x: not isinstance(x, str) or bool(check(x))
+    if key == "items":
+        item = _compiled(rule)
+        return lambda x: not isinstance(x, list) or all(item(i) for i in x)
+    if key == "uniqueItems":
+        if rule is False:
+            return _yes
+        return lambda x: not isinstance(x, list) or (all(type(i) is str for i in x) and len(set(x)) == len(x))
+    return None  # a keyword this proof does not know: ask jsonschema
+
+
+#: Formats a proof checks, as jsonschema does (the same functions, for the lazy ones).
+_FORMATS: dict[str, Callable[[str], object]] = {
+    "email": lambda s: "@" in s,
+    "uri": _uri,
+    "uri-reference": _uri_reference,
+    "date-time": _datetime,
+    "time": _time,
+    "cron": formats.check_cron,  # (raises on a bad one: not proven, jsonschema says why)
+    "timezone": formats.check_timezone,
+}
+
+#: Compiled proofs by schema (the schema is kept with its proof, so that its id stays its own).
+_PROOFS: dict[int, tuple[Any, Callable[[Any], bool]]] = {}
+_COPIES: dict[tuple[tuple[str, int], ...], tuple[Any, Callable[[Any], bool]]] = {}
+_PROOFS_MAX = 1024
+
+
+def _compiled(schema: Any) -> Callable[[Any], bool]:
+    """``schema`` as one function (compiled once per schema object, and once for the
+    shallow copies of it that ``Manifest.input_schema`` and ``output_schema`` give)."""
+    found = _PROOFS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    parts = tuple((k, id(v)) for k, v in schema.items()) if isinstance(schema, dict) else None
+    if parts is not None:
+        copied = _COPIES.get(parts)
+        if copied is not None and all(copied[0].get(k) is v for k, v in schema.items()):
+            return copied[1]
+    if schema is True:
+        proof: Callable[[Any], bool] = _yes
+    elif not isinstance(schema, dict):
+        proof = _no
+    else:
+        checks: list[Callable[[Any], bool]] = []
+        for key, rule in schema.items():
+            if key in _ANNOTATIONS or key.startswith("x-"):
+                continue
+            check = _rule(key, rule, schema)
+            if check is None:
+                checks = [_no]
+                break
+            checks.append(check)
+        if not checks:
+            proof = _yes
+        elif len(checks) == 1:
+            proof = checks[0]
+        else:
+
+            def proof(x: Any) -> bool:
+                for check in checks:  # noqa: SIM110 - a loop: no generator per value
+                    if not check(x):
+                        return False
+                return True
+
+    if len(_PROOFS) >= _PROOFS_MAX:
+        _PROOFS.clear()
+        _COPIES.clear()
+    _PROOFS[id(schema)] = (schema, proof)
+    if parts is not None:
+        _COPIES[parts] = (schema, proof)
+    return proof
+
+
+def proves_valid(instance: Any, schema: Any) -> bool:
+    """True only if ``instance`` certainly satisfies ``schema``, settled without
+    jsonschema for the keywords manifests' inputs use (types, properties, required,
+    additionalProperties, enum, const, bounds, lengths, pattern, items, uniqueItems of
+    strings, min/maxProperties, the formats of ``_FORMATS``); False means "not proven":
+    ask jsonschema, which also words the errors. The schema is compiled once."""
+    try:
+        return bool(_compiled(schema)(instance))
+    except (TypeError, ValueError, RecursionError):
+        return False
 
 
 MESSAGE_LIMIT = 200

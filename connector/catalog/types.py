@@ -55,6 +55,13 @@ class Manifest:
 
         return decimal_tree(self.data["output"])
 
+    @functools.cached_property
+    def drift(self) -> Any:
+        """Drift reports against the output schema, remembered per shape of record."""
+        from connector.catalog.drift import Drift
+
+        return Drift(self.data["output"])
+
     def numbers(self, output: Any) -> Any:
         """``output`` with its decimal strings as numbers (after validation)."""
         from connector.catalog.schemas import numbers

@@ -32,7 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rerun": ("connector.cli.run_cmd", "rerun", "Run a finished run again (--failed: only what failed)."),
     "poll": ("connector.cli.trigger_cmds", "poll", "Poll a polling trigger."),
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
-    "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
+    "state": ("connector.cli.trigger_cmds", "state", "Inspect, prune, back up or vacuum the state store."),
+    "events": ("connector.cli.events_cmd", "events", "List, show, retry or drop trigger events."),
     "serve": (
         "connector.cli.serve_cmd",
         "serve",
@@ -94,31 +95,59 @@ class LazyGroup(click.Group):
 def fail(message: str, code: int = 1) -> None:
     """Print ``error: message`` (each line of it, secrets scrubbed) to stderr and exit."""
     from connector.redaction import scrub
+    from connector.telemetry import log_format, status_line
 
+    if log_format() == "json":  # one JSON line, like every other line on stderr
+        click.echo(status_line(scrub(message).removeprefix("error: "), "error"), err=True)
+        sys.exit(code)
     for line in scrub(message).splitlines() or [""]:
         click.echo(f"error: {line}" if not line.startswith(("error:", " ")) else line, err=True)
     sys.exit(code)
 
 
-def setup_logging(verbose: int) -> None:
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_logging(verbose: int, log_format: str = "text", level: str | None = None) -> None:
+    """Log lines on stderr: ``text`` (time, level, logger, message, then the context
+    fields that apply: run id, step, trigger, event id...) or ``json`` (one object a
+    line). ``-v`` is info, ``-vv`` debug (with HTTP); ``WILLO_LOG_LEVEL`` sets the
+    level when no ``-v`` is given. Every line is scrubbed of secrets."""
     import logging  # not at module level: --help and --version need none of it
 
-    class _Formatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return f"{record.levelname.lower()}: {record.getMessage()}"
+    from connector import telemetry
 
+    telemetry.set_format(log_format)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(telemetry.formatter(log_format))
+    handler.addFilter(telemetry.ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    if verbose == 0 and level:
+        root.setLevel(getattr(logging, level.upper()))
+    else:
+        root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
     logging.getLogger("urllib3").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="willo-connector")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for HTTP).")
-def main(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="WILLO_LOG_FORMAT",
+    help="Log lines as text or as one JSON object a line (WILLO_LOG_FORMAT).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS),
+    envvar="WILLO_LOG_LEVEL",
+    help="Log level when no -v is given (WILLO_LOG_LEVEL); default warning.",
+)
+def main(verbose: int, log_format: str, log_level: str | None) -> None:
     """Drive the Willo Integration API V2 from YAML actions, triggers and workflows.
 
     Settings come from the environment: WILLO_API_KEY, WILLO_BASE_URL,
@@ -128,4 +157,4 @@ def main(verbose: int) -> None:
     from connector.redaction import register_env
 
     register_env()  # from here on, no output, error or log line shows these values
-    setup_logging(verbose)
+    setup_logging(verbose, log_format, log_level)

@@ -6,7 +6,17 @@ from typing import Any
 
 import click
 
-from connector.cli.common import echo, emit_json, input_option, json_option, parse_inputs, parse_json_object
+from connector.cli.common import (
+    echo,
+    emit_json,
+    emit_list,
+    emit_records,
+    input_option,
+    json_option,
+    parse_inputs,
+    parse_json_object,
+    say,
+)
 
 
 @click.command()
@@ -26,6 +36,12 @@ from connector.cli.common import echo, emit_json, input_option, json_option, par
     help="Answer every request from this vcrpy cassette (see `willo-connector record call`).",
 )
 @json_option
+@click.option(
+    "--jsonl",
+    is_flag=True,
+    help="JSON Lines on stdout: a list's records one a line (every page with all=true, "
+    "as they arrive); any other output on one line.",
+)
 def call(
     action_id: str,
     inputs: tuple[str, ...],
@@ -34,23 +50,47 @@ def call(
     use_sandbox: bool,
     cassette: str | None,
     as_json: bool,
+    jsonl: bool,
 ) -> None:
-    """Call the action ACTION_ID with the given inputs and print its output."""
-    from connector.cli.context import connector_for
+    """Call the action ACTION_ID with the given inputs and print its output.
 
+    A list read with all=true is printed as its pages arrive, never held whole: one
+    record a line with --jsonl; with --json (or without), indented on a terminal and on
+    one line elsewhere, with "count" last.
+    """
+    from connector.cli.context import connector_for
+    from connector.workflows.runtime import Stream
+
+    if as_json and jsonl:
+        raise click.UsageError("use --json or --jsonl, not both")
     with connector_for(dry_run=dry_run, sandbox=use_sandbox, cassette=cassette) as conn:
         manifest = conn.catalog.get(action_id, "action")
         if manifest.deprecation():
-            click.echo(f"warning: {manifest.deprecation()}", err=True)
+            say(f"warning: {manifest.deprecation()}", "warning")
         values = parse_json_object(input_json, "--input-json") if input_json else {}
         values.update(parse_inputs(inputs, manifest.input_schema.get("properties")))
-        result = conn.call(action_id, values)
+        result = conn.stream(action_id, values)
+        if isinstance(result, Stream):
+            if jsonl:
+                emit_records(result.batches)
+            else:
+                head = {k: v for k, v in result.envelope().items() if k != "count"}
+                emit_list(head, result.items, result.batches, lambda: {"count": result.count})
+            return
+    if dry_run and (as_json or jsonl):
+        out = {"action": result.action, "dry_run": True, "requests": result.requests, "output": result.output}
+        if jsonl:
+            emit_records([[out]])
+        else:
+            emit_json(out)
+        return
+    if jsonl:
+        items = ((manifest.request or {}).get("pagination") or {}).get("items")
+        records = result.output.get(items) if items and isinstance(result.output, dict) else None
+        emit_records([records if isinstance(records, list) else [result.output]])
+        return
     if as_json:
-        emit_json(
-            {"action": result.action, "dry_run": True, "requests": result.requests, "output": result.output}
-            if dry_run
-            else result.output
-        )
+        emit_json(result.output)
         return
     if dry_run:
         show_requests(result.requests)

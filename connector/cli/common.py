@@ -51,17 +51,139 @@ class LazySubcommands(click.Group):
 
 
 def emit_json(value: Any) -> None:
-    """``value`` as JSON on stdout, secrets scrubbed; text that is not valid Unicode (a
+    """``value`` as indented JSON on stdout, secrets scrubbed, written as it is encoded (a
+    large run report is never one string in memory); text that is not valid Unicode (a
     lone surrogate from the data) is written as a JSON escape rather than crashing."""
-    from connector.redaction import scrub
-
-    text = scrub(json.dumps(value, indent=2, ensure_ascii=False, default=str))
-    if _SURROGATE.search(text):
-        text = scrub(json.dumps(value, indent=2, ensure_ascii=True, default=str))
-    click.echo(text)
+    encoder = json.JSONEncoder(indent=2, ensure_ascii=False, default=str)
+    with _Out() as out:
+        parts: list[str] = []
+        size = 0
+        for chunk in encoder.iterencode(value):  # a string is one chunk: never cut in two
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= _Out.LIMIT:
+                out.write(clean_json("".join(parts)))
+                parts.clear()
+                size = 0
+        out.write(clean_json("".join(parts)) + "\n")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def say(text: str, level: str = "info") -> None:
+    """A status line on stderr (listening on..., subscribed..., run ... started): as it
+    is, or, under ``--log-format json``, as a JSON log line like every other."""
+    from connector.redaction import scrub
+    from connector.telemetry import status_line
+
+    click.echo(status_line(scrub(text), level), err=True)
+
+
+def clean_json(text: str) -> str:
+    """JSON text with secrets scrubbed and lone surrogates escaped (they occur only
+    inside strings, where ``\\uXXXX`` means the same)."""
+    from connector.redaction import scrub
+
+    text = scrub(text)
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
+
+
+class _Out:
+    """stdout, buffered up to a page and flushed at :meth:`flush`; a reader that goes
+    away (``| head``) ends the command quietly, as a pipe's writer does (exit 141)."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size >= self.LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            sys.stdout.write("".join(self.parts))
+            self.parts.clear()
+            self.size = 0
+        sys.stdout.flush()
+
+    def __enter__(self) -> _Out:
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        broken = isinstance(exc, BrokenPipeError)
+        if not broken:
+            try:  # what was given out before a failure reaches the reader too
+                self.flush()
+            except BrokenPipeError:
+                broken = True
+        if broken:
+            import contextlib
+            import os
+
+            with contextlib.suppress(OSError, ValueError):  # not a real file (tests)
+                # nothing more reaches the reader; do not fail again at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(141) from None
+
+
+def _compact(value: Any) -> str:
+    return clean_json(json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")))
+
+
+def emit_records(batches: Iterable[list[Any]]) -> None:
+    """JSON Lines: one record a line, each page written (and flushed) as it arrives."""
+    with _Out() as out:
+        for batch in batches:
+            for record in batch:
+                out.write(_compact(record))
+                out.write("\n")
+            out.flush()
+
+
+def emit_list(head: Mapping[str, Any], items: str, batches: Iterable[list[Any]], tail: Any) -> None:
+    """``{**head, items: [...records], **tail()}`` written as the pages arrive: indented
+    as :func:`emit_json` writes it on a terminal, on one line elsewhere. ``tail`` is
+    called once every record is out (a count)."""
+    indent = stdout_is_terminal()
+    with _Out() as out:
+        if indent:
+            out.write("{\n")
+            for k, v in head.items():
+                out.write(f"  {_compact(k)}: {json.dumps(v, indent=2, ensure_ascii=False, default=str)},\n")
+            out.write(f"  {_compact(items)}: [")
+        else:
+            out.write("{" + "".join(f"{_compact(k)}:{_compact(v)}," for k, v in head.items()))
+            out.write(_compact(items) + ":[")
+        first = True
+        for batch in batches:
+            for record in batch:
+                if indent:
+                    text = clean_json(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+                    out.write(("\n    " if first else ",\n    ") + text.replace("\n", "\n    "))
+                else:
+                    out.write(_compact(record) if first else "," + _compact(record))
+                first = False
+            out.flush()
+        rest = tail()
+        if indent:
+            out.write(
+                ("]" if first else "\n  ]")
+                + "".join(
+                    f",\n  {_compact(k)}: {json.dumps(v, indent=2, ensure_ascii=False, default=str)}"
+                    for k, v in rest.items()
+                )
+                + "\n}\n"
+            )
+        else:
+            out.write("]" + "".join(f",{_compact(k)}:{_compact(v)}" for k, v in rest.items()) + "}\n")
 
 
 def echo(text: str, err: bool = False) -> None:

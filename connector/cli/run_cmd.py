@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import csv_origins, echo, emit_json, input_option, json_option, parse_inputs
+from connector.cli.common import csv_origins, echo, emit_json, input_option, json_option, parse_inputs, say
 
 engine_option = click.option(
     "--engine",
@@ -78,13 +78,11 @@ def _report(result: Any, as_json: bool, engine: str = "local") -> None:
             _show_failed_items(step)
         click.echo(result.status if not result.dry_run else f"{result.status} (dry run: nothing sent)")
     if result.status == "interrupted" and result.run_id and engine == "local":
-        click.echo(
-            f"run {result.run_id} interrupted; resume with `willo-connector resume {result.run_id}`", err=True
-        )
+        say(f"run {result.run_id} interrupted; resume with `willo-connector resume {result.run_id}`")
         raise SystemExit(130)
     if result.status != "succeeded":
         if not as_json:
-            echo(f"error: {result.error}", err=True)
+            say(f"error: {result.error}", "error")
         raise SystemExit(1)
 
 
@@ -113,7 +111,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
         if cancel.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         cancel.set()
-        click.echo("stopping after the units in flight (Ctrl-C again to stop at once)", err=True)
+        say("stopping after the units in flight (Ctrl-C again to stop at once)")
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -124,7 +122,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 
 def _announce(run_id: str) -> None:
-    click.echo(f"run {run_id} started", err=True)
+    say(f"run {run_id} started")
 
 
 @click.command()
@@ -199,7 +197,7 @@ def run(
             trigger = _load_mapping(event, "--event")
             check_event(wf, conn, trigger, event)
         if use_sandbox and not as_json:
-            click.echo(f"sandbox: {conn.client.settings.base_url}", err=True)
+            say(f"sandbox: {conn.client.settings.base_url}")
         store = None if dry_run else StateStore(state_dir)
         runner = Runner(conn, wf, store=store, executor=LocalExecutor(), cancel=cancel, on_start=_announce)
         result = runner.start(values, trigger, origins=csv_origins(values))

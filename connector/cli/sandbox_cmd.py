@@ -37,6 +37,13 @@ def _rate(_ctx: Any, _param: Any, value: str) -> tuple[int, int]:
     help="demo: a small believable account; none: only the owner and reference data.",
 )
 @click.option(
+    "--participants",
+    default=0,
+    type=click.IntRange(0, 10_000_000),
+    show_default=True,
+    help="Add N participants (a third completed) in one more interview, 'Bulk hiring' (benchmarks).",
+)
+@click.option(
     "--rate-limit",
     default="10/100",
     show_default=True,
@@ -63,6 +70,7 @@ def sandbox(
     port: int,
     api_key: str | None,
     seed: str,
+    participants: int,
     rate_limit: tuple[int, int],
     fail_rate: float,
     latency_ms: int,
@@ -77,6 +85,7 @@ def sandbox(
             port=port,
             api_key=api_key,
             seed=None if seed == "none" else seed,
+            participants=participants,
             rate_limit=rate_limit,
             fail_rate=fail_rate,
             latency_ms=latency_ms,

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from connector.cli.common import say
 from connector.cli.run_cmd import state_dir_option
 
 
@@ -18,18 +19,35 @@ from connector.cli.run_cmd import state_dir_option
 @click.option(
     "--no-subscribe", is_flag=True, help="Do not manage webhook subscriptions (they exist already)."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /health, /ready and /metrics on this port (they are on the receiver's port as well).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
 @state_dir_option
 def serve(
-    directory: str, host: str, port: int, public_url: str | None, no_subscribe: bool, state_dir: str | None
+    directory: str,
+    host: str,
+    port: int,
+    public_url: str | None,
+    no_subscribe: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    state_dir: str | None,
 ) -> None:
     """Serve every workflow in DIRECTORY until SIGTERM or Ctrl-C: schedules, polling
     triggers at their interval, and the webhook receiver for webhook triggers.
 
     A stop lets the running unit finish; the run resumes at the next start. A
     schedule missed while serve was down runs once at start (catch_up: false skips it).
+    /health, /ready and /metrics answer on the receiver's port and on --metrics-port;
+    WILLO_RETENTION_DAYS prunes finished work; under systemd (Type=notify) it reports
+    READY and pings the watchdog from its own probes.
     """
     from connector.cli.context import connector_for
     from connector.errors import ConnectorError
+    from connector.observe import SystemdNotifier
     from connector.serve import Receiver, Service, load_folder, webhook_secret
     from connector.state.store import StateStore
 
@@ -37,26 +55,32 @@ def serve(
     with connector_for() as conn:
         workflows, notes = load_folder(directory, conn)
         for note in notes:
-            click.echo(note, err=True)
+            say(note)
         if not workflows:
             raise ConnectorError(f"{directory}: no workflow with a trigger to serve")
-        receiver = Receiver(host, port, public_url, not no_subscribe, webhook_secret())
-        service = Service(conn, store, workflows, receiver=receiver, say=lambda t: click.echo(t, err=True))
+        receiver = Receiver(
+            host, port, public_url, not no_subscribe, webhook_secret(), metrics_port, metrics_host
+        )
+        service = Service(conn, store, workflows, receiver=receiver, say=say)
 
         def stop(signum: int, _frame: Any) -> None:
-            click.echo("serve: stopping", err=True)
+            say("serve: stopping")
             service.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, stop)
+        notifier = None
         try:
             service.start()
             for line in service.describe():
-                click.echo(f"serve: {line}", err=True)
-            click.echo(
-                f"serve: {len(workflows)} workflows from {directory}; SIGTERM or Ctrl-C stops", err=True
-            )
+                say(f"serve: {line}")
+            if service.probe_server is not None:
+                say(f"serve: metrics on {service.probe_url()}/metrics")
+            say(f"serve: {len(workflows)} workflows from {directory}; SIGTERM or Ctrl-C stops")
+            notifier = SystemdNotifier(service.probe_url()).start()
             service.loop()
         finally:
+            if notifier is not None:
+                notifier.stop()
             service.shutdown()
-        click.echo("serve: stopped", err=True)
+        say("serve: stopped")

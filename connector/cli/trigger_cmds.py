@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
+import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from connector.cli.common import emit_json, json_option, parse_inputs
+from connector.cli.common import clean_json, emit_json, json_option, parse_inputs, say
 from connector.cli.run_cmd import engine_option, state_dir_option
+
+log = logging.getLogger("connector.cli")
 
 
 def _stop_on_signals() -> threading.Event:
@@ -25,9 +31,85 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+class _Service:
+    """What a long-lived command runs beside its work: probes and metrics (imported
+    only here: one-shot commands never load prometheus_client) and retention."""
+
+    def __init__(self, store: Any):
+        from connector.observe import Upkeep
+
+        self.store = store
+        self.upkeep = Upkeep(store)  # reads WILLO_RETENTION_DAYS: a bad value fails at start
+        self.server: Any = None
+        self.notifier: Any = None
+
+    def notify(self, host: str | None, port: int | None) -> None:
+        """Under systemd (Type=notify, WatchdogSec): READY and WATCHDOG from the probes
+        served at host:port (without any: READY at once)."""
+        from connector.observe import SystemdNotifier, local_url
+
+        base = local_url(host, port) if host is not None and port is not None else None
+        self.notifier = SystemdNotifier(base).start()
+
+    def probes(
+        self,
+        *,
+        health: Any = None,
+        checks: list[Any] | None = None,
+        ledgers: Any = None,
+        sources: list[str] | None = None,
+    ) -> Any:
+        from connector.observe import Probes, inbox_below, max_inbox, metrics_enabled, store_writable
+
+        every = [store_writable(self.store), *(checks or []), inbox_below(self.store, max_inbox(), sources)]
+        return Probes(
+            self.store, health=health, checks=every, ledgers=ledgers, with_metrics=metrics_enabled()
+        )
+
+    def start(
+        self, host: str, port: int | None, *, ledgers: Any, checks: list[Any], sources: list[str]
+    ) -> None:
+        """Start the upkeep, and the probes' own server when a port is given."""
+        from connector.errors import ConnectorError
+        from connector.observe import serve_probes
+
+        if port is not None:
+            probes = self.probes(checks=checks, ledgers=ledgers, sources=sources)
+            try:
+                self.server = serve_probes(probes, host, port)
+            except OSError as exc:
+                raise ConnectorError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+            say(f"metrics on http://{host}:{self.server.port}/metrics")
+        self.upkeep.start()
+        self.notify(host if self.server else None, self.server.port if self.server else None)
+
+    def stop(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
+        self.upkeep.stop()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@contextlib.contextmanager
+def _stopped(service: _Service | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if service is not None:
+            service.stop()
+
+
+def _polled_recently(store: Any, ledger: str, interval: float) -> Any:
+    from connector.observe import polled_recently
+
+    return polled_recently(store, ledger, interval)
+
+
 def _print_event(trigger: str, event: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(event, separators=(",", ":")))
+        click.echo(clean_json(json.dumps(event, separators=(",", ":"))))
         return
     data = event.get("data") if isinstance(event.get("data"), dict) else event
     who = data.get("participant", data) if isinstance(data, dict) else {}
@@ -53,6 +135,12 @@ def _print_event(trigger: str, event: dict[str, Any], as_json: bool) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Run this workflow for each event (the event is `trigger`).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /health, /ready and /metrics on this port while polling (not with --once).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
 @state_dir_option
 @json_option
 def poll(
@@ -62,19 +150,31 @@ def poll(
     interval: float,
     backfill: bool,
     workflow: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
     state_dir: str | None,
     as_json: bool,
 ) -> None:
-    """Poll TRIGGER_ID; print new items (one JSON object per line with --json)."""
+    """Poll TRIGGER_ID; print new items (one JSON object per line with --json).
+
+    Without --once it polls every --interval seconds until SIGTERM or Ctrl-C; a poll
+    that fails for a reason that passes (429, 5xx, Willo unreachable) is logged and
+    tried again at the next interval. WILLO_RETENTION_DAYS prunes finished work.
+    """
     from connector.cli.context import connector_for
+    from connector.errors import ConnectorError
     from connector.state.store import StateStore
     from connector.triggers.dispatch import Dispatcher, requeue_interrupted, requeue_parked, workflow_handler
     from connector.triggers.polling import Poller
     from connector.workflows.model import load
+    from connector.workflows.runner import failure_kind
 
+    if once and metrics_port is not None:
+        raise click.UsageError("--metrics-port serves a long-lived poller: leave out --once")
     store = StateStore(state_dir)
     stop = _stop_on_signals()
-    with connector_for() as conn:
+    service = None if once else _Service(store)
+    with connector_for() as conn, _stopped(service):
         manifest = conn.catalog.get(trigger_id, "trigger")
         options = parse_inputs(with_, manifest.input_schema.get("properties"), flag="--with")
         poller = Poller(conn, store, trigger_id, options)
@@ -82,17 +182,38 @@ def poll(
         run_handler = workflow_handler(conn, store, workflows) if workflows else None
 
         def handle(trigger: str, payload: dict[str, Any], event: dict[str, Any]) -> str | None:
-            _print_event(trigger, payload, as_json)
+            if as_json and "payload_json" in event:  # stored as compact JSON: printed as is
+                sys.stdout.write(clean_json(event["payload_json"]) + "\n")
+            else:
+                _print_event(trigger, payload, as_json)
             return run_handler(trigger, payload, event) if run_handler else None
 
-        dispatcher = Dispatcher(conn, store, "poll", handle)
+        # what was printed reaches stdout before its events are marked dispatched; events
+        # only printed are quick, and claimed (and settled) in larger batches
+        dispatcher = Dispatcher(
+            conn, store, "poll", handle, before_settle=sys.stdout.flush, batch=32 if workflows else 256
+        )
         requeue_interrupted(store, "poll")
         requeue_parked(store, "poll")  # parked by an outage: tried again at each start
+        if service is not None:
+            service.start(
+                metrics_host,
+                metrics_port,
+                ledgers=lambda: [poller.name],
+                checks=[_polled_recently(store, poller.name, interval)],
+                sources=["poll"],
+            )
         dispatcher.drain(poller.name)  # events queued before a crash go first
         while True:
-            result = poller.poll(backfill=backfill)
-            if result.first and not backfill and not as_json:
-                click.echo(f"{trigger_id}: first poll recorded what exists; new items from now on", err=True)
+            try:
+                result = poller.poll(backfill=backfill)
+            except ConnectorError as exc:
+                if once or failure_kind(exc) != "transient":
+                    raise
+                log.warning("poll of %s failed (%s); trying again in %gs", poller.name, exc, interval)
+            else:
+                if result.first and not backfill and not as_json:
+                    say(f"{trigger_id}: first poll recorded what exists; new items from now on")
             dispatcher.drain(poller.name)
             if once or stop.wait(interval):
                 break
@@ -136,6 +257,7 @@ def listen(
 
     from connector.cli.context import connector_for
     from connector.errors import ConnectorError
+    from connector.observe import wsgi
     from connector.state.store import StateStore
     from connector.triggers.dispatch import Dispatcher, requeue_interrupted, requeue_parked, workflow_handler
     from connector.triggers.receiver import PATH, Inbox, Listener, make_app
@@ -180,21 +302,33 @@ def listen(
             info = sub.status()
             return {"subscription": info, **({} if info["live"] else {"status": "no_subscription"})}
 
+        def subscribed() -> str | None:
+            if no_subscribe:
+                return None
+            if sub is None:
+                return "not subscribed yet"
+            info = sub.status()
+            return None if info["live"] else f"no live subscription: {info.get('reason')}"
+
         inbox = Inbox(store, secret, on_queued=lambda: listener.wake.set() if listener else None)
+        service = _Service(store)
+        probes = service.probes(health=health, checks=[subscribed], sources=["webhook"])
         try:
-            listener = Listener(make_app(inbox, health), host, port, dispatcher.one, stopping)
+            listener = Listener(wsgi(probes, make_app(inbox, health)), host, port, dispatcher.one, stopping)
         except OSError as exc:
             raise ConnectorError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        service.upkeep.start()
         url = (public_url or f"http://{host}:{listener.port}").rstrip("/") + PATH
         if not no_subscribe:
             sub = Subscription(conn, store, url, events, secret)
         stop = _stop_on_signals()
         listener.start()
-        click.echo(f"listening on http://{host}:{listener.port}{PATH}", err=True)
+        say(f"listening on http://{host}:{listener.port}{PATH}")
+        service.notify(host, listener.port)
         try:
             if sub is not None:
                 hook = sub.start()
-                click.echo(f"subscribed {hook['key']} to {', '.join(sorted(events))}", err=True)
+                say(f"subscribed {hook['key']} to {', '.join(sorted(events))}")
                 while not stop.wait(store.leases.ttl / 3):
                     sub.check()
             else:
@@ -204,9 +338,10 @@ def listen(
             listener.stop()
             if sub is not None:
                 _, account = sub.stop(deadline=began + 1.5)
-                click.echo(account, err=True)
+                say(account)
             if not listener.join(timeout=1.0 - (time.monotonic() - began)):
-                click.echo("stopped with a request in flight: the next start looks it up", err=True)
+                say("stopped with a request in flight: the next start looks it up", "warning")
+            service.stop()
             store.leases.release_all(keep=sub.lingering if sub is not None else ())
             if starter is not None:
                 starter.close()
@@ -214,22 +349,26 @@ def listen(
 
 @click.group()
 def state() -> None:
-    """Inspect or rewind a trigger's ledger in the state store."""
+    """Inspect, rewind, prune, back up or vacuum the state store."""
 
 
 @state.command("show")
-@click.argument("trigger_id")
+@click.argument("trigger_id", required=False)
 @click.option("--with", "with_", multiple=True, metavar="K=V", help="The trigger's options.")
 @state_dir_option
 @json_option
-def state_show(trigger_id: str, with_: tuple[str, ...], state_dir: str | None, as_json: bool) -> None:
-    """Show TRIGGER_ID's cursor, seen items, polls and queued events."""
+def state_show(trigger_id: str | None, with_: tuple[str, ...], state_dir: str | None, as_json: bool) -> None:
+    """The store (its files' sizes, runs and events by status); or TRIGGER_ID's
+    cursor, seen items, polls and events."""
     from connector.errors import ConnectorError
     from connector.state.store import StateStore
+    from connector.triggers.events import shown
     from connector.triggers.polling import ledger_name
 
     store = StateStore(state_dir)
-    if trigger_id.startswith("willo.") and trigger_id.split(".")[1] in (
+    if trigger_id is None:
+        info = _store_info(store)
+    elif trigger_id.startswith("willo.") and trigger_id.split(".")[1] in (
         "new_response",
         "stage_change",
         "new_comment",
@@ -240,7 +379,7 @@ def state_show(trigger_id: str, with_: tuple[str, ...], state_dir: str | None, a
             " AND trigger = ? GROUP BY status",
             (trigger_id,),
         )
-        info: dict[str, Any] = {"trigger": trigger_id, "events": {r["status"]: r["n"] for r in rows}}
+        info = {"trigger": trigger_id, "events": {shown(r["status"]): r["n"] for r in rows}}
     else:
         name = ledger_name(trigger_id, parse_inputs(with_, flag="--with"))
         row = store.query("SELECT * FROM triggers WHERE name = ?", (name,))
@@ -253,12 +392,110 @@ def state_show(trigger_id: str, with_: tuple[str, ...], state_dir: str | None, a
             "SELECT status, COUNT(*) AS n FROM events WHERE source = 'poll' AND trigger = ? GROUP BY status",
             (name,),
         )
-        info["events"] = {r["status"]: r["n"] for r in events}
+        info["events"] = {shown(r["status"]): r["n"] for r in events}
     if as_json:
         emit_json(info)
         return
     for k, val in info.items():
+        if isinstance(val, dict) and k == "sizes":
+            from connector.state.upkeep import human
+
+            val = ", ".join(f"{part} {human(n)}" for part, n in val.items())
         click.echo(f"{k}: {val}")
+
+
+def _store_info(store: Any) -> dict[str, Any]:
+    from connector.state.upkeep import retention_seconds, sizes
+    from connector.triggers.events import counts
+
+    runs = store.query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+    retention = retention_seconds()
+    return {
+        "path": str(store.path),
+        "sizes": sizes(store),
+        "runs": {r["status"]: r["n"] for r in runs},
+        "units": store.query("SELECT COUNT(*) FROM units")[0][0],
+        "events": counts(store),
+        "ledgers": store.query("SELECT COUNT(*) FROM triggers")[0][0],
+        "seen": store.query("SELECT COUNT(*) FROM seen")[0][0],
+        "retention_days": None if retention is None else retention / 86400,
+    }
+
+
+@state.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="AGE",
+    help="Prune what finished before this age: 30d, 12h, 2w (default: WILLO_RETENTION_DAYS).",
+)
+@state_dir_option
+@json_option
+def state_prune(older_than: str | None, state_dir: str | None, as_json: bool) -> None:
+    """Delete finished runs (succeeded, failed), their units, and done or dropped
+    events older than AGE. Nothing unfinished is touched: running, interrupted,
+    blocked or parked runs, queued, running or parked events, a run whose event is
+    not done, a unit that may have been sent. `state vacuum` then gives the space
+    back to the disk."""
+    from connector.errors import ConfigError
+    from connector.state.store import StateStore
+    from connector.state.upkeep import parse_age, prune, retention_seconds
+
+    seconds = parse_age(older_than) if older_than else retention_seconds()
+    if seconds is None:
+        raise ConfigError("state prune: give --older-than AGE (e.g. 30d) or set WILLO_RETENTION_DAYS")
+    store = StateStore(state_dir)
+    done = prune(store, seconds)
+    if as_json:
+        emit_json(done.as_dict())
+        return
+    click.echo(
+        f"pruned {done.runs} runs ({done.units} units), {done.events} events and {done.leases} stale leases "
+        f"older than {seconds / 86400:g} days"
+    )
+    kept = {k: n for k, n in done.kept.items() if n}
+    if kept:
+        click.echo(
+            "kept as unfinished (or tied to unfinished work): "
+            + ", ".join(f"{n} {k}" for k, n in kept.items())
+        )
+
+
+@state.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@state_dir_option
+@json_option
+def state_backup(file: str, force: bool, state_dir: str | None, as_json: bool) -> None:
+    """Copy the state store to FILE with SQLite's online backup API: a consistent
+    copy, safe while listen, poll or serve keep writing. Restore by stopping them and
+    putting FILE in place of state.sqlite3 (removing its -wal and -shm files)."""
+    from connector.state.store import StateStore
+    from connector.state.upkeep import backup, human
+
+    info = backup(StateStore(state_dir), file, overwrite=force)
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"backed up {info['source']} to {info['backup']} ({human(info['bytes'])}, {info['seconds']}s)")
+
+
+@state.command("vacuum")
+@state_dir_option
+@json_option
+def state_vacuum(state_dir: str | None, as_json: bool) -> None:
+    """Rewrite the store without the space prune freed, and truncate its WAL."""
+    from connector.state.store import StateStore
+    from connector.state.upkeep import human, vacuum
+
+    info = vacuum(StateStore(state_dir))
+    if as_json:
+        emit_json(info)
+        return
+    b, a = info["before"], info["after"]
+    click.echo(
+        f"vacuumed: file {human(b['file'])} -> {human(a['file'])}, WAL {human(b['wal'])} -> {human(a['wal'])}"
+    )
 
 
 @state.command("reset")

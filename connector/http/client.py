@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -28,7 +28,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from connector import __version__, redaction
+from connector import __version__, redaction, telemetry
 from connector.errors import (
     AmbiguousRequestError,
     CassetteMiss,
@@ -194,6 +194,9 @@ class Transport:
 
     #: who is at the other end, for messages ("cannot reach Willo")
     peer = "Willo"
+    #: the metrics its attempts are counted under (``connector.telemetry``): every
+    #: attempt, its 429s (None: not counted), and the action label when none is given
+    counted_as: tuple[str, str | None, str] = ("api_requests", "api_throttled", "other")
     #: read the body lazily (the outbound client caps its size)
     stream = False
     settings: Settings
@@ -230,8 +233,10 @@ class Transport:
             raise_on_status=False,
         )
 
-    def _send(self, req: dict[str, Any], idempotent: bool) -> requests.Response:
+    def _send(self, req: dict[str, Any], idempotent: bool, action: str | None = None) -> requests.Response:
         retry = self._retry(idempotent)
+        attempts, throttled, default = self.counted_as
+        action = action or default
         prepared = self.session.prepare_request(
             requests.Request(
                 req["method"],
@@ -253,6 +258,7 @@ class Transport:
             try:
                 resp = self._send_once(prepared, timeout, method, url)
             except requests.RequestException as exc:
+                telemetry.inc(attempts, action=action, status="error")
                 cause = _transport_cause(exc)
                 if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
                     raise AmbiguousRequestError(
@@ -274,7 +280,10 @@ class Transport:
                 retry.sleep()
                 continue
             code = resp.status_code
+            telemetry.inc(attempts, action=action, status=str(code))
             if code == 429:
+                if throttled is not None:
+                    telemetry.inc(throttled, action=action)
                 self.pacer.throttled(_retry_after(resp))
             if code in (retry.status_forcelist or ()) and retry.is_retry(
                 method, code, "Retry-After" in resp.headers
@@ -435,7 +444,7 @@ class WilloClient(Transport):
         req = self.build(method, path, params=params, json=json, manifest=manifest)
         if idempotent is None:
             idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
-        resp = self._send(req, idempotent)
+        resp = self._send(req, idempotent, action=str((manifest or {}).get("id") or "other"))
         return self._decode(req, resp, binary, idempotent)
 
     def _decode(
@@ -508,27 +517,25 @@ class WilloClient(Transport):
     def scrub(self, text: str) -> str:
         return redaction.scrub(text)
 
-    def paginate(
+    def pages(
         self,
         method: str,
         path: str,
         *,
         params: Mapping[str, Any] | None = None,
-        items: str = "results",
         next_field: str = "next",
         manifest: Mapping[str, Any] | None = None,
-        limit: int | None = None,
-    ) -> list[Any]:
-        """Every item of a paged list, following ``next`` links on the same host; a
-        link already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
-        found: list[Any] = []
+    ) -> Iterator[Any]:
+        """Each page of a paged list as it arrives, following ``next`` links on the same
+        host (a generator: the next page is asked for when this one is done with); a link
+        already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
         seen = {full_url(self.url(path), params)}
         page = self.request(method, path, params=params, manifest=manifest)
         while True:
-            found.extend(page.get(items) or [])
-            nxt = page.get(next_field)
-            if not nxt or (limit is not None and len(found) >= limit):
-                return found
+            nxt = page.get(next_field) if isinstance(page, dict) else None
+            yield page
+            if not nxt:
+                return
             link = self._rebase(urljoin(self.url(path), str(nxt)))
             if full_url(link, None) in seen:
                 raise WilloError(
@@ -544,6 +551,25 @@ class WilloClient(Transport):
                 )
             seen.add(full_url(link, None))
             page = self.request(method, link, manifest=manifest)
+
+    def paginate(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        items: str = "results",
+        next_field: str = "next",
+        manifest: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """Every item of a paged list (see :meth:`pages`), in one list."""
+        found: list[Any] = []
+        for page in self.pages(method, path, params=params, next_field=next_field, manifest=manifest):
+            found.extend(page.get(items) or [])
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
     def _rebase(self, url: str) -> str:
         """A ``next`` link as a URL on the configured base: the key goes nowhere else.

@@ -154,6 +154,18 @@ class Pacer:
             self.cut = min(MAX_CUT, self.cut + 1)
             self._relaxed_at = now
 
+    def usage(self) -> list[dict[str, float]]:
+        """Each window as it stands: ``window`` (seconds), ``used`` (requests sent or
+        reserved in the last window), ``limit`` (what it admits now, after any 429s)
+        and ``configured`` (the limit set)."""
+        with self._lock:
+            now = self._clock()
+            found = []
+            for (limit, span), log in zip(self.windows, self._logs, strict=True):
+                used = sum(1 for at in log if now - span < at)
+                found.append({"window": span, "used": used, "limit": self._limit(limit), "configured": limit})
+            return found
+
 
 _PACERS: dict[tuple[int, int], Pacer] = {}
 _PACERS_LOCK = threading.Lock()
@@ -166,3 +178,9 @@ def shared_pacer(per_second: int, per_minute: int) -> Pacer:
         if key not in _PACERS:
             _PACERS[key] = Pacer(per_second, per_minute)
         return _PACERS[key]
+
+
+def pacers() -> list[Pacer]:
+    """Every pacer this process has made (one per rate setting in use)."""
+    with _PACERS_LOCK:
+        return list(_PACERS.values())

@@ -273,3 +273,64 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
         )
     store.insert("children", {"name": "Sandbox Europe", "parent": store.organisation})
     return keys
+
+
+FIRST = ("Ada", "Grace", "Alan", "Katherine", "Charles", "Edsger", "Barbara", "Donald", "Frances", "Tim")
+LAST = ("Lovelace", "Hopper", "Turing", "Johnson", "Babbage", "Dijkstra", "Liskov", "Knuth", "Allen", "Lee")
+
+
+def bulk(store: Store, participants: int, request_host: str) -> str:
+    """``--participants N``: one more interview ("Bulk hiring") with N participants, a
+    third of them completed, for benchmarks. Keys are stable (``participant:bulk:I``)."""
+    owner = store.user_for(next(iter(store.api_keys)))
+    assert owner is not None
+    itv = store.insert(
+        "interviews",
+        {
+            "key": stable("interview:Bulk hiring"),
+            "title": "Bulk hiring",
+            "department": None,
+            "default_language": "en",
+            "description": "Many candidates, for benchmarks.",
+            "salary": None,
+            "questions": [question({"text": "Tell us about yourself.", "order": 0, "answer_type": "video"})],
+            "settings": {"show_hints_and_tips": True, "show_availability_calendar": False, "deadline": None},
+            "message_templates": dict.fromkeys(
+                (
+                    "invitation_email",
+                    "invitation_sms",
+                    "reminder_email",
+                    "reminder_sms",
+                    "interview_completed_email",
+                )
+            ),
+            "stages": list(DEFAULT_STAGES),
+            "_owner": owner["key"],
+            "invite_link": f"{request_host}invite/{stable('interview:Bulk hiring')}",
+        },
+    )
+    interview = itv["key"]
+    table = store.table("participants")
+    for i in range(participants):
+        key = stable(f"participant:bulk:{i}")
+        now = store.clock.now()
+        done = i % 3 == 2
+        table.insert(
+            {
+                "key": key,
+                "interview": interview,
+                "email": f"candidate{i:06d}@example.com",
+                "first_name": FIRST[i % len(FIRST)],
+                "last_name": LAST[(i // len(FIRST)) % len(LAST)],
+                "phone": None,
+                "stage": "Completed" if done else "Invited",
+                "status": "completed" if done else "invited",
+                "score": (i % 5) + 1 if done and i % 2 else None,
+                "created_at": now,
+                "updated_at": now,
+                "completed_at": now if done else None,
+                "invite_link": f"{request_host}i/{key}",
+                "_comments": [],
+            }
+        )
+    return interview

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+import waitress.server
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.task import WSGITask
 
 from connector.sandbox import seed as seeds
 from connector.sandbox.app import API_PREFIX, Faults, SandboxApp, Throttle
@@ -18,11 +23,29 @@ from connector.sandbox.webhooks import Deliverer
 log = logging.getLogger(__name__)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
+#: Largest body the server reads; the app answers 413 above its own (smaller) limit.
+MAX_REQUEST = 16 * 1024 * 1024
 
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
+
+class _Task(WSGITask):
+    """A request that can be dropped: the app's ``sandbox.drop`` closes the connection
+    without an answer (a fault the client must survive)."""
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ["sandbox.drop"] = self._drop
+        return environ
+
+    def _drop(self) -> None:
+        self.close_on_finish = True
+        sock = self.channel.socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Channel(HTTPChannel):
+    task_class = _Task
 
 
 @dataclass
@@ -31,6 +54,7 @@ class SandboxOptions:
     port: int = 0
     api_key: str | None = None
     seed: str | None = "demo"
+    participants: int = 0  # more, in one "Bulk hiring" interview (benchmarks)
     rate_limit: tuple[int, int] = (10, 100)
     fail_rate: float = 0.0
     fault_seed: int | None = None
@@ -61,7 +85,7 @@ class Sandbox:
             deliverer=self.deliverer,
             reset=self.reset,
         )
-        self._server: BaseWSGIServer | None = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
         self.reset()
 
@@ -80,6 +104,8 @@ class Sandbox:
                 self.keys = seeds.demo(self.store, self.api_key, host)
             else:
                 self.keys = seeds.base(self.store, self.api_key)
+            if self.options.participants:
+                seeds.bulk(self.store, self.options.participants, host)
 
     @property
     def base_url(self) -> str:
@@ -90,26 +116,30 @@ class Sandbox:
 
     @property
     def port(self) -> int:
-        return self._server.server_port if self._server else self.options.port
+        return int(self._server.effective_port) if self._server else self.options.port
 
     def bind(self) -> None:
-        self._server = make_server(
-            self.options.host, self.options.port, self.app, threaded=True, request_handler=_QuietHandler
+        # waitress: a production WSGI server, several times the werkzeug dev server's rate
+        # (the sandbox must keep up with benchmarks of 100,000 records)
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "all threads busy": they queue
+        self._server = waitress.server.create_server(
+            self.app,
+            host=self.options.host,
+            port=self.options.port,
+            threads=32,  # a slow request (injected latency) holds one; the rest go on
+            ident="willo-sandbox",
+            max_request_body_size=MAX_REQUEST,
+            channel_timeout=300,
         )
-        self._server.daemon_threads = True  # type: ignore[attr-defined]
-        self.options.port = self._server.server_port
+        self._server.channel_class = _Channel
+        self.options.port = int(self._server.effective_port)
         self.reset()  # links now carry the real port
 
     def start(self) -> Sandbox:
         """Serve in a background thread on a free loopback port (unless one was given)."""
         self.bind()
         assert self._server is not None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            daemon=True,
-            name="willo-sandbox",
-        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name="willo-sandbox")
         self._thread.start()
         return self
 
@@ -117,14 +147,28 @@ class Sandbox:
         if self._server is None:
             self.bind()
         assert self._server is not None
-        self._server.serve_forever(poll_interval=0.2)
+        self._server.run()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        server = self._server
+        if server is not None:
+            # run() returns once its map is empty: the listening socket, and every client's
+            # kept-alive connection, closed in the loop's own thread
+            def close_all() -> None:
+                wasyncore.close_all(server._map, ignore_all=True)
+
+            pulled = False
+            if self._thread is not None and self._thread.is_alive():
+                try:
+                    server.trigger.pull_trigger(close_all)
+                    pulled = True
+                except OSError:  # the loop is closing already (its trigger is gone)
+                    pass
+                self._thread.join(timeout=5)
+            if not pulled:
+                close_all()
+            server.task_dispatcher.shutdown()
+            self._server, self._thread = None, None
         self.deliverer.stop()
 
     def __enter__(self) -> Sandbox:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from connector.sandbox.tables import Table
+
 DEFAULT_STAGES = ["Invited", "Completed", "Reviewed", "Shortlisted", "Rejected", "Hired"]
 RESOURCES = (
     "departments",
@@ -61,9 +63,7 @@ class Clock:
 class Store:
     """All state of one sandbox. Guarded by ``lock`` (the server is threaded)."""
 
-    tables: dict[str, dict[str, dict[str, Any]]] = field(
-        default_factory=lambda: {name: {} for name in RESOURCES}
-    )
+    tables: dict[str, Table] = field(default_factory=lambda: {name: Table(name) for name in RESOURCES})
     api_keys: dict[str, str] = field(default_factory=dict)  # api key -> user key
     secrets: dict[str, str] = field(default_factory=dict)  # webhook key -> secret
     responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -72,15 +72,22 @@ class Store:
     clock: Clock = field(default_factory=Clock)
     organisation: str = field(default_factory=new_key)
 
-    def table(self, name: str) -> dict[str, dict[str, Any]]:
+    def table(self, name: str) -> Table:
         return self.tables[name]
 
     def insert(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         record = {**record, "key": record.get("key") or new_key()}
         record = {"key": record.pop("key"), **record}  # key first, as Willo lists it
         record.setdefault("created_at", self.clock.now())
-        self.tables[name][record["key"]] = record
-        return record
+        return self.tables[name].insert(record)
+
+    def update(self, name: str, record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        """Change ``record`` of table ``name`` (its indexes follow)."""
+        return self.tables[name].change(record, changes)
+
+    def versions(self) -> tuple[int, ...]:
+        """One number per table that changes with every write to it."""
+        return tuple(t.version for t in self.tables.values())
 
     def add_user(
         self,

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connector import redaction
+from connector import redaction, telemetry
 from connector.errors import ConfigError, ConnectorError
 from connector.state.leases import live_clause
 from connector.state.store import StateStore, loads
@@ -74,16 +74,19 @@ def claim(store: StateStore, source: str, trigger: str | None = None, limit: int
     lease: concurrent claimers never share one."""
     leases = store.leases
     with store.tx() as db:
-        sql = "SELECT * FROM events WHERE source = ? AND status = 'queued' AND next_at <= ?"
+        # walked in id order on its index, stopping at `limit`: a claim is bounded by
+        # what it takes, not by the length of the queue
+        sql = (
+            "SELECT * FROM events INDEXED BY events_queue"
+            " WHERE source = ? AND status = 'queued' AND next_at <= ?"
+        )
         args: tuple[Any, ...] = (source, time.time())
         if trigger is not None:
             sql += " AND trigger = ?"
             args += (trigger,)
-        rows = [
-            row
-            for row in db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-            if leases.acquire(event_resource(row["id"]), db=db)
-        ]
+        found = db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        taken = leases.acquire_many([event_resource(row["id"]) for row in found], db=db)
+        rows = [row for row in found if event_resource(row["id"]) in taken]
         db.executemany(
             "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id = ?",
             [(row["id"],) for row in rows],
@@ -92,6 +95,7 @@ def claim(store: StateStore, source: str, trigger: str | None = None, limit: int
     for row in rows:
         event = dict(row)
         event["attempts"] += 1
+        event["payload_json"] = row["payload"]  # as stored: compact JSON (for printing as is)
         event["payload"] = loads(row["payload"])
         events.append(event)
     return events
@@ -188,6 +192,7 @@ class Dispatcher:
         max_attempts: int | None = None,
         batch: int = 32,
         cancel: threading.Event | None = None,
+        before_settle: Callable[[], None] | None = None,
     ):
         self.conn = conn
         self.store = store
@@ -200,6 +205,9 @@ class Dispatcher:
         self.backoff = backoff
         self.batch = batch
         self.cancel = cancel  # set: claimed events not yet started go back to the queue
+        # called before handled events are marked dispatched (e.g. to flush what a
+        # handler printed: a crash after the mark must not lose what was "delivered")
+        self.before_settle = before_settle
         self._next_sweep = 0.0
 
     def one(self, trigger: str | None = None) -> int:
@@ -223,20 +231,29 @@ class Dispatcher:
             run_id = self._dispatch(event)
             if run_id is _FAILED:
                 continue
+            telemetry.inc("events_dispatched", outcome="done", source=self.source)
+            if log.isEnabledFor(logging.INFO):
+                with telemetry.bind(trigger=event["trigger"], event_id=event["id"]):
+                    log.info("event %s done%s", event["id"], f" (run {run_id})" if run_id else "")
             if run_id is None:
                 quiet.append(event["id"])
             else:
+                self._settling()
                 finish(self.store, event["id"], "dispatched", run_id=str(run_id))
         if quiet:
+            self._settling()
             with self.store.tx() as db:
                 db.executemany(
                     "UPDATE events SET status = 'dispatched', error = NULL, failure = NULL,"
                     " failing_since = NULL WHERE id = ?",
                     [(i,) for i in quiet],
                 )
-                for i in quiet:
-                    self.store.leases.release(event_resource(i), db=db)
+                self.store.leases.release_many([event_resource(i) for i in quiet], db=db)
         return len(events)
+
+    def _settling(self) -> None:
+        if self.before_settle is not None:
+            self.before_settle()
 
     def _sweep(self) -> None:
         """Now and then, take back the events of dispatchers that died meanwhile."""
@@ -248,12 +265,13 @@ class Dispatcher:
 
     def _dispatch(self, event: dict[str, Any]) -> object:
         trigger_id = event["trigger"].split("#", 1)[0]
-        self.conn.host.call_quietly("event_received", trigger=trigger_id, event=event["payload"])
-        try:
-            run_id = self.handler(trigger_id, event["payload"], event)
-        except Exception as exc:
-            self._failed(event, exc)
-            return _FAILED
+        with telemetry.bind(trigger=event["trigger"], event_id=event["id"]):
+            self.conn.host.call_quietly("event_received", trigger=trigger_id, event=event["payload"])
+            try:
+                run_id = self.handler(trigger_id, event["payload"], event)
+            except Exception as exc:
+                self._failed(event, exc)
+                return _FAILED
         return run_id
 
     def _failed(self, event: dict[str, Any], exc: Exception) -> None:
@@ -264,6 +282,7 @@ class Dispatcher:
         )
         eid, attempts = event["id"], event["attempts"]
         if kind == "interrupted":
+            telemetry.inc("events_dispatched", outcome="requeued", source=self.source)
             log.info("event %s: run interrupted; queued again", eid)
             finish(
                 self.store,
@@ -286,6 +305,7 @@ class Dispatcher:
                 "blocked": "it needs an operator",
                 "permanent": "it cannot succeed as it is",
             }.get(kind, f"still failing after {attempts} attempts")
+            telemetry.inc("events_dispatched", outcome="parked", source=self.source)
             log.error("event %s parked (%s): %s", eid, why, message)
             finish(self.store, eid, "parked", message, run_id=run_id, failure=kind, failing_since=since)
             if run_id and kind != "blocked":
@@ -294,6 +314,7 @@ class Dispatcher:
         delay = min(self.max_delay, self.backoff * 2 ** min(attempts - 1, 40))
         delay *= random.uniform(0.8, 1.0)  # spread the retries of a burst
         delay = min(self.max_delay, max(delay, getattr(exc, "retry_after", None) or 0))
+        telemetry.inc("events_dispatched", outcome="retry", source=self.source)
         log.warning("event %s failed (attempt %d), retrying in %.0fs: %s", eid, attempts, delay, message)
         finish(
             self.store,

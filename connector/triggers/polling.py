@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from connector import telemetry
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
 from connector.errors import BadRequest, ConfigError, InputError, PluginError, short
@@ -234,16 +235,18 @@ class Poller:
         first = not state["initialized"]
         items, requests = self.fetch(order_key(state["cursor"]), first, backfill)
         id_field, order = self.spec["id"], self.spec.get("order")
-
-        def key_of(item: Mapping[str, Any]) -> str | None:
-            return order_key(item.get(order)) if order else None
-
-        candidates = [i for i in items if self._matches(i) and i.get(id_field) is not None]
+        # (item, its key, its order key), each key computed once; oldest first
+        candidates = [
+            (i, str(i[id_field]), order_key(i.get(order)) if order else None)
+            for i in items
+            if self._matches(i) and i.get(id_field) is not None
+        ]
         if order:
-            candidates.sort(key=lambda i: (key_of(i) is not None, key_of(i) or "", str(i[id_field])))
+            candidates.sort(key=lambda c: (c[2] is not None, c[2] or "", c[1]))
         else:
             candidates.reverse()  # lists come newest first
         emitted: list[dict[str, Any]] = []
+        queued: list[tuple[int, str]] = []  # (event id, item key) for the log
         now = time.time()
         with self.store.tx() as db:
             row = db.execute(
@@ -251,23 +254,35 @@ class Poller:
             ).fetchone()
             first = not row["initialized"]  # another poller may have initialised meanwhile
             cursor = order_key(row["cursor"])
-            for item in candidates:
-                key, ord_value = str(item[id_field]), key_of(item)
-                if not first and cursor is not None and ord_value is not None and ord_value < cursor:
-                    continue  # older than what was already covered: never re-fire
-                cur = db.execute(
-                    "INSERT INTO seen (name, item, ord, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (self.name, key, ord_value, now),
-                )
-                if cur.rowcount and (not first or backfill):
+            todo = [
+                c
+                for c in candidates  # older than what was already covered: never re-fire
+                if first or cursor is None or c[2] is None or c[2] >= cursor
+            ]
+            seen = self._seen(db, [key for _, key, _ in todo])
+            new_seen: list[tuple[Any, ...]] = []
+            new_events: list[tuple[Any, ...]] = []
+            for item, key, ord_value in todo:
+                if key in seen:
+                    continue
+                seen.add(key)
+                new_seen.append((self.name, key, ord_value, now))
+                if not first or backfill:
                     event = self._validated(item)
-                    db.execute(
-                        "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
-                        " VALUES ('poll', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-                        (self.name, key, dumps(event), now),
-                    )
+                    new_events.append((self.name, key, dumps(event), now))
                     emitted.append(event)
-            newest = max(filter(None, (key_of(i) for i in candidates)), default=None)
+            db.executemany(
+                "INSERT INTO seen (name, item, ord, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                new_seen,
+            )
+            added = db.executemany(
+                "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"
+                " VALUES ('poll', ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+                new_events,
+            ).rowcount
+            if added > 0 and log.isEnabledFor(logging.INFO):  # each event's id, for its log line
+                queued = self._event_ids(db, [e[1] for e in new_events], now)
+            newest = max(filter(None, (c[2] for c in candidates)), default=None)
             new_cursor = max(filter(None, [cursor, newest]), default=None)
             db.execute(
                 "UPDATE triggers SET initialized = 1, cursor = ?, polls = polls + 1,"
@@ -275,10 +290,47 @@ class Poller:
                 (new_cursor, requests, now, self.name),
             )
         self.prune()
+        telemetry.inc("polls", trigger=self.manifest.id)
+        if added > 0:
+            telemetry.inc("events_emitted", added, source="poll")
+        if queued:
+            for event_id, key in queued:
+                with telemetry.bind(trigger=self.name, event_id=event_id):
+                    log.info("event %s emitted: %s %s", event_id, self.spec["id"], short(key, 80))
         return PollResult(emitted, requests, first)
 
+    def _event_ids(self, db: Any, keys: list[str], received_at: float) -> list[tuple[int, str]]:
+        """``(id, key)`` of the events this poll queued (for the log)."""
+        found: list[tuple[int, str]] = []
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found += [
+                (row["id"], row["dedupe"])
+                for row in db.execute(
+                    f"SELECT id, dedupe FROM events WHERE source = 'poll' AND trigger = ? AND received_at = ?"
+                    f" AND dedupe IN ({marks}) ORDER BY id",
+                    (self.name, received_at, *chunk),
+                )
+            ]
+        return found
+
+    def _seen(self, db: Any, keys: list[str]) -> set[str]:
+        """Which of ``keys`` this ledger has seen (a few statements for any number)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found |= {
+                row["item"]
+                for row in db.execute(
+                    f"SELECT item FROM seen WHERE name = ? AND item IN ({marks})", (self.name, *chunk)
+                )
+            }
+        return found
+
     def _validated(self, item: dict[str, Any]) -> dict[str, Any]:
-        report = schemas.errors(item, self.manifest.output_schema)
+        report = schemas.errors(item, self.manifest.data["output"])  # compiled once
         if report:
             log.warning(
                 "%s: event does not match the trigger's schema: %s",

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connector import redaction, secrets
+from connector import redaction, secrets, telemetry
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
 from connector.errors import (
@@ -356,16 +356,21 @@ def _journal(ctx: UnitContext, run_id: str | None, unit: Unit, status: str, **kw
     """Journal a unit, fenced by the run's lease (:class:`LeaseLost` if another process
     took the run over: nothing is written)."""
     if ctx.store is not None and run_id is not None:
-        leases, resource = ctx.store.leases, run_resource(run_id)
         ctx.store.mark_unit(
-            run_id,
-            unit.step,
-            unit.item,
-            unit.action,
-            status,
-            guard=lambda db: leases.check(resource, db),
-            **kw,
+            run_id, unit.step, unit.item, unit.action, status, guard=_fence(ctx.store, run_id), **kw
         )
+
+
+def _fence(store: Journal, run_id: str) -> Callable[[Any], None]:
+    """The run's lease check before a journal write; rows of one run written in one
+    transaction (group commit) are fenced once (its ``key``)."""
+    leases, resource = store.leases, run_resource(run_id)
+
+    def check(db: Any) -> None:
+        leases.check(resource, db)
+
+    check.key = (id(store), resource)  # type: ignore[attr-defined]
+    return check
 
 
 def _journaled_inputs(prev: Any, fresh: dict[str, Any]) -> dict[str, Any]:
@@ -748,6 +753,34 @@ def _case_text(value: Any) -> str:
 # --------------------------------------------------------------------------- the runner
 
 
+def _observed(execute: Callable[..., RunResult]) -> Callable[..., RunResult]:
+    """Runs (and resumes) in a log context naming the run and its workflow; the
+    outcome logged at info, counted, and its duration measured."""
+
+    @functools.wraps(execute)
+    def wrapper(self: Runner, run_id: str | None, *args: Any, **kwargs: Any) -> RunResult:
+        if self.store is None:  # a dry run: nothing journaled, nothing to report
+            return execute(self, run_id, *args, **kwargs)
+        began = time.monotonic()
+        with telemetry.bind(run_id=run_id, workflow=self.wf.name):
+            log.info("run %s of %s started", run_id, self.wf.name)
+            result = execute(self, run_id, *args, **kwargs)
+            took = time.monotonic() - began
+            telemetry.inc("runs", workflow=self.wf.name, status=result.status)
+            telemetry.observe("run_duration", took, workflow=self.wf.name, status=result.status)
+            log.info(
+                "run %s of %s %s in %.1fs%s",
+                run_id,
+                self.wf.name,
+                result.status,
+                took,
+                f": {result.error}" if result.error else "",
+            )
+        return result
+
+    return wrapper
+
+
 class Runner:
     """Runs one workflow with one connector; journals unless it is a dry run."""
 
@@ -871,6 +904,7 @@ class Runner:
         use = (self.wf.trigger or {}).get("use")
         return self.conn.catalog.get(use, "trigger").numbers(trigger) if use else trigger
 
+    @_observed
     def _execute(
         self,
         run_id: str | None,

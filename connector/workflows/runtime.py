@@ -3,11 +3,12 @@ handler), check the output against the manifest's schema."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ class Call:
 
 
 def input_problems(manifest: Manifest, inputs: Mapping[str, Any]) -> list[str]:
+    if schemas.proves_valid(inputs, manifest.data["input"]):
+        return []  # settled without jsonschema (which words the errors when there are some)
     return [f"{ptr or '/'}: {msg}" for ptr, msg in schemas.errors(dict(inputs), manifest.input_validator)]
 
 
@@ -43,6 +46,37 @@ def check_inputs(manifest: Manifest, inputs: Mapping[str, Any]) -> None:
     problems = input_problems(manifest, inputs)
     if problems:
         raise InputError(f"{manifest.id}: input " + "; ".join(problems))
+
+
+def paged_inputs(manifest: Manifest, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """With ``all: true`` and no page size, the largest page (the page-size input's
+    ``maximum``, which the manifest's ``pagination.page_size`` names): fewest requests."""
+    req = manifest.data.get("request") or {}
+    size = (req.get("pagination") or {}).get("page_size")
+    if not size or not inputs.get("all") or inputs.get(size) is not None:
+        return inputs
+    biggest = ((manifest.data["input"].get("properties") or {}).get(size) or {}).get("maximum")
+    return {**inputs, size: biggest} if biggest else inputs
+
+
+@dataclass
+class Stream:
+    """The records of a list read with ``all: true``, page by page as they arrive
+    (``batches``, to consume once; ``records`` flattens them); ``count`` is how many
+    were given out so far, all of them at the end. :meth:`Connector.call` returns the
+    same list as ``{**envelope(), items: [...]}``."""
+
+    action: str
+    items: str
+    batches: Iterator[list[Any]] = field(default_factory=lambda: iter(()))
+    count: int = 0
+
+    @property
+    def records(self) -> Iterator[Any]:
+        return itertools.chain.from_iterable(self.batches)
+
+    def envelope(self, count: int | None = None) -> dict[str, Any]:
+        return {"count": self.count if count is None else count, "next": None, "previous": None}
 
 
 def idempotent_for(manifest: Manifest, inputs: Mapping[str, Any]) -> bool:
@@ -183,6 +217,16 @@ class Connector:
     # ------------------------------------------------------------------ calling
 
     def call(self, action_id: str, inputs: Mapping[str, Any]) -> Call:
+        result = self.stream(action_id, inputs)
+        if isinstance(result, Call):
+            return result
+        records = list(result.records)  # checked and converted page by page
+        return Call(result.action, {**result.envelope(), result.items: records})
+
+    def stream(self, action_id: str, inputs: Mapping[str, Any]) -> Call | Stream:
+        """Like :meth:`call`, but a list read with ``all: true`` comes as a :class:`Stream`
+        of its records, page by page, each page checked against the output schema before
+        its records are given out (the first page is read before this returns)."""
         manifest = self.catalog.get(action_id, "action")
         inputs = dict(inputs)
         check_inputs(manifest, inputs)
@@ -200,6 +244,9 @@ class Connector:
             )
             check_returned(manifest, plugin, output)
         else:
+            pagination = (manifest.request or {}).get("pagination")
+            if pagination and inputs.get("all"):
+                return self._stream(manifest, paged_inputs(manifest, inputs), pagination)
             output = self._declarative(manifest, inputs)
         try:
             self.check_output(manifest, output)
@@ -208,6 +255,39 @@ class Connector:
             exc.sent, exc.output = True, output
             raise
         return Call(manifest.id, manifest.numbers(output))
+
+    def _stream(self, manifest: Manifest, inputs: Mapping[str, Any], pagination: dict[str, Any]) -> Stream:
+        parts = self.request_parts(manifest, inputs)
+        field, client = pagination["items"], self.client
+        pages = client.pages(
+            parts["method"],
+            parts["path"],
+            params=parts["params"],
+            next_field=pagination["next"],
+            manifest=manifest.data,
+        )
+        stream = Stream(manifest.id, field)
+        first = [next(pages)]  # a refused request fails here, before anything is given out
+
+        def batches() -> Iterator[list[Any]]:
+            page: Any = first.pop()
+            while page is not None:
+                batch = (page.get(field) if isinstance(page, dict) else None) or []
+                page = None  # hold one page at a time
+                # the page as the whole output would be checked and converted, alone
+                out = {**stream.envelope(len(batch)), field: batch}
+                try:
+                    self.check_output(manifest, out)
+                except OutputError as exc:
+                    exc.sent, exc.output = True, out  # as for any answer: it was sent
+                    raise
+                batch = manifest.numbers(out)[field]
+                stream.count += len(batch)
+                yield batch
+                page = next(pages, None)
+
+        stream.batches = batches()
+        return stream
 
     def request_parts(self, manifest: Manifest, inputs: Mapping[str, Any]) -> dict[str, Any]:
         req = manifest.request
@@ -226,19 +306,7 @@ class Connector:
     def _declarative(self, manifest: Manifest, inputs: Mapping[str, Any]) -> Any:
         parts = self.request_parts(manifest, inputs)
         req = manifest.request or {}
-        pagination = req.get("pagination")
-        client = self.client
-        if pagination and inputs.get("all"):
-            items = client.paginate(
-                parts["method"],
-                parts["path"],
-                params=parts["params"],
-                items=pagination["items"],
-                next_field=pagination["next"],
-                manifest=manifest.data,
-            )
-            return {"count": len(items), "next": None, "previous": None, pagination["items"]: items}
-        return client.request(
+        return self.client.request(
             parts["method"],
             parts["path"],
             params=parts["params"],
@@ -252,7 +320,7 @@ class Connector:
         """A dry run of one action: the request it would send and its sample output."""
         sent: list[dict[str, Any]] = []
         if manifest.request is not None:
-            parts = self.request_parts(manifest, inputs)
+            parts = self.request_parts(manifest, paged_inputs(manifest, inputs))
             sent.append(
                 self.client.preview(
                     parts["method"],
@@ -272,7 +340,7 @@ class Connector:
     def check_output(self, manifest: Manifest, output: Any) -> None:
         if self.schema_mode == "off":
             return
-        report = drift.compare(manifest.output_schema, output)
+        report = manifest.drift.report(output)
         if not report:
             return
         if self.schema_mode == "strict":
