@@ -558,3 +558,64 @@ async def _terminate(settings, workflow_id: str) -> None:
 
     client = await connect(settings)
     await client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+# --------------------------------------------------------------------------- 5. polling triggers
+
+WF_NEW = """\
+workflow: 1
+name: on-new
+trigger: {use: willo.new_participant}
+steps:
+  - id: who
+    use: willo.get_participant
+    with: {participant: "{{ trigger.key }}"}
+"""
+
+
+def test_a_poller_on_temporal_is_one_workflow_with_a_durable_cursor(
+    sandbox, temporal_worker: TemporalWorker, temporal_env: str, tmp_path: Path
+) -> None:
+    """Two `poll --engine temporal` of one trigger: one poller (the second finds it
+    running). Each new participant starts one run, however many polls see it; a
+    `--once` poller hands its cursor on to the next."""
+    from connector.engines.temporal import TemporalSettings
+    from tests.test_triggers import invite
+
+    wf = tmp_path / "new.yaml"
+    wf.write_text(WF_NEW)
+    settings = TemporalSettings.from_env()
+    once = invoke(
+        "poll", "willo.new_participant", "--engine", "temporal", "--run", str(wf), "--once", "--json"
+    )
+    assert once.exit_code == 0, once.stderr
+    assert json.loads(once.stdout)["runs_started"] == 0  # the first poll records what exists
+    invite(sandbox, "first-new@example.com")
+    again = invoke(
+        "poll", "willo.new_participant", "--engine", "temporal", "--run", str(wf), "--once", "--json"
+    )
+    assert json.loads(again.stdout)["runs_started"] == 1  # the cursor was handed on
+    args = ("poll", "willo.new_participant", "--engine", "temporal", "--run", str(wf), "--interval", "1")
+    first = invoke(*args)
+    second = invoke(*args)
+    assert first.exit_code == second.exit_code == 0, first.stderr + second.stderr
+    assert "polling on Temporal every 1s" in first.stderr
+    assert "already polling on Temporal" in second.stderr and "not started twice" in second.stderr
+    poller = first.stderr.split("(")[-1].split(")")[0]
+    try:
+        for e in ("p1@example.com", "p2@example.com", "p3@example.com"):
+            invite(sandbox, e)
+
+        def done() -> list[tuple[str, str]]:
+            return [
+                r
+                for r in asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))
+                if r[1] == "COMPLETED"
+            ]
+
+        wait_for(lambda: len(done()) == 4, what="a run per new participant")
+        time.sleep(2.5)  # two more polls see the same participants
+        runs = asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))
+        assert len(runs) == 4, runs
+    finally:
+        asyncio.run(_terminate(settings, poller))

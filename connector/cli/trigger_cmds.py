@@ -141,6 +141,7 @@ def _print_event(trigger: str, event: dict[str, Any], as_json: bool) -> None:
     help="Serve /health, /ready and /metrics on this port while polling (not with --once).",
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
+@engine_option
 @state_dir_option
 @json_option
 def poll(
@@ -152,6 +153,7 @@ def poll(
     workflow: str | None,
     metrics_port: int | None,
     metrics_host: str,
+    engine: str,
     state_dir: str | None,
     as_json: bool,
 ) -> None:
@@ -160,7 +162,15 @@ def poll(
     Without --once it polls every --interval seconds until SIGTERM or Ctrl-C; a poll
     that fails for a reason that passes (429, 5xx, Willo unreachable) is logged and
     tried again at the next interval. WILLO_RETENTION_DAYS prunes finished work.
+
+    With --engine temporal (and --run), the poller is a workflow on Temporal: its
+    cursor lives in its history, there is one per trigger, options and workflow (a
+    second `poll` finds it running), and each new item starts a run there. The
+    command returns once the poller has started (with --once: once it has polled).
     """
+    if engine == "temporal":
+        _poll_on_temporal(trigger_id, with_, once, interval, backfill, workflow, as_json)
+        return
     from connector.cli.context import connector_for
     from connector.errors import ConnectorError
     from connector.state.store import StateStore
@@ -217,6 +227,61 @@ def poll(
             dispatcher.drain(poller.name)
             if once or stop.wait(interval):
                 break
+
+
+def _poll_on_temporal(
+    trigger_id: str,
+    with_: tuple[str, ...],
+    once: bool,
+    interval: float,
+    backfill: bool,
+    workflow: str | None,
+    as_json: bool,
+) -> None:
+    import asyncio
+
+    from connector.cli.temporal_cmd import temporal_settings
+    from connector.errors import InputError
+    from connector.workflows.model import load
+    from connector.workflows.runtime import Connector
+
+    if workflow is None:
+        raise InputError(
+            "poll --engine temporal needs --run WORKFLOW: on Temporal each new item starts a run"
+        )
+    settings = temporal_settings()
+    from connector.engines.temporal import client as tc
+    from connector.triggers.polling import check_options
+
+    conn = Connector(dry_run=True)
+    manifest = conn.catalog.get(trigger_id, "trigger")
+    if manifest.data["strategy"] != "polling":
+        raise InputError(f"{trigger_id} is a webhook trigger; use `willo-connector listen`")
+    options = parse_inputs(with_, manifest.input_schema.get("properties"), flag="--with")
+    check_options(manifest, options)
+    wf = load(workflow, conn.catalog)
+
+    async def go() -> dict[str, Any]:
+        client = await tc.connect(settings)
+        wf_id, started = await tc.start_poller(
+            client, settings, wf, trigger_id, options, interval=interval, once=once, backfill=backfill
+        )
+        out: dict[str, Any] = {"poller": wf_id, "started": started, "engine": "temporal"}
+        if once and started:
+            done = await client.get_workflow_handle(wf_id).result()
+            out["runs_started"] = done.get("started", 0)
+        return out
+
+    out = asyncio.run(go())
+    if as_json:
+        emit_json(out)
+        return
+    if not out["started"]:
+        say(f"{trigger_id}: already polling on Temporal ({out['poller']}); not started twice")
+    elif once:
+        say(f"{trigger_id}: polled once on Temporal ({out['poller']}): {out['runs_started']} runs started")
+    else:
+        say(f"{trigger_id}: polling on Temporal every {interval:g}s ({out['poller']})")
 
 
 @click.command()

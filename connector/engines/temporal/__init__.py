@@ -135,7 +135,7 @@ class TemporalSettings:
 
     def event_workflow_id(self, account: str, trigger: str, event_id: str) -> str:
         """One workflow id per delivered event: the server refuses a second start."""
-        return f"{self.prefix}-event-{safe_id(account)}-{safe_id(trigger)}-{safe_id(event_id, 120)}"
+        return event_workflow_id(self.prefix, account, trigger, event_id)
 
     def budget_id(self, account: str) -> str:
         """The one budget workflow of an account (started by the first request that needs it)."""
@@ -145,6 +145,12 @@ class TemporalSettings:
         """One poller per account, trigger, options and workflow: a second is refused."""
         digest = hashlib.sha256(repr((options, workflow)).encode()).hexdigest()[:16]
         return f"{self.prefix}-poll-{safe_id(account)}-{safe_id(trigger)}-{digest}"
+
+
+def event_workflow_id(prefix: str, account: str, trigger: str, event_id: str) -> str:
+    """The run of one event (a delivery, a polled item) of ``account``: ``trigger`` names
+    the workflow and its trigger."""
+    return f"{prefix}-event-{safe_id(account)}-{safe_id(trigger)}-{safe_id(event_id, 120)}"
 
 
 def unit_queue(prefix: str, account: str) -> str:

@@ -342,3 +342,54 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
                 category=BENIGN,
             )
     return {"output": wire.seal(outcome.output, sealing), "tries": outcome.tries}
+
+
+# --------------------------------------------------------------------------- polling triggers
+
+
+@activity.defn(name="willo.poll")
+def poll(req: dict[str, Any]) -> dict[str, Any]:
+    """One poll of a polling trigger by the local :class:`~connector.triggers.polling.Poller`,
+    over the ledger the poller workflow keeps in its history (``req["ledger"]``: the
+    cursor, whether the first poll happened, the keys seen at the cursor): the new
+    events, and the ledger after them. The poller's state store here is a scratch
+    one, seeded from and read back into that ledger."""
+    import tempfile
+
+    from connector.state.store import StateStore
+    from connector.triggers.polling import Poller
+
+    conn = accounts.current().connector(req["account"])
+    ledger = req.get("ledger") or {}
+    with tempfile.TemporaryDirectory(prefix="willo-poll-") as scratch:
+        store = StateStore(scratch)
+        poller = Poller(conn, store, req["trigger"], req.get("options") or {})
+        with store.tx() as db:
+            db.execute(
+                "UPDATE triggers SET initialized = ?, cursor = ? WHERE name = ?",
+                (1 if ledger.get("initialized") else 0, ledger.get("cursor"), poller.name),
+            )
+            db.executemany(
+                "INSERT INTO seen (name, item, ord, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(poller.name, k, o, t) for k, o, t in ledger.get("seen") or []],
+            )
+        try:
+            result = poller.poll(backfill=bool(req.get("backfill")))
+        except ConnectorError as exc:
+            raise ApplicationError(str(exc), type="PollFailed", category=BENIGN) from None
+        row = store.query("SELECT initialized, cursor FROM triggers WHERE name = ?", (poller.name,))[0]
+        cursor = row["cursor"]
+        seen = [
+            [r["item"], r["ord"], r["seen_at"]]
+            for r in store.query("SELECT item, ord, seen_at FROM seen WHERE name = ?", (poller.name,))
+            if cursor is None or r["ord"] is None or r["ord"] >= cursor  # older ones the cursor excludes
+        ]
+        events = [
+            {"key": r["dedupe"], "payload": wire_loads(r["payload"])}
+            for r in store.query("SELECT dedupe, payload FROM events WHERE source = 'poll' ORDER BY id")
+        ]
+    return {
+        "events": events,
+        "first": result.first,
+        "ledger": {"initialized": bool(row["initialized"]), "cursor": cursor, "seen": seen},
+    }

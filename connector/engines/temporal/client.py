@@ -225,3 +225,60 @@ async def describe_run(client: Client, run_id: str) -> dict[str, Any]:
             out["request"] = json.loads(attrs.input.payloads[0].data)
         break
     return out
+
+
+# --------------------------------------------------------------------------- pollers
+
+
+async def start_poller(
+    client: Client,
+    settings: TemporalSettings,
+    wf: Workflow,
+    trigger: str,
+    options: Mapping[str, Any],
+    *,
+    interval: float,
+    once: bool = False,
+    backfill: bool = False,
+    account: str = "default",
+) -> tuple[str, bool]:
+    """Start the one poller of ``trigger`` with ``options`` for ``wf``: ``(workflow id,
+    started)``; ``started`` is False when it is polling already (another `poll` started
+    it, here or on another machine). A poller that finished (``--once``) hands its
+    ledger on to the next one."""
+    from connector.engines.temporal import POLL_WORKFLOW
+    from connector.workflows.runner import prepare_inputs
+
+    wf_id = settings.poller_id(account, trigger, dict(options), wf.name)
+    ledger = None
+    try:
+        info = await client.get_workflow_handle(wf_id).describe()
+        if info.status == WorkflowExecutionStatus.RUNNING:
+            return wf_id, False
+        if info.status == WorkflowExecutionStatus.COMPLETED:
+            ledger = (await client.get_workflow_handle(wf_id).result()).get("ledger")
+    except RPCError:
+        pass  # never started
+    req = {
+        "trigger": trigger,
+        "options": dict(options),
+        "account": account,
+        "prefix": settings.prefix,
+        "interval": interval,
+        "once": once,
+        "backfill": backfill,
+        "ledger": ledger,
+        "run": run_request(settings, wf, prepare_inputs(wf, {}), None, None, account),
+    }
+    try:
+        await client.start_workflow(
+            POLL_WORKFLOW,
+            req,
+            id=wf_id,
+            task_queue=settings.control_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            memo={"workflow": wf.name, "trigger": trigger},
+        )
+    except WorkflowAlreadyStartedError:
+        return wf_id, False
+    return wf_id, True

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from temporalio.worker import Worker
 
 from connector.engines.temporal import TemporalSettings, accounts
-from connector.engines.temporal.activities import plan, unit
+from connector.engines.temporal.activities import plan, poll, unit
 from connector.engines.temporal.client import connect
-from connector.engines.temporal.workflows import WilloBudget, WilloRun
+from connector.engines.temporal.workflows import WilloBudget, WilloPoller, WilloRun
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def build_workers(
         Worker(
             client,  # type: ignore[arg-type]
             task_queue=settings.control_queue,
-            workflows=[WilloRun, WilloBudget],
+            workflows=[WilloRun, WilloBudget, WilloPoller],
             activities=[plan],
             activity_executor=pool,
             max_concurrent_local_activities=4,
@@ -70,7 +70,7 @@ def build_workers(
             Worker(
                 client,  # type: ignore[arg-type]
                 task_queue=settings.unit_queue(name),
-                activities=[unit],
+                activities=[unit, poll],
                 activity_executor=pool,
                 max_concurrent_activities=options.concurrency,
                 max_task_queue_activities_per_second=rate,

@@ -16,11 +16,20 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from connector.engines.temporal import BUDGET_WORKFLOW, MAX_LOST, RUN_WORKFLOW, unit_queue, wire
+    from connector.engines.temporal import (
+        BUDGET_WORKFLOW,
+        MAX_LOST,
+        POLL_WORKFLOW,
+        RUN_WORKFLOW,
+        event_workflow_id,
+        unit_queue,
+        wire,
+    )
 
 #: how long one try of a unit may take before Temporal gives it to another worker
 #: (the unit's own ``timeout`` and the client's timeouts stop it well before)
@@ -292,3 +301,63 @@ class WilloBudget:
     @workflow.query(name="usage")
     def usage(self) -> dict[str, Any]:
         return {"limits": list(self.limits), "day": self.day, "used": self.used}
+
+
+# --------------------------------------------------------------------------- polling triggers
+
+#: a poller continues as new after this many polls (its history stays short)
+POLLS_PER_RUN = 200
+
+
+@workflow.defn(name=POLL_WORKFLOW)
+class WilloPoller:
+    """One polling trigger with its options, for one workflow and account: its ledger
+    (cursor, seen keys) lives in this workflow's history, and there is one such
+    workflow per trigger, options and workflow (its id says so), so two pollers never
+    emit one item twice. Each new item starts a ``WilloRun`` whose id holds the item's
+    key: should a poll be repeated, the server refuses the second start."""
+
+    @workflow.run
+    async def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        ledger = req.get("ledger") or {}
+        started = int(req.get("started") or 0)
+        for n in range(POLLS_PER_RUN):
+            res = await workflow.execute_activity(
+                "willo.poll",
+                {
+                    **req,
+                    "ledger": ledger,
+                    "backfill": bool(req.get("backfill")) and not ledger.get("initialized"),
+                },
+                task_queue=unit_queue(req["prefix"], req["account"]),
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=2),
+                    maximum_interval=timedelta(minutes=5),
+                    non_retryable_error_types=["PollFailed"],
+                ),
+            )
+            ledger = res["ledger"]
+            for event in res["events"]:
+                wf_id = event_workflow_id(
+                    req["prefix"], req["account"], f"{req['run']['name']}.{req['trigger']}", str(event["key"])
+                )
+                try:
+                    await workflow.start_child_workflow(
+                        RUN_WORKFLOW,
+                        {**req["run"], "trigger": event["payload"]},
+                        id=wf_id,
+                        task_queue=workflow.info().task_queue,
+                        parent_close_policy=ParentClosePolicy.ABANDON,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        memo={"workflow": req["run"]["name"], "file": req["run"]["path"]},
+                    )
+                    started += 1
+                except WorkflowAlreadyStartedError:
+                    pass  # this item's run exists: never twice
+            if req.get("once"):
+                return {"ledger": ledger, "started": started}
+            await workflow.sleep(timedelta(seconds=float(req.get("interval") or 60)))
+            if n + 1 < POLLS_PER_RUN and workflow.info().is_continue_as_new_suggested():
+                break
+        workflow.continue_as_new({**req, "ledger": ledger, "started": started})
