@@ -619,3 +619,17 @@ def test_a_poller_on_temporal_is_one_workflow_with_a_durable_cursor(
         assert len(runs) == 4, runs
     finally:
         asyncio.run(_terminate(settings, poller))
+
+
+def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, tmp_path: Path) -> None:
+    wf = tmp_path / "w.yaml"
+    wf.write_text(
+        "workflow: 1\nname: big\ninputs: {type: object, properties: {people: {type: array}}}\nsteps:\n"
+        "  - id: a\n    use: willo.list_languages\n    foreach: '{{ inputs.people }}'\n    with: {page_size: 1}\n"
+    )
+    big = tmp_path / "in.json"
+    big.write_text(json.dumps({"people": ["x" * 100] * 40000}))
+    r = invoke("run", str(wf), "--engine", "temporal", "--input-file", str(big), "--detach")
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("error: Temporal did not start the run: ")
+    assert "over the cluster's payload limit" in r.stderr and "split the inputs" in r.stderr

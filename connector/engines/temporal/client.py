@@ -99,15 +99,27 @@ async def start_run(
     """Start a run; with ``workflow_id`` given (an event's), a second start of the same
     id is refused by the server (:class:`WorkflowAlreadyStartedError`), even after the
     first has finished."""
-    return await client.start_workflow(
-        RUN_WORKFLOW,
-        req,
-        id=workflow_id or settings.run_id(),
-        task_queue=settings.control_queue,
-        memo={"workflow": req["name"], "file": req["path"]},
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-    )
+    try:
+        return await client.start_workflow(
+            RUN_WORKFLOW,
+            req,
+            id=workflow_id or settings.run_id(),
+            task_queue=settings.control_queue,
+            memo={"workflow": req["name"], "file": req["path"]},
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except RPCError as exc:
+        size = len(json.dumps(req, default=str))
+        hint = (
+            f"; the run's source and inputs are {size:,} bytes, over the cluster's payload limit "
+            "(2 MB by default): split the inputs into several runs"
+            if "size" in exc.message.lower()
+            else ""
+        )
+        raise ConnectorError(
+            f"Temporal did not start the run: {redaction.scrub(exc.message)[:200]}{hint}"
+        ) from None
 
 
 async def start_once(
