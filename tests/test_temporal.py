@@ -628,7 +628,7 @@ def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, 
         "  - id: a\n    use: willo.list_languages\n    foreach: '{{ inputs.people }}'\n    with: {page_size: 1}\n"
     )
     big = tmp_path / "in.json"
-    big.write_text(json.dumps({"people": ["x" * 100] * 40000}))
+    big.write_text(json.dumps({"people": ["x" * 1000] * 2200}))
     r = invoke("run", str(wf), "--engine", "temporal", "--input-file", str(big), "--detach")
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("error: Temporal did not start the run: ")
