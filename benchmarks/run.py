@@ -17,6 +17,8 @@ ALL = [
     "bench_sandbox",
     "bench_poll",
     "bench_webhook_ingest",
+    "bench_observe",
+    "bench_retention",
     "bench_bulk_invite",
     "bench_pacing",
     "bench_accounts",
@@ -24,6 +26,7 @@ ALL = [
     "bench_flows",
     "bench_hostile",
     "bench_scaffold",
+    "bench_temporal",
 ]
 
 if __name__ == "__main__":

@@ -46,7 +46,13 @@ FILE_NAME = "connections.yaml"
 FILE_ENV = ("WILLO_CONFIG", "WILLO_CONNECTIONS")
 #: Settings the file may not hold: secrets (a reference goes under ``secrets:`` or a
 #: connection's ``api_key_env``/``api_key_file``) and the file's own name.
-SECRET_SETTINGS = ("WILLO_API_KEY", "WILLO_WEBHOOK_SECRET", "WILLO_MCP_TOKEN", "WILLO_SANDBOX_API_KEY")
+SECRET_SETTINGS = (
+    "WILLO_API_KEY",
+    "WILLO_WEBHOOK_SECRET",
+    "WILLO_MCP_TOKEN",
+    "WILLO_SANDBOX_API_KEY",
+    "WILLO_TEMPORAL_API_KEY",
+)
 #: Settings of the ``default`` connection: in the file they are its fields.
 CONNECTION_SETTINGS = {
     "WILLO_BASE_URL": "base_url",
@@ -55,6 +61,13 @@ CONNECTION_SETTINGS = {
     "WILLO_RATE_LIMIT": "rate_limit",
     "WILLO_DAILY_QUOTA": "daily_quota",
 }
+#: Settings that are paths: relative to the config file's folder.
+PATH_SETTINGS = (
+    "WILLO_STATE_DIR",
+    "WILLO_TEMPORAL_TLS_CERT",
+    "WILLO_TEMPORAL_TLS_KEY",
+    "WILLO_TEMPORAL_TLS_CA",
+)
 #: Fields of a connection that would hold a key itself.
 KEY_FIELDS = ("api_key", "key", "apikey", "token", "api_token", "password", "secret", "authorization")
 MAX_FILE = 1024 * 1024
@@ -372,7 +385,7 @@ def apply_settings(
         if name in env:
             continue
         text = setting_text(value)
-        if name == "WILLO_STATE_DIR":
+        if name in PATH_SETTINGS:
             text = str(config.relative(text))
         env[name] = added[name] = text
         _applied[name] = (text, config.line(f"/settings/{escape(name)}"))

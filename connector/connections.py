@@ -156,7 +156,9 @@ class Connection:
         if store is None:
             return shared_pacer(limits.per_second, limits.per_minute, account.budget)
         on_quota = os.environ.get("WILLO_ON_QUOTA", "").strip() or self.on_quota
-        return SharedPacer(store, account.budget, limits, label=f"connection {self.name}", on_quota=on_quota)
+        return SharedPacer(
+            store, account.budget, limits, label=f"connection {self.name}", on_quota=on_quota, name=self.name
+        )
 
     def usage(self, store: StateStore) -> dict[str, Any] | None:
         """This account's current use of its shared budget (today against the quota, the

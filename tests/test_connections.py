@@ -525,11 +525,16 @@ def test_the_readme_documents_every_setting_and_its_examples_are_valid(tmp_path:
     from tests.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()
-    first_cells = re.findall(r"^\| ([^|]*`WILLO_[^|]*)\|", readme, re.M)
-    table = {name for cell in first_cells for name in re.findall(r"`(WILLO_[A-Z_]+)`", cell)}
+
+    def tabled(text: str) -> set[str]:
+        first_cells = re.findall(r"^\| ([^|]*`WILLO_[^|]*)\|", text, re.M)
+        return {name for cell in first_cells for name in re.findall(r"`(WILLO_[A-Z_]+)`", cell)}
+
+    table = tabled(readme)
+    documented = table | {n for page in (ROOT / "docs").glob("*.md") for n in tabled(page.read_text())}
     known = {s.name for s in configfile.known_settings()}
-    missing = sorted(known - table)
-    assert not missing, f"settings the README's table does not list: {missing}"
+    missing = sorted(known - documented)
+    assert not missing, f"settings no table of the README or docs/ lists: {missing}"
     # and every setting the README lists can go in the file, or is said not to
     elsewhere = {*configfile.SECRET_SETTINGS, *configfile.CONNECTION_SETTINGS, *configfile.FILE_ENV}
     unplaced = sorted(n for n in table - known - elsewhere if not n.startswith("WILLO_SECRET_"))

@@ -16,15 +16,14 @@ from click.testing import CliRunner
 
 from connector.catalog.index import get_catalog
 from connector.cli import main
-from connector.engines.local import LocalExecutor
 from connector.errors import ManifestError
 from connector.http.pacing import Pacer
 from connector.sandbox.seed import stable
 from connector.state.store import StateStore
 from connector.workflows.model import load
 from connector.workflows.progress import Progress
-from connector.workflows.runner import RetryPolicy, Runner
-from tests.conftest import EXAMPLES, Receiver, script, script_env
+from connector.workflows.runner import RetryPolicy
+from tests.conftest import EXAMPLES, Receiver, run_workflow, script, script_env, temporal_history
 
 BACKEND = stable("interview:Backend Engineer")
 SECRET = "chat-token-0123456789abcdef"
@@ -130,7 +129,7 @@ def test_an_unknown_secret_is_a_static_error_naming_it(tmp_path: Path) -> None:
 
 
 def test_secrets_reach_the_request_and_never_output_journal_errors_or_logs(
-    sandbox, receiver: Receiver, tmp_path: Path, monkeypatch, caplog
+    sandbox, receiver: Receiver, tmp_path: Path, monkeypatch, caplog, engine
 ) -> None:
     monkeypatch.setenv("WILLO_SECRET_CHAT_TOKEN", SECRET)
     wf = write(tmp_path, NOTIFY.format(url=receiver.url))
@@ -143,10 +142,14 @@ def test_secrets_reach_the_request_and_never_output_journal_errors_or_logs(
     assert json.loads(sent["body"]) == {"text": "hello", "echo": SECRET}
     assert SECRET not in r.stdout + r.stderr and "***" in r.stdout
     run_id = json.loads(r.stdout)["run_id"]
-    db = (tmp_path / "state" / "state.sqlite3").read_bytes()
-    assert SECRET.encode() not in db
+    if engine == "local":
+        db = (tmp_path / "state" / "state.sqlite3").read_bytes()
+        assert SECRET.encode() not in db
+    else:
+        assert SECRET.encode() not in temporal_history(run_id)  # the journal, on Temporal
     shown = invoke("runs", "show", run_id, "--json")
     assert shown.exit_code == 0 and SECRET not in shown.stdout
+    assert json.loads(shown.stdout)["steps"][0]["status"] == "succeeded"
     # an error that quotes the URL, and the dry run
     receiver.replies.append((500, {"Content-Type": "text/plain"}, f"bad token {SECRET}".encode()))
     bad = invoke("run", str(wf))
@@ -154,7 +157,8 @@ def test_secrets_reach_the_request_and_never_output_journal_errors_or_logs(
     dry = invoke("run", str(wf), "--dry-run", "--json")
     assert dry.exit_code == 0 and SECRET not in dry.stdout
     assert SECRET not in caplog.text
-    assert SECRET.encode() not in (tmp_path / "state" / "state.sqlite3").read_bytes()
+    if engine == "local":
+        assert SECRET.encode() not in (tmp_path / "state" / "state.sqlite3").read_bytes()
 
 
 # --------------------------------------------------------------------------- 3. http.request
@@ -230,7 +234,7 @@ def test_http_request_never_sends_the_willo_key_even_through_a_prepare_hook(
 
 
 def test_http_request_retries_by_method_and_never_resends_a_lost_post(
-    conn, receiver: Receiver, tmp_path
+    conn, receiver: Receiver, tmp_path, engine
 ) -> None:
     wf = load(
         write(
@@ -259,9 +263,7 @@ steps:
     receiver.replies += [(0, {}, b""), (503, {}, b""), (200, {}, b"")]  # GET: dropped, 503, ok
     receiver.replies += [(0, {}, b"")]  # POST: the answer is lost after sending
     receiver.replies += [(0, {}, b""), (200, {}, b"")]  # POST marked idempotent: sent again
-    result = Runner(
-        conn, wf, store=StateStore(tmp_path / "s"), executor=LocalExecutor(), wait=no_wait()
-    ).start({})
+    result = run_workflow(engine, conn, wf, {}, store=StateStore(tmp_path / "s"), wait=no_wait())
     steps = {s.id: s for s in result.steps}
     assert steps["get"].status == "succeeded"
     assert steps["post"].status == "failed"
@@ -301,9 +303,11 @@ steps:
 """.replace("INTERVIEW", BACKEND)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "engine"), [(1, "local"), (2, "local"), (3, "local"), (1, "temporal")], indirect=["engine"]
+)
 def test_defaults_carry_a_foreach_of_find_or_invite_through_20_percent_faults(
-    conn, sandbox, tmp_path, seed
+    conn, sandbox, tmp_path, seed, engine
 ) -> None:
     """Each item gets backoff and tries again, lookup first: no resume, no duplicate."""
     import random
@@ -314,14 +318,14 @@ def test_defaults_carry_a_foreach_of_find_or_invite_through_20_percent_faults(
         wf = load(write(tmp_path, BULK.replace("ACTION", "willo.find_or_invite_participant")), conn.catalog)
         people = [f"fault{seed}-{i}@example.com" for i in range(60)]
         waits: list[float] = []
-        runner = Runner(
-            conn, wf, store=StateStore(tmp_path / "s"), executor=LocalExecutor(), wait=no_wait(waits)
+        result = run_workflow(
+            engine, conn, wf, {"people": people}, store=StateStore(tmp_path / "s"), wait=no_wait(waits)
         )
-        result = runner.start({"people": people})
     finally:
         faults.rate = 0.0
     assert result.status == "succeeded", result.error
-    assert sum(faults.injected.values()) > 10 and waits  # faults happened, and were waited out
+    assert sum(faults.injected.values()) > 10  # faults happened, and were waited out
+    assert waits or engine == "temporal"  # (on Temporal, the server waits between tries)
     emails = [
         p["email"]
         for p in sandbox.store.table("participants").values()
@@ -352,7 +356,7 @@ def faults_at(monkeypatch, sandbox, plan: dict[int, str]) -> None:
     ],
 )
 def test_a_non_idempotent_action_is_reconciled_before_it_is_tried_again(
-    conn, sandbox, tmp_path, monkeypatch, fault, requests_made, landed_first
+    conn, sandbox, tmp_path, monkeypatch, fault, requests_made, landed_first, engine
 ) -> None:
     """invite_participant is not idempotent: after a failure that may have landed (lost
     after sending, a 5xx other than 503) the next try looks it up first (the manifest's
@@ -361,9 +365,9 @@ def test_a_non_idempotent_action_is_reconciled_before_it_is_tried_again(
     wf = load(write(tmp_path, BULK.replace("ACTION", "willo.invite_participant")), conn.catalog)
     faults_at(monkeypatch, sandbox, {1: fault})
     before = sandbox.app.requests_served
-    result = Runner(
-        conn, wf, store=StateStore(tmp_path / "s"), executor=LocalExecutor(), wait=no_wait()
-    ).start({"people": ["once@example.com"]})
+    result = run_workflow(
+        engine, conn, wf, {"people": ["once@example.com"]}, store=StateStore(tmp_path / "s"), wait=no_wait()
+    )
     assert result.status == "succeeded", result.error
     emails = [p["email"] for p in sandbox.store.table("participants").values()]
     assert emails.count("once@example.com") == 1
@@ -372,7 +376,7 @@ def test_a_non_idempotent_action_is_reconciled_before_it_is_tried_again(
 
 
 def test_a_step_timeout_stops_a_slow_try_and_the_next_try_goes_on(
-    conn, sandbox, tmp_path, monkeypatch
+    conn, sandbox, tmp_path, monkeypatch, engine
 ) -> None:
     wf = load(
         write(
@@ -390,7 +394,7 @@ steps:
         conn.catalog,
     )
     monkeypatch.setattr(sandbox.app.faults, "latency_ms", 600)
-    result = Runner(conn, wf, store=None, executor=LocalExecutor(), wait=no_wait()).start({})
+    result = run_workflow(engine, conn, wf, {}, store=None, wait=no_wait())
     assert result.status == "failed"
     assert "read timed out" in result.error or "step timeout" in result.error
     assert "(after 2 tries)" in result.error
@@ -471,7 +475,7 @@ steps:
         (("-i", "mode=nope"), {"decide", "good", "route", "other", "after"}),
     ],
 )
-def test_if_else_and_switch_run_one_branch(sandbox, tmp_path: Path, inputs, ran) -> None:
+def test_if_else_and_switch_run_one_branch(sandbox, tmp_path: Path, inputs, ran, engine) -> None:
     wf = write(tmp_path, BRANCHES)
     r = invoke("run", str(wf), "--json", *inputs)
     assert r.exit_code == 0, r.stderr

@@ -26,6 +26,7 @@ FLOORS = {
     "connector.secrets": 0,
     "connector._compat": 0,
     "connector.sdk": 0,
+    "connector.telemetry": 0,
     "connector.catalog": 1,
     "connector.config": 1,  # the config file: settings, connections' specs, secret references
     "connector.state": 1,  # state.budget: the shared rate budgets
@@ -37,6 +38,7 @@ FLOORS = {
     "connector.interop": 4,
     "connector.sandbox": 5,
     "connector.serve": 5,
+    "connector.observe": 5,
     "connector.kit": 6,
     "connector.cli": 6,
     "connector.__main__": 6,

@@ -89,7 +89,9 @@ def test_run_and_call_warn(acme: Path, sandbox) -> None:
     r = invoke("run", str(acme), "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["status"] == "succeeded"  # stdout stays pure JSON
-    assert "warning: " in r.stderr and "step stale: acme.count_old is deprecated" in r.stderr
+    # a log line: time, level, logger, message, and the run's context
+    assert " warning connector.workflows." in r.stderr
+    assert "step stale: acme.count_old is deprecated" in r.stderr and "step=stale" in r.stderr
     r = invoke("call", "acme.count_old")
     assert r.exit_code == 0 and r.stderr.startswith("warning: acme.count_old is deprecated")
     assert "deprecated" not in invoke("call", "acme.count_new").stderr

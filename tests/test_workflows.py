@@ -19,7 +19,7 @@ from connector.errors import ManifestError
 from connector.sandbox.seed import stable
 from connector.workflows import expressions
 from connector.workflows.model import load
-from tests.conftest import EXAMPLES, script, script_env
+from tests.conftest import EXAMPLES, run_workflow, script, script_env
 
 BACKEND = stable("interview:Backend Engineer")
 
@@ -155,7 +155,7 @@ def test_screening_example_runs_on_the_sandbox() -> None:
     assert steps["shortlist"]["output"]["stage"] == "Shortlisted"
 
 
-def test_screening_with_csv_input(sandbox) -> None:
+def test_screening_with_csv_input(sandbox, engine) -> None:
     r = invoke(
         "run",
         str(EXAMPLES / "screening.yaml"),
@@ -233,7 +233,7 @@ def test_dry_run_opens_no_socket(monkeypatch) -> None:
     assert "sk_secret_123" not in r.stdout
 
 
-def test_step_failure_names_the_step_and_keeps_the_journal(sandbox, tmp_path: Path) -> None:
+def test_step_failure_names_the_step_and_keeps_the_journal(sandbox, tmp_path: Path, engine) -> None:
     wf = write(
         tmp_path,
         f"""\
@@ -260,7 +260,7 @@ steps:
     assert runs[0]["status"] == "failed" and runs[0]["units_succeeded"] == 1
 
 
-def test_on_error_continue_and_if(sandbox, tmp_path: Path) -> None:
+def test_on_error_continue_and_if(sandbox, tmp_path: Path, engine) -> None:
     wf = write(
         tmp_path,
         f"""\
@@ -285,10 +285,7 @@ steps:
     assert statuses == ["failed", "succeeded", "skipped"]
 
 
-def test_foreach_concurrency_is_bounded(conn, sandbox, tmp_path: Path, monkeypatch) -> None:
-    from connector.engines.local import LocalExecutor
-    from connector.workflows.runner import Runner
-
+def test_foreach_concurrency_is_bounded(conn, sandbox, tmp_path: Path, monkeypatch, engine) -> None:
     monkeypatch.setattr(sandbox.app.faults, "latency_ms", 40)
     wf = load(
         write(
@@ -320,7 +317,7 @@ steps:
                 active[0] -= 1
 
     monkeypatch.setattr(conn, "call", counting)
-    result = Runner(conn, wf, store=None, executor=LocalExecutor()).start({"pages": list(range(1, 13))})
+    result = run_workflow(engine, conn, wf, {"pages": list(range(1, 13))}, store=None)
     assert result.status == "succeeded"
     assert [o["results"][0]["code"] for o in result.steps[0].output][:3] == ["en", "en-US", "fr"]
     assert peak[0] == 4

@@ -32,7 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rerun": ("connector.cli.run_cmd", "rerun", "Run a finished run again (--failed: only what failed)."),
     "poll": ("connector.cli.trigger_cmds", "poll", "Poll a polling trigger."),
     "listen": ("connector.cli.trigger_cmds", "listen", "Receive webhooks for workflows."),
-    "state": ("connector.cli.trigger_cmds", "state", "Inspect or rewind a trigger's state."),
+    "state": ("connector.cli.trigger_cmds", "state", "Inspect, prune, back up or vacuum the state store."),
+    "events": ("connector.cli.events_cmd", "events", "List, show, retry or drop trigger events."),
     "connections": (
         "connector.cli.accounts_cmd",
         "connections",
@@ -44,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "serve",
         "Serve every workflow of a folder: schedules, polls, webhooks.",
     ),
+    "worker": ("connector.cli.temporal_cmd", "worker", "Run Temporal workers (pip install '.[temporal]')."),
     "sandbox": ("connector.cli.sandbox_cmd", "sandbox", "Run the local Willo simulator."),
     "record": ("connector.cli.record_cmd", "record", "Record cassettes of a call, a run or scenarios."),
     "new": ("connector.cli.new_cmd", "new", "Start a plugin, or add an action or trigger to one."),
@@ -70,9 +72,33 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        """The config file's settings go in first, under the environment, so that every
+        option read from a WILLO_* variable (--log-format, --state-dir...) sees them;
+        they are taken back when the command ends. A broken file is reported when a
+        command runs (--help and --version still work)."""
+        from connector import config
+
+        try:
+            added, problem = config.apply_settings(), None
+        except Exception as exc:  # a ConfigError: said by invoke()
+            added, problem = {}, str(exc)
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except BaseException:
+            config.unapply(added)
+            raise
+        ctx.call_on_close(lambda: config.unapply(added))
+        ctx.meta["willo.config_problem"] = problem
+        return ctx
+
     def invoke(self, ctx: click.Context) -> Any:
         from connector.errors import ConnectorError
 
+        if ctx.meta.get("willo.config_problem"):
+            fail(ctx.meta["willo.config_problem"])
         try:
             return super().invoke(ctx)
         except ConnectorError as exc:
@@ -99,31 +125,59 @@ class LazyGroup(click.Group):
 def fail(message: str, code: int = 1) -> None:
     """Print ``error: message`` (each line of it, secrets scrubbed) to stderr and exit."""
     from connector.redaction import scrub
+    from connector.telemetry import log_format, status_line
 
+    if log_format() == "json":  # one JSON line, like every other line on stderr
+        click.echo(status_line(scrub(message).removeprefix("error: "), "error"), err=True)
+        sys.exit(code)
     for line in scrub(message).splitlines() or [""]:
         click.echo(f"error: {line}" if not line.startswith(("error:", " ")) else line, err=True)
     sys.exit(code)
 
 
-def setup_logging(verbose: int) -> None:
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_logging(verbose: int, log_format: str = "text", level: str | None = None) -> None:
+    """Log lines on stderr: ``text`` (time, level, logger, message, then the context
+    fields that apply: run id, step, trigger, event id...) or ``json`` (one object a
+    line). ``-v`` is info, ``-vv`` debug (with HTTP); ``WILLO_LOG_LEVEL`` sets the
+    level when no ``-v`` is given. Every line is scrubbed of secrets."""
     import logging  # not at module level: --help and --version need none of it
 
-    class _Formatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return f"{record.levelname.lower()}: {record.getMessage()}"
+    from connector import telemetry
 
+    telemetry.set_format(log_format)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(telemetry.formatter(log_format))
+    handler.addFilter(telemetry.ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    if verbose == 0 and level:
+        root.setLevel(getattr(logging, level.upper()))
+    else:
+        root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
     logging.getLogger("urllib3").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="willo-connector")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for HTTP).")
-def main(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="WILLO_LOG_FORMAT",
+    help="Log lines as text or as one JSON object a line (WILLO_LOG_FORMAT).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS),
+    envvar="WILLO_LOG_LEVEL",
+    help="Log level when no -v is given (WILLO_LOG_LEVEL); default warning.",
+)
+def main(verbose: int, log_format: str, log_level: str | None) -> None:
     """Drive the Willo Integration API V2 from YAML actions, triggers and workflows.
 
     Settings come from the environment: WILLO_API_KEY, WILLO_BASE_URL,
@@ -135,18 +189,4 @@ def main(verbose: int) -> None:
     from connector.redaction import register_env
 
     register_env()  # from here on, no output, error or log line shows these values
-    setup_logging(verbose)
-    _apply_config()
-
-
-def _apply_config() -> None:
-    """The config file's settings, where the environment sets none (taken back when
-    the command ends, for callers that run several in one process)."""
-    from connector import config
-    from connector.errors import ConnectorError
-
-    try:
-        added = config.apply_settings()
-    except ConnectorError as exc:
-        fail(str(exc), exc.exit_code)
-    click.get_current_context().call_on_close(lambda: config.unapply(added))
+    setup_logging(verbose, log_format, log_level)

@@ -16,6 +16,7 @@ from connector.cli.common import (
     json_option,
     parse_inputs,
     parse_json_object,
+    say,
 )
 
 
@@ -70,7 +71,7 @@ def call(
     ) as conn:
         manifest = conn.catalog.get(action_id, "action")
         if manifest.deprecation():
-            click.echo(f"warning: {manifest.deprecation()}", err=True)
+            say(f"warning: {manifest.deprecation()}", "warning")
         values = parse_json_object(input_json, "--input-json") if input_json else {}
         values.update(parse_inputs(inputs, manifest.input_schema.get("properties")))
         result = conn.stream(action_id, values)

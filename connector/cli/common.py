@@ -82,6 +82,15 @@ def emit_json(value: Any) -> None:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def say(text: str, level: str = "info") -> None:
+    """A status line on stderr (listening on..., subscribed..., run ... started): as it
+    is, or, under ``--log-format json``, as a JSON log line like every other."""
+    from connector.redaction import scrub
+    from connector.telemetry import status_line
+
+    click.echo(status_line(scrub(text), level), err=True)
+
+
 def clean_json(text: str) -> str:
     """JSON text with secrets scrubbed and lone surrogates escaped (they occur only
     inside strings, where ``\\uXXXX`` means the same)."""

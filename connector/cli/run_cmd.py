@@ -20,6 +20,16 @@ from connector.cli.common import (
     input_option,
     json_option,
     parse_inputs,
+    say,
+)
+
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(["local", "temporal"]),
+    default="local",
+    show_default=True,
+    envvar="WILLO_ENGINE",
+    help="Where units of work run: threads of this process, or Temporal workers (docs/temporal.md).",
 )
 
 state_dir_option = click.option(
@@ -57,7 +67,7 @@ def _collect_inputs(inputs: tuple[str, ...], input_file: str | None, schema: Any
 SHOW_FAILED = 50
 
 
-def _report(result: Any, as_json: bool) -> None:
+def _report(result: Any, as_json: bool, engine: str = "local") -> None:
     from connector.cli.call_cmd import show_requests
     from connector.workflows.runner import summarize
 
@@ -76,14 +86,12 @@ def _report(result: Any, as_json: bool) -> None:
             echo(f"  {step.status:<9} {step.id:<16} {step.action:<36} {detail}")
             _show_failed_items(step)
         click.echo(result.status if not result.dry_run else f"{result.status} (dry run: nothing sent)")
-    if result.status == "interrupted" and result.run_id:
-        click.echo(
-            f"run {result.run_id} interrupted; resume with `willo-connector resume {result.run_id}`", err=True
-        )
+    if result.status == "interrupted" and result.run_id and engine == "local":
+        say(f"run {result.run_id} interrupted; resume with `willo-connector resume {result.run_id}`")
         raise SystemExit(130)
     if result.status != "succeeded":
         if not as_json:
-            echo(f"error: {result.error}", err=True)
+            say(f"error: {result.error}", "error")
         raise SystemExit(1)
 
 
@@ -112,7 +120,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
         if cancel.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         cancel.set()
-        click.echo("stopping after the units in flight (Ctrl-C again to stop at once)", err=True)
+        say("stopping after the units in flight (Ctrl-C again to stop at once)")
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -123,7 +131,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 
 def _announce(run_id: str) -> None:
-    click.echo(f"run {run_id} started", err=True)
+    say(f"run {run_id} started")
 
 
 @click.command()
@@ -147,6 +155,12 @@ def _announce(run_id: str) -> None:
     is_flag=True,
     help="Run against the local simulator with demo data (no Willo account needed).",
 )
+@engine_option
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="With --engine temporal: print the run's workflow id once it has started and return.",
+)
 @connection_option
 @state_dir_option
 @json_option
@@ -158,6 +172,8 @@ def run(
     dry_run: bool,
     cassette: str | None,
     use_sandbox: bool,
+    engine: str,
+    detach: bool,
     connection: str | None,
     state_dir: str | None,
     as_json: bool,
@@ -165,10 +181,22 @@ def run(
     """Validate and run WORKFLOW (a workflow YAML file)."""
     from connector.cli.context import connector_for
     from connector.engines.local import LocalExecutor
+    from connector.errors import InputError
     from connector.state.store import StateStore
     from connector.workflows.model import load
     from connector.workflows.runner import Runner, check_event
 
+    if detach and engine != "temporal":
+        raise InputError("--detach goes with --engine temporal (a local run runs in this process)")
+    if engine == "temporal" and not dry_run:
+        if use_sandbox or cassette:
+            flag = "--sandbox" if use_sandbox else "--cassette"
+            raise InputError(
+                f"{flag} answers requests in this process; with --engine temporal the workers send them "
+                "(point them at a sandbox: willo-connector sandbox, WILLO_BASE_URL)"
+            )
+        _run_on_temporal(workflow, inputs, input_file, event, detach, as_json, connection)
+        return
     store = None if dry_run else StateStore(state_dir)
     with (
         connector_for(
@@ -184,10 +212,75 @@ def run(
             trigger = _load_mapping(event, "--event")
             check_event(wf, conn, trigger, event)
         if use_sandbox and not as_json:
-            click.echo(f"sandbox: {conn.client.settings.base_url}", err=True)
+            say(f"sandbox: {conn.client.settings.base_url}")
         runner = Runner(conn, wf, store=store, executor=LocalExecutor(), cancel=cancel, on_start=_announce)
         result = runner.start(values, trigger, origins=csv_origins(values))
     _report(result, as_json)
+
+
+def _run_on_temporal(
+    workflow: str,
+    inputs: tuple[str, ...],
+    input_file: str | None,
+    event: str | None,
+    detach: bool,
+    as_json: bool,
+    connection: str | None = None,
+) -> None:
+    """The local run's static checks, here, then the run on Temporal (on the account
+    of ``connection``: the workflow's, else --connection, else ``default``)."""
+    from connector import connections as named
+    from connector.cli.temporal_cmd import temporal_settings
+    from connector.workflows.model import load
+    from connector.workflows.runner import check_event, prepare_inputs
+    from connector.workflows.runtime import Connector
+
+    settings = temporal_settings()
+    from connector.engines.temporal import client as tc
+
+    known = named.load()
+    known.get(connection, "--connection: ")
+    conn = Connector(dry_run=True)
+    wf = load(workflow, conn.catalog, connections=known.names())
+    check_connection(wf, connection)
+    account = wf.data.get("connection") or connection or named.DEFAULT
+    values = _collect_inputs(inputs, input_file, wf.data.get("inputs"))
+    trigger = None
+    if event:
+        trigger = _load_mapping(event, "--event")
+        check_event(wf, conn, trigger, event)
+    origins = csv_origins(values)
+    prepared = prepare_inputs(wf, values, origins)
+    req = tc.run_request(settings, wf, prepared, trigger, origins, account)
+
+    async def go() -> Any:
+        client = await tc.connect(settings)
+        handle = await tc.start_run(client, settings, req)
+        if detach:
+            return handle.id
+        _announce(handle.id)
+        try:
+            return await tc.wait(handle)
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+
+    import asyncio
+
+    try:
+        result = asyncio.run(go())
+    except KeyboardInterrupt:
+        click.echo(
+            "stopped waiting; the run goes on on Temporal (willo-connector runs show --engine temporal ID)",
+            err=True,
+        )
+        raise SystemExit(130) from None
+    if detach:
+        if as_json:
+            emit_json({"run_id": result, "engine": "temporal", "status": "started"})
+        else:
+            click.echo(result)
+        return
+    _report(result, as_json, engine="temporal")
 
 
 def check_connection(wf: Any, connection: str | None) -> None:
@@ -201,6 +294,60 @@ def check_connection(wf: Any, connection: str | None) -> None:
             f"{wf.doc.where('/connection')}: /connection: the workflow runs on connection {named}; "
             f"--connection {connection} would not apply (drop one of them)"
         )
+
+
+def _run_connection(row: Any) -> str | None:
+    """The connection a run was started with (None: ``default``, or a run from before
+    connections)."""
+    import json
+
+    name = json.loads(row["settings"] or "{}").get("connection")
+    return str(name) if name else None
+
+
+def _unit_connector(store: Any, conn: Any, run_id: str, step: str, item: int | None) -> Any:
+    """The connector of the account a unit was sent to (for its reconcile lookup)."""
+    from connector.errors import ConnectorError
+
+    rows = store.query(
+        "SELECT account FROM units WHERE run_id = ? AND step = ? AND item = ?",
+        (run_id, step, -1 if item is None else item),
+    )
+    account = rows[0]["account"] if rows else None
+    if not account:
+        return conn
+    target = conn.using(account.split("/", 1)[0])
+    if target.account.id != account:
+        raise ConnectorError(
+            f"step {step}: it was sent to account {account}, but connection {target.connection_name} is "
+            f"now account {target.account.id}; settle it with --output-json (as Willo shows it) or "
+            "--not-sent"
+        )
+    return target
+
+
+def _temporal(fn: Any) -> Any:
+    """``fn(client, settings)`` against the configured Temporal cluster."""
+    import asyncio
+
+    from connector.cli.temporal_cmd import temporal_settings
+
+    settings = temporal_settings()
+    from connector.engines.temporal import client as tc
+
+    async def go() -> Any:
+        return await fn(await tc.connect(settings), settings)
+
+    return asyncio.run(go())
+
+
+def _temporal_runs(limit: int) -> list[dict[str, Any]]:
+    from connector.engines.temporal import client as tc
+
+    found = list(_temporal(lambda client, settings: tc.list_runs(client, settings, limit)))
+    for row in found:
+        row["started_at"], row["finished_at"] = _when(row["started_at"]), _when(row["finished_at"])
+    return found
 
 
 def _status(row: Any, store: Any) -> str:
@@ -234,20 +381,25 @@ def _when(ts: float | None) -> str | None:
 
 @click.group(invoke_without_command=True)
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@engine_option
 @state_dir_option
 @json_option
 @click.pass_context
-def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -> None:
+def runs(ctx: click.Context, limit: int, engine: str, state_dir: str | None, as_json: bool) -> None:
     """List journaled runs, newest first; `runs show RUN_ID` shows one whole, `runs
-    resolve` settles a blocked unit."""
+    resolve` settles a blocked unit. With --engine temporal: the runs on Temporal."""
     if ctx.invoked_subcommand is not None:
         return
     from connector.redaction import scrub
     from connector.state.store import StateStore
 
-    store = StateStore(state_dir)
-    rows = store.runs(limit)
-    items = []
+    items: list[dict[str, Any]] = []
+    if engine == "temporal":
+        items = _temporal_runs(limit)
+        rows = []
+    else:
+        store = StateStore(state_dir)
+        rows = store.runs(limit)
     for row in rows:
         units = store.units(row["id"])
         done = sum(1 for u in units.values() if u["status"] == "succeeded")
@@ -282,16 +434,25 @@ def runs(ctx: click.Context, limit: int, state_dir: str | None, as_json: bool) -
 
 @runs.command("show")
 @click.argument("run_id")
+@engine_option
 @state_dir_option
 @json_option
-def runs_show(run_id: str, state_dir: str | None, as_json: bool) -> None:
+def runs_show(run_id: str, engine: str, state_dir: str | None, as_json: bool) -> None:
     """One run whole: its steps and items, inputs (secrets redacted), outputs, errors
-    and timings."""
+    and timings. A Temporal run (--engine temporal, or an id such as willo-run-...)
+    is read from Temporal: its history is its journal."""
+    from connector.engines.temporal import looks_like_run_id
     from connector.state.store import StateStore
 
-    store = StateStore(state_dir)
-    row = _find_run(store, run_id)
-    info = _describe_run(store, row)
+    if engine == "temporal" or looks_like_run_id(run_id):
+        store = StateStore(state_dir) if engine != "temporal" else None
+        if store is not None and store.find_run(run_id):
+            info = _describe_run(store, _find_run(store, run_id))
+        else:
+            info = _describe_temporal_run(run_id)
+    else:
+        store = StateStore(state_dir)
+        info = _describe_run(store, _find_run(store, run_id))
     if as_json:
         emit_json(info)
         return
@@ -337,6 +498,81 @@ def _describe_run(store: Any, row: Any) -> dict[str, Any]:
             "duration_s": round(finished - row["started_at"], 3) if finished else None,
             "inputs": loads(row["inputs"]),
             "trigger": loads(row["trigger"]),
+            "steps": out_steps,
+        }
+    )
+
+
+def _describe_temporal_run(run_id: str) -> dict[str, Any]:
+    """A Temporal run in the shape of :func:`_describe_run`: its request (from the
+    history's first event), its journal (the result's, or the running workflow's)."""
+    import json
+
+    from connector.engines.temporal import client as tc
+    from connector.engines.temporal import wire
+    from connector.redaction import scrub_value
+    from connector.workflows.model import walk_steps
+    from connector.workflows.runner import item_labels
+    from connector.yamlio import YamlError, load_text
+
+    data = _temporal(lambda client, _settings: tc.describe_run(client, run_id))
+    req = data["request"] or {}
+    result = data["result"] or {}
+    outputs = {s["id"]: s.get("output") for s in result.get("steps") or []}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for key, row in (data["journal"] or {}).items():
+        step, item = wire.split(key)
+        if "output" in row:
+            output = wire.shown(json.loads(row["output"])) if row["output"] is not None else None
+        elif item >= 0:
+            whole = outputs.get(step)
+            output = whole[item] if isinstance(whole, list) and item < len(whole) else None
+        else:
+            output = outputs.get(step)
+        rows.setdefault(step, []).append(
+            {
+                **row,
+                "item": item,
+                "tries": row.get("tries") or 0,
+                "output": json.dumps(output),
+                "error": row.get("error"),
+                "started_at": row.get("started_at"),
+                "updated_at": row.get("updated_at") or row.get("started_at") or 0.0,
+            }
+        )
+    origins = req.get("origins") or {}
+    try:
+        steps = [
+            s
+            for s, _p, _path in walk_steps(
+                load_text(req.get("source") or "", req.get("path") or "").data.get("steps")
+            )
+        ]
+    except (YamlError, AttributeError):
+        steps = []
+    out_steps = [
+        _describe_step(
+            step, sorted(rows.get(str(step.get("id")), []), key=lambda u: u["item"]), origins, item_labels
+        )
+        for step in steps
+    ]
+    started, finished = data["started_at"], data["finished_at"]
+    status = result.get("status") or data["execution"]
+    return scrub_value(
+        {
+            "id": run_id,
+            "engine": "temporal",
+            "workflow": data["workflow"],
+            "file": data["file"],
+            "status": status,
+            "error": result.get("error"),
+            "attempts": 1,
+            "rerun_of": None,
+            "started_at": _when(started),
+            "finished_at": _when(finished),
+            "duration_s": round(finished - started, 3) if finished and started else None,
+            "inputs": wire.shown(req.get("inputs")),
+            "trigger": wire.shown(req.get("trigger")),
             "steps": out_steps,
         }
     )
@@ -503,36 +739,6 @@ def resolve(
         click.echo(f"event {event} requeued: the listener or poller resumes the run")
     else:
         click.echo(f"continue with: willo-connector resume {row['id']}")
-
-
-def _run_connection(row: Any) -> str | None:
-    """The connection a run was started with (None: ``default``, or a run from before
-    connections)."""
-    import json
-
-    name = json.loads(row["settings"] or "{}").get("connection")
-    return str(name) if name else None
-
-
-def _unit_connector(store: Any, conn: Any, run_id: str, step: str, item: int | None) -> Any:
-    """The connector of the account a unit was sent to (for its reconcile lookup)."""
-    from connector.errors import ConnectorError
-
-    rows = store.query(
-        "SELECT account FROM units WHERE run_id = ? AND step = ? AND item = ?",
-        (run_id, step, -1 if item is None else item),
-    )
-    account = rows[0]["account"] if rows else None
-    if not account:
-        return conn
-    target = conn.using(account.split("/", 1)[0])
-    if target.account.id != account:
-        raise ConnectorError(
-            f"step {step}: it was sent to account {account}, but connection {target.connection_name} is "
-            f"now account {target.account.id}; settle it with --output-json (as Willo shows it) or "
-            "--not-sent"
-        )
-    return target
 
 
 @click.command()

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from connector.cli.common import connection_option
+from connector.cli.common import connection_option, say
 from connector.cli.run_cmd import state_dir_option
 
 
@@ -19,6 +19,12 @@ from connector.cli.run_cmd import state_dir_option
 @click.option(
     "--no-subscribe", is_flag=True, help="Do not manage webhook subscriptions (they exist already)."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /health, /ready and /metrics on this port (they are on the receiver's port as well).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
 @connection_option
 @state_dir_option
 def serve(
@@ -27,6 +33,8 @@ def serve(
     port: int,
     public_url: str | None,
     no_subscribe: bool,
+    metrics_port: int | None,
+    metrics_host: str,
     connection: str | None,
     state_dir: str | None,
 ) -> None:
@@ -35,11 +43,15 @@ def serve(
 
     A stop lets the running unit finish; the run resumes at the next start. A
     schedule missed while serve was down runs once at start (catch_up: false skips it).
-    --connection names the account polled and whose webhooks are received (and the
-    workflows' connection unless they name one).
+    /health, /ready and /metrics answer on the receiver's port and on --metrics-port;
+    WILLO_RETENTION_DAYS prunes finished work; under systemd (Type=notify) it reports
+    READY and pings the watchdog from its own probes. --connection names the account
+    polled and whose webhooks are received (and the workflows' connection unless they
+    name one).
     """
     from connector.cli.context import connector_for
     from connector.errors import ConnectorError
+    from connector.observe import SystemdNotifier
     from connector.serve import Receiver, Service, load_folder, webhook_secret
     from connector.state.store import StateStore
 
@@ -47,26 +59,32 @@ def serve(
     with connector_for(connection=connection, store=store) as conn:
         workflows, notes = load_folder(directory, conn)
         for note in notes:
-            click.echo(note, err=True)
+            say(note)
         if not workflows:
             raise ConnectorError(f"{directory}: no workflow with a trigger to serve")
-        receiver = Receiver(host, port, public_url, not no_subscribe, webhook_secret())
-        service = Service(conn, store, workflows, receiver=receiver, say=lambda t: click.echo(t, err=True))
+        receiver = Receiver(
+            host, port, public_url, not no_subscribe, webhook_secret(), metrics_port, metrics_host
+        )
+        service = Service(conn, store, workflows, receiver=receiver, say=say)
 
         def stop(signum: int, _frame: Any) -> None:
-            click.echo("serve: stopping", err=True)
+            say("serve: stopping")
             service.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, stop)
+        notifier = None
         try:
             service.start()
             for line in service.describe():
-                click.echo(f"serve: {line}", err=True)
-            click.echo(
-                f"serve: {len(workflows)} workflows from {directory}; SIGTERM or Ctrl-C stops", err=True
-            )
+                say(f"serve: {line}")
+            if service.probe_server is not None:
+                say(f"serve: metrics on {service.probe_url()}/metrics")
+            say(f"serve: {len(workflows)} workflows from {directory}; SIGTERM or Ctrl-C stops")
+            notifier = SystemdNotifier(service.probe_url()).start()
             service.loop()
         finally:
+            if notifier is not None:
+                notifier.stop()
             service.shutdown()
-        click.echo("serve: stopped", err=True)
+        say("serve: stopped")

@@ -7,12 +7,22 @@ run journal in the local state store.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+from connector import telemetry
+
 if TYPE_CHECKING:
     from connector.workflows.runner import Unit
+
+
+def _in_context(fn: Callable[[Unit], Any], unit: Unit) -> Any:
+    """``fn(unit)`` with the unit's step and item (a foreach item's index) in the log
+    context, on top of the run's."""
+    with telemetry.bind(step=unit.step, item=unit.item if unit.item >= 0 else None):
+        return fn(unit)
 
 
 class LocalExecutor:
@@ -24,7 +34,7 @@ class LocalExecutor:
         if concurrency <= 1 or len(units) <= 1:
             for unit in units:
                 try:
-                    result = fn(unit)
+                    result = _in_context(fn, unit)
                 except Exception as exc:
                     yield unit, None, exc
                     continue
@@ -36,7 +46,9 @@ class LocalExecutor:
             while queue or pending:
                 while queue and len(pending) < concurrency:
                     unit = queue.pop()
-                    pending[pool.submit(fn, unit)] = unit
+                    # each worker thread runs in a copy of the run's context (run id...)
+                    ctx = contextvars.copy_context()
+                    pending[pool.submit(ctx.run, _in_context, fn, unit)] = unit
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     unit = pending.pop(fut)

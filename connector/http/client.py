@@ -30,7 +30,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from connector import __version__, redaction
+from connector import __version__, redaction, telemetry
 from connector.errors import (
     AmbiguousRequestError,
     CassetteMiss,
@@ -210,6 +210,9 @@ class Transport:
 
     #: who is at the other end, for messages ("cannot reach Willo")
     peer = "Willo"
+    #: the metrics its attempts are counted under (``connector.telemetry``): every
+    #: attempt, its 429s (None: not counted), and the action label when none is given
+    counted_as: tuple[str, str | None, str] = ("api_requests", "api_throttled", "other")
     #: read the body lazily (the outbound client caps its size)
     stream = False
     settings: Settings
@@ -246,8 +249,10 @@ class Transport:
             raise_on_status=False,
         )
 
-    def _send(self, req: dict[str, Any], idempotent: bool) -> requests.Response:
+    def _send(self, req: dict[str, Any], idempotent: bool, action: str | None = None) -> requests.Response:
         retry = self._retry(idempotent)
+        attempts, throttled, default = self.counted_as
+        action = action or default
         prepared = self.session.prepare_request(
             requests.Request(
                 req["method"],
@@ -270,6 +275,7 @@ class Transport:
             try:
                 resp = self._send_once(prepared, timeout, method, url)
             except requests.RequestException as exc:
+                telemetry.inc(attempts, action=action, status="error")
                 cause = _transport_cause(exc)
                 if isinstance(cause, (ProtocolError, ReadTimeoutError)) and not idempotent:
                     raise AmbiguousRequestError(
@@ -294,7 +300,10 @@ class Transport:
             if observe is not None:
                 observe(time.monotonic() - began)  # how much round trips vary widens the slack
             code = resp.status_code
+            telemetry.inc(attempts, action=action, status=str(code))
             if code == 429:
+                if throttled is not None:
+                    telemetry.inc(throttled, action=action)
                 self.pacer.throttled(_retry_after(resp))
             if code in (retry.status_forcelist or ()) and retry.is_retry(
                 method, code, "Retry-After" in resp.headers
@@ -455,7 +464,7 @@ class WilloClient(Transport):
         req = self.build(method, path, params=params, json=json, manifest=manifest)
         if idempotent is None:
             idempotent = req["method"] in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
-        resp = self._send(req, idempotent)
+        resp = self._send(req, idempotent, action=str((manifest or {}).get("id") or "other"))
         return self._decode(req, resp, binary, idempotent)
 
     def _decode(

@@ -35,6 +35,7 @@ class Outbound(Transport):
 
     peer = "the host"
     stream = True
+    counted_as = ("outbound_requests", None, "http.request")
 
     def __init__(
         self,

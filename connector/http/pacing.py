@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from connector.errors import ConfigError, QuotaExhausted
 from connector.state.budget import (
@@ -240,6 +241,48 @@ class Pacer:
         limits = dict((span, n) for n, span in self.windows)
         return Limits(limits.get(1.0, 0), limits.get(60.0, 0)).describe()
 
+    def usage(self) -> list[dict[str, float]]:
+        """Each window as it stands: ``window`` (seconds), ``used`` (requests sent or
+        reserved in the last window), ``limit`` (what it admits now, after any 429s)
+        and ``configured`` (the limit set)."""
+        with self._lock:
+            now = self._clock()
+            times = [cell[0] for cell in self._log]
+            return [
+                {
+                    "window": span,
+                    "used": sum(1 for at in times if now - span < at),
+                    "limit": self.tuning.limit(limit),
+                    "configured": limit,
+                }
+                for limit, span in self.windows
+            ]
+
+    def state(self) -> dict[str, Any]:
+        """What it has reserved and how far 429s tightened it, as plain data (an engine
+        that keeps the pacer in a workflow's history carries it over)."""
+        with self._lock:
+            t = self.tuning
+            return {
+                "log": [cell[0] for cell in self._log],
+                "hold": t.hold_until,
+                "slack": t.slack,
+                "cut": t.cut,
+                "relaxed_at": t.relaxed_at,
+                "throttles": t.throttles,
+            }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state` gave (missing fields keep their defaults)."""
+        with self._lock:
+            self._log = deque([float(t)] for t in state.get("log") or [])
+            t = self.tuning
+            t.hold_until = float(state.get("hold") or 0.0)
+            t.slack = float(state.get("slack") or t.slack)
+            t.cut = int(state.get("cut") or 0)
+            t.relaxed_at = float(state.get("relaxed_at") or 0.0)
+            t.throttles = int(state.get("throttles") or 0)
+
 
 class SharedPacer:
     """One account's budget in the state store, shared by every process using it.
@@ -259,6 +302,7 @@ class SharedPacer:
         on_quota: str = "wait",
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        name: str = "default",
     ):
         if on_quota not in ON_QUOTA:
             raise ConfigError(f"WILLO_ON_QUOTA={on_quota[:20]!r}: use wait or fail")
@@ -267,6 +311,7 @@ class SharedPacer:
         self.limits = limits
         self.windows = limits.windows
         self.label = label or account
+        self.name = name  # the connection's (metrics label the budget with it)
         self.on_quota = on_quota
         self._sleep = sleep
         self._clock = clock
@@ -276,6 +321,8 @@ class SharedPacer:
         self.jitter = Jitter()  # this process's round trips
         self._mine = threading.local()  # the slot of this thread's request in flight
         self._told: float | None = None  # the renewal this process already announced
+        with _PACERS_LOCK:
+            _SHARED.add(self)
 
     def acquire(self) -> None:
         if not self.limits.active:
@@ -343,6 +390,17 @@ class SharedPacer:
     def describe(self) -> str:
         return self.limits.describe()
 
+    def usage(self) -> list[dict[str, float]]:
+        """Each window as every process has used it (:meth:`Pacer.usage`'s shape)."""
+        used = self.budget.usage(self.account)
+        cut = int(used["cut"])
+        tuning = Tuning(cut=cut)
+        counts = {1.0: used["last_second"], 60.0: used["last_minute"]}
+        return [
+            {"window": span, "used": counts.get(span, 0), "limit": tuning.limit(limit), "configured": limit}
+            for limit, span in self.windows
+        ]
+
     def time_for(self, n: int) -> float:
         """Seconds from now until ``n`` more requests could all have been sent, given
         what every process has reserved (nothing is reserved): for an ETA."""
@@ -352,6 +410,7 @@ class SharedPacer:
 
 
 _PACERS: dict[tuple[str, int, int], Pacer] = {}
+_SHARED: weakref.WeakSet[SharedPacer] = weakref.WeakSet()
 _PACERS_LOCK = threading.Lock()
 
 
@@ -362,3 +421,10 @@ def shared_pacer(per_second: int, per_minute: int, account: str = "") -> Pacer:
         if key not in _PACERS:
             _PACERS[key] = Pacer(per_second, per_minute)
         return _PACERS[key]
+
+
+def pacers() -> list[Pacer | SharedPacer]:
+    """Every pacer this process uses: the in-memory ones (one per account and rate
+    setting) and the shared budgets its connections draw on."""
+    with _PACERS_LOCK:
+        return [*_PACERS.values(), *_SHARED]

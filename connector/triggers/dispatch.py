@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connector import redaction
+from connector import redaction, telemetry
 from connector.connections import DEFAULT
 from connector.errors import ConfigError, ConnectorError
 from connector.state.leases import live_clause
@@ -279,6 +279,10 @@ class Dispatcher:
             run_id = self._dispatch(event)
             if run_id is _FAILED:
                 continue
+            telemetry.inc("events_dispatched", outcome="done", source=self.source)
+            if log.isEnabledFor(logging.INFO):
+                with telemetry.bind(trigger=event["trigger"], event_id=event["id"]):
+                    log.info("event %s done%s", event["id"], f" (run {run_id})" if run_id else "")
             if run_id is None:
                 quiet.append(event["id"])
             else:
@@ -309,12 +313,13 @@ class Dispatcher:
 
     def _dispatch(self, event: dict[str, Any]) -> object:
         trigger_id = event["trigger"].split("#", 1)[0]
-        self.conn.host.call_quietly("event_received", trigger=trigger_id, event=event["payload"])
-        try:
-            run_id = self.handler(trigger_id, event["payload"], event)
-        except Exception as exc:
-            self._failed(event, exc)
-            return _FAILED
+        with telemetry.bind(trigger=event["trigger"], event_id=event["id"]):
+            self.conn.host.call_quietly("event_received", trigger=trigger_id, event=event["payload"])
+            try:
+                run_id = self.handler(trigger_id, event["payload"], event)
+            except Exception as exc:
+                self._failed(event, exc)
+                return _FAILED
         return run_id
 
     def _failed(self, event: dict[str, Any], exc: Exception) -> None:
@@ -325,6 +330,7 @@ class Dispatcher:
         )
         eid, attempts = event["id"], event["attempts"]
         if kind == "interrupted":
+            telemetry.inc("events_dispatched", outcome="requeued", source=self.source)
             log.info("event %s: run interrupted; queued again", eid)
             finish(
                 self.store,
@@ -347,6 +353,7 @@ class Dispatcher:
                 "blocked": "it needs an operator",
                 "permanent": "it cannot succeed as it is",
             }.get(kind, f"still failing after {attempts} attempts")
+            telemetry.inc("events_dispatched", outcome="parked", source=self.source)
             log.error("event %s parked (%s): %s", eid, why, message)
             finish(self.store, eid, "parked", message, run_id=run_id, failure=kind, failing_since=since)
             if run_id and kind != "blocked":
@@ -355,6 +362,7 @@ class Dispatcher:
         delay = min(self.max_delay, self.backoff * 2 ** min(attempts - 1, 40))
         delay *= random.uniform(0.8, 1.0)  # spread the retries of a burst
         delay = min(self.max_delay, max(delay, getattr(exc, "retry_after", None) or 0))
+        telemetry.inc("events_dispatched", outcome="retry", source=self.source)
         log.warning("event %s failed (attempt %d), retrying in %.0fs: %s", eid, attempts, delay, message)
         finish(
             self.store,
@@ -394,14 +402,7 @@ def workflow_handler(
     from connector.engines.local import LocalExecutor  # these load Jinja2: only when a run starts
     from connector.workflows.runner import Runner
 
-    def matches(wf: Any, trigger_id: str, payload: dict[str, Any]) -> bool:
-        trig = wf.trigger or {}
-        if trig.get("use") != trigger_id:
-            return False
-        wanted = (trig.get("with") or {}).get("interview")
-        if wanted:
-            return bool(_interview_of(payload) == wanted)
-        return True
+    matches = matches_workflow
 
     def handle(trigger_id: str, payload: dict[str, Any], event: dict[str, Any]) -> str | None:
         last = None
@@ -426,6 +427,17 @@ def workflow_handler(
         return last
 
     return handle
+
+
+def matches_workflow(wf: Any, trigger_id: str, payload: Mapping[str, Any]) -> bool:
+    """Does an event of ``trigger_id`` start ``wf`` (its trigger, and its interview if it names one)?"""
+    trig = wf.trigger or {}
+    if trig.get("use") != trigger_id:
+        return False
+    wanted = (trig.get("with") or {}).get("interview")
+    if wanted:
+        return bool(_interview_of(payload) == wanted)
+    return True
 
 
 def _interview_of(payload: Mapping[str, Any]) -> Any:

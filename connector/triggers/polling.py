@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from connector import telemetry
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
 from connector.connections import DEFAULT
@@ -295,6 +296,7 @@ class Poller:
         else:
             candidates.reverse()  # lists come newest first
         emitted: list[dict[str, Any]] = []
+        queued: list[tuple[int, str]] = []  # (event id, item key) for the log
         now = time.time()
         with self.store.tx() as db:
             row = db.execute(
@@ -323,11 +325,13 @@ class Poller:
                 "INSERT INTO seen (name, item, ord, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 new_seen,
             )
-            db.executemany(
+            added = db.executemany(
                 "INSERT INTO events (source, account, trigger, dedupe, payload, status, received_at)"
                 " VALUES ('poll', ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
                 new_events,
-            )
+            ).rowcount
+            if added > 0 and log.isEnabledFor(logging.INFO):  # each event's id, for its log line
+                queued = self._event_ids(db, [e[1] for e in new_events], now)
             newest = max(filter(None, (c[2] for c in candidates)), default=None)
             new_cursor = max(filter(None, [cursor, newest]), default=None)
             db.execute(
@@ -336,7 +340,30 @@ class Poller:
                 (new_cursor, requests, now, self.name),
             )
         self.prune()
+        telemetry.inc("polls", trigger=self.manifest.id)
+        if added > 0:
+            telemetry.inc("events_emitted", added, source="poll")
+        if queued:
+            for event_id, key in queued:
+                with telemetry.bind(trigger=self.name, event_id=event_id):
+                    log.info("event %s emitted: %s %s", event_id, self.spec["id"], short(key, 80))
         return PollResult(emitted, requests, first)
+
+    def _event_ids(self, db: Any, keys: list[str], received_at: float) -> list[tuple[int, str]]:
+        """``(id, key)`` of the events this poll queued (for the log)."""
+        found: list[tuple[int, str]] = []
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found += [
+                (row["id"], row["dedupe"])
+                for row in db.execute(
+                    f"SELECT id, dedupe FROM events WHERE source = 'poll' AND trigger = ? AND received_at = ?"
+                    f" AND dedupe IN ({marks}) ORDER BY id",
+                    (self.name, received_at, *chunk),
+                )
+            ]
+        return found
 
     def _seen(self, db: Any, keys: list[str]) -> set[str]:
         """Which of ``keys`` this ledger has seen (a few statements for any number)."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connector import telemetry
 from connector.limits import LimitError, loads_json
 from connector.state.store import StateStore, dumps
 
@@ -67,6 +68,23 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 class Verdict:
     status: int
     body: dict[str, Any]
+
+    @property
+    def outcome(self) -> str:
+        """The delivery's outcome as metrics and logs name it: ``queued``,
+        ``duplicate``, ``bad_signature``, ``too_large``, ``invalid`` or ``error``."""
+        if self.status >= 500:
+            return "error"
+        if self.status == 202:
+            return "queued"
+        if self.status == 200:
+            return "duplicate"
+        if self.status == 413:
+            return "too_large"
+        error = str(self.body.get("error", ""))
+        if self.status == 401 or "timestamp" in error:
+            return "bad_signature"
+        return "invalid"
 
 
 class Inbox:
@@ -127,15 +145,23 @@ class Inbox:
             return Verdict(400, {"error": "unknown or missing event"})
         if not isinstance(payload.get("data"), dict):
             return Verdict(400, {"error": "missing data"})
+        trigger, dedupe = EVENTS[event], dedupe_key(payload, body)
         with self.store.tx() as db:
             cur = db.execute(
                 "INSERT INTO events (source, account, trigger, dedupe, payload, status, received_at)"
                 " VALUES ('webhook', ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-                (self.account, EVENTS[event], dedupe_key(payload, body), dumps(payload), self.clock()),
+                (self.account, trigger, dedupe, dumps(payload), self.clock()),
             )
             fresh = bool(cur.rowcount)
+            event_id = cur.lastrowid if fresh else None
         if fresh and self.on_queued is not None:
             self.on_queued()
+        if log.isEnabledFor(logging.INFO):
+            with telemetry.bind(trigger=trigger, event_id=event_id):
+                if fresh:
+                    log.info("delivery accepted: queued as event %s", event_id)
+                else:
+                    log.info("delivery of an event already queued (%r): not queued again", dedupe[:80])
         return Verdict(200 if not fresh else 202, {"status": "queued" if fresh else "duplicate"})
 
 
@@ -167,7 +193,14 @@ def make_app(
                 verdict = Verdict(413, {"error": f"body over {MAX_BODY} bytes"})
             else:
                 body = req.stream.read(MAX_BODY + 1)
-                verdict = inbox.accept(req.headers, body)
+                try:
+                    verdict = inbox.accept(req.headers, body)
+                except Exception:  # the store failed: not queued, so not acknowledged (Willo resends)
+                    log.exception("delivery not queued")
+                    verdict = Verdict(503, {"error": "could not queue the delivery; send it again"})
+            telemetry.inc("deliveries", outcome=verdict.outcome)
+            if verdict.status >= 400:
+                log.info("delivery refused (%s): %s", verdict.status, verdict.body.get("error"))
             resp = Response(json.dumps(verdict.body), verdict.status, content_type="application/json")
         return resp(environ, start_response)
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connector import redaction, secrets
+from connector import redaction, secrets, telemetry
 from connector.catalog import schemas
 from connector.catalog.types import Manifest
 from connector.errors import (
@@ -238,13 +238,87 @@ class UnitResult:
     tries: int = 1
 
 
+class JournalLeases(Protocol):
+    def check(self, resource: str, db: Any) -> None: ...
+
+
+class Journal(Protocol):
+    """Where units are journaled: the state store (:class:`StateStore`), or a
+    :class:`MemoryJournal` whose rows another engine keeps (Temporal's history)."""
+
+    @property
+    def leases(self) -> JournalLeases: ...
+
+    def mark_unit(
+        self,
+        run_id: str,
+        step: str,
+        item: int,
+        action: str,
+        status: str,
+        inputs: Any = None,
+        output: Any = None,
+        error: str | None = None,
+        tries: int | None = None,
+        guard: Callable[[Any], None] | None = None,
+        account: str | None = None,
+    ) -> None: ...
+
+
+class _NoLeases:
+    def check(self, resource: str, db: Any) -> None:
+        return None
+
+
+class MemoryJournal:
+    """A journal kept in memory, shaped like the state store's ``units`` rows (inputs
+    and outputs as JSON text, secrets scrubbed): an engine that keeps the journal
+    elsewhere reads the rows written during a pass (:attr:`written`) and hands them
+    back on the next one."""
+
+    leases = _NoLeases()
+
+    def __init__(self, rows: Mapping[tuple[str, int], Mapping[str, Any]] | None = None):
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {k: dict(v) for k, v in (rows or {}).items()}
+        self.written: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def mark_unit(
+        self,
+        run_id: str,
+        step: str,
+        item: int,
+        action: str,
+        status: str,
+        inputs: Any = None,
+        output: Any = None,
+        error: str | None = None,
+        tries: int | None = None,
+        guard: Callable[[Any], None] | None = None,
+        account: str | None = None,
+    ) -> None:
+        old = self.rows.get((step, item)) or {}
+        row = {
+            "step": step,
+            "item": item,
+            "action": action,
+            "status": status,
+            "inputs": old.get("inputs") if inputs is None else json.dumps(redaction.scrub_value(inputs)),
+            "output": None if output is None else json.dumps(redaction.scrub_value(output)),
+            "error": redaction.scrub(error) if error else error,
+            "tries": max(int(old.get("tries") or 0), tries or 0),
+            "account": old.get("account") or account,
+        }
+        self.rows[(step, item)] = self.written[(step, item)] = row
+
+
 @dataclass
 class UnitContext:
-    """What running a unit needs besides the unit: the connector, the store, the
-    journal of the run being resumed, and the run's stop signal."""
+    """What running a unit needs besides the unit: the connector, the journal (the
+    store, or a :class:`MemoryJournal`), the journal of the run being resumed, and the
+    run's stop signal."""
 
     conn: Connector
-    store: StateStore | None = None
+    store: Journal | None = None
     journal: Mapping[tuple[str, int], Any] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     rng: random.Random = field(default_factory=random.Random)
@@ -252,6 +326,8 @@ class UnitContext:
     wait: Callable[[float], bool] | None = None
     #: the connector of a step (its connection's); None: ``conn`` for every step
     step_conn: Callable[[str], Connector] | None = None
+    #: how an operator settles a unit that may have landed (default: ``runs resolve``)
+    settle_hint: Callable[[str | None, Unit], str] | None = None
 
     def sleep(self, seconds: float) -> bool:
         return (self.wait or self.cancel.wait)(seconds)
@@ -301,7 +377,7 @@ def _journal(ctx: UnitContext, run_id: str | None, unit: Unit, status: str, **kw
         )
 
 
-def _fence(store: StateStore, run_id: str) -> Callable[[Any], None]:
+def _fence(store: Journal, run_id: str) -> Callable[[Any], None]:
     """The run's lease check before a journal write; rows of one run written in one
     transaction (group commit) are fenced once (its ``key``)."""
     leases, resource = store.leases, run_resource(run_id)
@@ -322,6 +398,42 @@ def _journaled_inputs(prev: Any, fresh: dict[str, Any]) -> dict[str, Any]:
     return dict(kept)
 
 
+@dataclass
+class UnitState:
+    """Where a unit stands between its tries: the action's manifest, the inputs it is
+    sent with, whether a resend is safe, what may have landed, and the tries so far.
+    An executor that runs each try elsewhere (an activity) carries it from try to try."""
+
+    manifest: Manifest
+    inputs: dict[str, Any]
+    idempotent: bool
+    pending: Pending | None = None
+    tries: int = 0
+
+    @classmethod
+    def begin(
+        cls, ctx: UnitContext, unit: Unit, prev: Any = None, pending: Pending | None = None
+    ) -> UnitState:
+        """The state of a unit about to be tried, from its journal row ``prev`` (or the
+        ``pending`` an executor carried)."""
+        manifest = ctx.conn.catalog.get(unit.action, "action")
+        pending = pending if pending is not None else Pending.of(prev)
+        if pending is not None and prev is not None:
+            inputs = _journaled_inputs(prev, unit.inputs)
+        else:
+            inputs = unit.inputs
+        return cls(manifest, inputs, idempotent_for(manifest, inputs), pending)
+
+
+@dataclass
+class Retry:
+    """One try failed and the unit may be tried again after ``wait`` seconds."""
+
+    wait: float
+    message: str
+    reason: str
+
+
 def run_unit(ctx: UnitContext, run_id: str | None, unit: Unit) -> UnitResult:
     """Run one unit with its retry policy; raise :class:`UnitFailed` when it fails for
     good, :class:`Blocked` when only an operator can settle it, :class:`Interrupted`
@@ -331,49 +443,57 @@ def run_unit(ctx: UnitContext, run_id: str | None, unit: Unit) -> UnitResult:
     prev = ctx.journal.get((unit.step, unit.item))
     if prev is not None and prev["status"] == "succeeded":
         return UnitResult(loads(prev["output"]), [], 0)
-    manifest = ctx.conn.catalog.get(unit.action, "action")
-    pending = Pending.of(prev)
-    if pending is not None:
+    state = UnitState.begin(ctx, unit, prev)
+    if state.pending is not None and prev is not None:
         same_account(run_id, unit, prev, ctx.conn_of(unit))
-    inputs = _journaled_inputs(prev, unit.inputs) if pending is not None else unit.inputs
-    idempotent = idempotent_for(manifest, inputs)
-    tries = 0
     while True:
-        tries += 1
-        sending = [False]  # set once this try's request may go out
-        try:
-            output, requests = _attempt(ctx, run_id, unit, manifest, inputs, pending, tries, sending)
-            return UnitResult(output, requests, tries)
-        except (Blocked, Interrupted, LeaseLost):
-            raise  # the journal stays as it is: settled later, or resumed
-        except Exception as exc:
-            if sending[0]:  # else it failed while settling: what may have landed still may have
-                how = landing(exc, idempotent)
-                if how == "sent":
-                    pending = Pending("sent", getattr(exc, "output", None), _message(exc))
-                elif how == "ambiguous":
-                    pending = Pending("ambiguous", cause=_message(exc))
-                else:
-                    pending = None
-            reason = retry_kind(exc)
-            message = _message(exc)
-            note = _why_not_again(ctx, run_id, unit, manifest, reason, tries, pending)
-            stopping = note == STOPPING
-            status = "failed" if pending is None else "sent" if pending.status == "sent" else "ambiguous"
-            kept = pending.output if pending is not None and pending.status == "sent" else None
-            if note is not None:
-                message += f" (after {tries} tries)" if tries > 1 else ""
-                message += f"; {note}" if note else ""
-                _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
-                kind = "interrupted" if stopping else failure_kind(exc)
-                raise UnitFailed(message, kind, tries, reason) from None
-            wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
-            log.info(
-                "%s: %s; try %d of %d in %.1fs", _where(unit), message, tries + 1, unit.retry.attempts, wait
-            )
+        outcome = try_unit(ctx, run_id, unit, state)
+        if isinstance(outcome, UnitResult):
+            return outcome
+        if ctx.sleep(outcome.wait):
+            raise Interrupted(f"{_where(unit)}: interrupted while waiting to try again") from None
+
+
+def try_unit(ctx: UnitContext, run_id: str | None, unit: Unit, state: UnitState) -> UnitResult | Retry:
+    """One try of a unit (settling first what may have landed): its result, or a
+    :class:`Retry` saying how long to wait before the next; ``state`` is updated for
+    that next try. Raises :class:`UnitFailed`, :class:`Blocked`, :class:`Interrupted`
+    or :class:`~connector.state.leases.LeaseLost` as :func:`run_unit` does."""
+    manifest = state.manifest
+    state.tries += 1
+    tries = state.tries
+    sending = [False]  # set once this try's request may go out
+    try:
+        output, requests = _attempt(ctx, run_id, unit, manifest, state.inputs, state.pending, tries, sending)
+        return UnitResult(output, requests, tries)
+    except (Blocked, Interrupted, LeaseLost):
+        raise  # the journal stays as it is: settled later, or resumed
+    except Exception as exc:
+        if sending[0]:  # else it failed while settling: what may have landed still may have
+            how = landing(exc, state.idempotent)
+            if how == "sent":
+                state.pending = Pending("sent", getattr(exc, "output", None), _message(exc))
+            elif how == "ambiguous":
+                state.pending = Pending("ambiguous", cause=_message(exc))
+            else:
+                state.pending = None
+        pending = state.pending
+        reason = retry_kind(exc)
+        message = _message(exc)
+        note = _why_not_again(ctx, run_id, unit, manifest, reason, tries, pending)
+        stopping = note == STOPPING
+        status = "failed" if pending is None else "sent" if pending.status == "sent" else "ambiguous"
+        kept = pending.output if pending is not None and pending.status == "sent" else None
+        if note is not None:
+            message += f" (after {tries} tries)" if tries > 1 else ""
+            message += f"; {note}" if note else ""
             _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
-            if ctx.sleep(wait):
-                raise Interrupted(f"{_where(unit)}: interrupted while waiting to try again") from None
+            kind = "interrupted" if stopping else failure_kind(exc)
+            raise UnitFailed(message, kind, tries, reason) from None
+        wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
+        log.info("%s: %s; try %d of %d in %.1fs", _where(unit), message, tries + 1, unit.retry.attempts, wait)
+        _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
+        return Retry(wait, message, reason)
 
 
 def _why_not_again(
@@ -398,7 +518,7 @@ def _why_not_again(
             "reconcile lookup"
         )
         if ctx.store is not None and run_id is not None:
-            note += f"; check, then {_how_to_settle(run_id, unit)}"
+            note += f"; check, then {(ctx.settle_hint or _how_to_settle)(run_id, unit)}"
         return note
     return None
 
@@ -415,7 +535,15 @@ def _attempt(
 ) -> tuple[Any, list[dict[str, Any]]]:
     with step_timeout.within(unit.timeout):
         if pending is not None:
-            landed = settle_pending(ctx.conn_of(unit), run_id, unit, manifest, inputs, pending)
+            landed = settle_pending(
+                ctx.conn_of(unit),
+                run_id,
+                unit,
+                manifest,
+                inputs,
+                pending,
+                hint=ctx.settle_hint or _how_to_settle,
+            )
             if landed is not _SEND:
                 _journal(ctx, run_id, unit, "succeeded", output=landed, tries=tries)
                 return landed, []
@@ -433,6 +561,8 @@ def settle_pending(
     manifest: Manifest,
     inputs: dict[str, Any],
     pending: Pending,
+    *,
+    hint: Callable[[str | None, Unit], str] | None = None,
 ) -> Any:
     """The output of a unit that may have landed, found without resending it; or
     ``_SEND`` when it surely did not land (the lookup says so) or the call is
@@ -445,7 +575,7 @@ def settle_pending(
         except ConnectorError as exc:
             raise Blocked(
                 f"{where}: {unit.action} was sent (Willo answered 2xx) but its output was "
-                f"refused: {exc}; not resent. {_how_to_settle(run_id, unit)}, or allow the "
+                f"refused: {exc}; not resent. {(hint or _how_to_settle)(run_id, unit)}, or allow the "
                 "output (WILLO_SCHEMA_MODE=warn) and resume"
             ) from None
         return manifest.numbers(pending.output)
@@ -459,7 +589,7 @@ def settle_pending(
         found = "the reconcile lookup does not find it" if has_lookup else "it has no reconcile lookup"
         raise Blocked(
             f"{where}: {unit.action} {what} ({_short(cause)}) and {found}; not resent. "
-            f"Check Willo, then {_how_to_settle(run_id, unit)}"
+            f"Check Willo, then {(hint or _how_to_settle)(run_id, unit)}"
         )
     return _SEND
 
@@ -485,7 +615,10 @@ def same_account(run_id: str | None, unit: Unit, prev: Any, conn: Connector) -> 
     """A unit that may have been sent is looked up (or settled) only on the account it
     was sent to: if its connection now names another account (a changed key or base
     URL), it is :class:`Blocked`."""
-    was = prev["account"]
+    try:
+        was = prev["account"]
+    except (KeyError, IndexError):  # a journal row from before accounts
+        was = None
     now = conn.account.id
     if was and was != now:
         raise Blocked(
@@ -684,6 +817,34 @@ def _case_text(value: Any) -> str:
 # --------------------------------------------------------------------------- the runner
 
 
+def _observed(execute: Callable[..., RunResult]) -> Callable[..., RunResult]:
+    """Runs (and resumes) in a log context naming the run and its workflow; the
+    outcome logged at info, counted, and its duration measured."""
+
+    @functools.wraps(execute)
+    def wrapper(self: Runner, run_id: str | None, *args: Any, **kwargs: Any) -> RunResult:
+        if self.store is None:  # a dry run: nothing journaled, nothing to report
+            return execute(self, run_id, *args, **kwargs)
+        began = time.monotonic()
+        with telemetry.bind(run_id=run_id, workflow=self.wf.name):
+            log.info("run %s of %s started", run_id, self.wf.name)
+            result = execute(self, run_id, *args, **kwargs)
+            took = time.monotonic() - began
+            telemetry.inc("runs", workflow=self.wf.name, status=result.status)
+            telemetry.observe("run_duration", took, workflow=self.wf.name, status=result.status)
+            log.info(
+                "run %s of %s %s in %.1fs%s",
+                run_id,
+                self.wf.name,
+                result.status,
+                took,
+                f": {result.error}" if result.error else "",
+            )
+        return result
+
+    return wrapper
+
+
 class Runner:
     """Runs one workflow with one connector; journals unless it is a dry run."""
 
@@ -698,8 +859,10 @@ class Runner:
         cancel: threading.Event | None = None,
         on_start: Callable[[str], None] | None = None,
         wait: Callable[[float], bool] | None = None,
+        journal: MemoryJournal | None = None,
     ):
         self.conn = connector
+        self.memory = journal  # journal here instead of the store (another engine keeps it)
         self.wf = workflow
         self.store = None if connector.dry_run else store
         self.progress = progress
@@ -797,6 +960,22 @@ class Runner:
         finally:
             self._let_go(run_id)
 
+    def replay(
+        self,
+        run_id: str,
+        inputs: dict[str, Any],
+        trigger: Any,
+        *,
+        origins: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+    ) -> RunResult:
+        """One pass over a run whose journal another engine keeps (the runner's
+        :class:`MemoryJournal`): ``inputs`` are already prepared; whatever the journal
+        holds is reused, and the executor says what is still to run."""
+        assert self.memory is not None and self.store is None
+        self.origins = dict(origins or {})
+        return self._execute(run_id, inputs, trigger, dict(self.memory.rows), parent)
+
     def _let_go(self, run_id: str | None) -> None:
         if self.store is not None and run_id is not None:
             self.store.leases.release(run_resource(run_id))
@@ -810,6 +989,7 @@ class Runner:
         use = (self.wf.trigger or {}).get("use")
         return self.conn.catalog.get(use, "trigger").numbers(trigger) if use else trigger
 
+    @_observed
     def _execute(
         self,
         run_id: str | None,
@@ -818,9 +998,8 @@ class Runner:
         journal: dict[tuple[str, int], Any],
         parent: str | None,
     ) -> RunResult:
-        ctx = UnitContext(
-            self.conn, self.store, journal, self.cancel, wait=self.wait, step_conn=self.connector
-        )
+        sink: Journal | None = self.memory if self.memory is not None else self.store
+        ctx = UnitContext(self.conn, sink, journal, self.cancel, wait=self.wait, step_conn=self.connector)
         scope: dict[str, Any] = {
             "inputs": inputs,
             "trigger": self._event(trigger),

@@ -1,0 +1,354 @@
+"""The Temporal engine's workflows: thin and deterministic.
+
+``WilloRun`` keeps a run's journal (in its history) and loops: ask the ``willo.plan``
+local activity what to do next; if it is the result, return it; else run the units it
+names as ``willo.unit`` activities on their accounts' task queues, at most the
+step's ``concurrency`` at a time, starting no further item once one has failed under
+``on_error: stop``, exactly as the local executor does. Nothing here evaluates an
+expression or reads the catalog: that all happens in activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from connector.engines.temporal import (
+        BUDGET_WORKFLOW,
+        MAX_LOST,
+        POLL_WORKFLOW,
+        RUN_WORKFLOW,
+        event_workflow_id,
+        unit_queue,
+        wire,
+    )
+
+#: how long one try of a unit may take before Temporal gives it to another worker
+#: (the unit's own ``timeout`` and the client's timeouts stop it well before)
+UNIT_START_TO_CLOSE = timedelta(minutes=30)
+PLAN_TIMEOUT = timedelta(minutes=5)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _where(unit: dict[str, Any]) -> str:
+    item = int(unit["item"])
+    return f"step {unit['step']}" + (f" {unit.get('label') or f'item {item}'}" if item >= 0 else "")
+
+
+def failure_row(err: ActivityError, unit: dict[str, Any], heartbeat: float) -> dict[str, Any]:
+    """The journal row of a unit whose activity failed for good."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+        tries = int(details.get("tries") or 1)
+        if cause.type == "Blocked":
+            return {"status": "blocked", "error": cause.message, "kind": "blocked", "tries": tries}
+        if cause.type == "UnitFailed":
+            return {
+                "status": "failed",
+                "error": cause.message,
+                "kind": details.get("kind") or "permanent",
+                "tries": tries,
+                "reason": details.get("reason") or "fatal",
+            }
+        return {
+            "status": "failed",
+            "error": f"{cause.message} (after {tries} tries)",
+            "kind": "transient",
+            "tries": tries,
+            "reason": details.get("reason") or "network",
+        }
+    if isinstance(cause, TimeoutError):
+        return {
+            "status": "failed",
+            "error": f"{unit['action']}: no worker finished it (its last worker was lost: no heartbeat "
+            f"within {heartbeat:g}s); not tried again",
+            "kind": "transient",
+            "tries": 1,
+            "reason": "network",
+        }
+    return {
+        "status": "failed",
+        "error": f"{unit['action']}: {type(cause).__name__ if cause else 'ActivityError'}: {cause or err}",
+        "kind": "transient",
+        "tries": 1,
+        "reason": "network",
+    }
+
+
+@workflow.defn(name=RUN_WORKFLOW)
+class WilloRun:
+    """One run of a workflow file."""
+
+    def __init__(self) -> None:
+        self.journal: dict[str, dict[str, Any]] = {}
+        self.phase = "running"
+
+    @workflow.query(name="journal")
+    def get_journal(self) -> dict[str, Any]:
+        return {"phase": self.phase, "journal": self.journal}
+
+    @workflow.run
+    async def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        run_id = workflow.info().workflow_id
+        while True:
+            plan = await workflow.execute_local_activity(
+                "willo.plan",
+                {**req, "run_id": run_id, "journal": self.journal},
+                start_to_close_timeout=PLAN_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=5),
+            )
+            now = workflow.now().timestamp()
+            for k, row in plan["written"].items():
+                self.journal[k] = {**row, "started_at": now, "updated_at": now}
+            if plan["done"]:
+                self.phase = "finished"
+                result = dict(plan["result"])
+                result["journal"] = {k: _public(row) for k, row in self.journal.items()}
+                return result
+            await self._units(req, plan)
+
+    async def _units(self, req: dict[str, Any], plan: dict[str, Any]) -> None:
+        limit = max(1, int(plan["concurrency"]))
+        stop_on_error = bool(plan["stop_on_error"])
+        state = {"running": 0, "stop": False}
+        heartbeat = float(req.get("heartbeat") or 15.0)
+
+        async def one(unit: dict[str, Any]) -> None:
+            k = wire.key(unit["step"], int(unit["item"]))
+            try:
+                out = await self._unit(req, unit, plan["secrets"], heartbeat)
+                row: dict[str, Any] = {
+                    "status": "succeeded",
+                    "output": _dumps(out["output"]),
+                    "tries": out["tries"],
+                }
+            except ActivityError as err:
+                row = failure_row(err, unit, heartbeat)
+                if stop_on_error or row["kind"] == "interrupted":
+                    state["stop"] = True
+            finally:
+                state["running"] -= 1
+            self.journal[k] = {**self.journal[k], **row, "updated_at": workflow.now().timestamp()}
+
+        tasks = []
+        for unit in plan["units"]:
+            await workflow.wait_condition(lambda: state["running"] < limit)
+            k = wire.key(unit["step"], int(unit["item"]))
+            now = workflow.now().timestamp()
+            base = {"step": unit["step"], "item": unit["item"], "action": unit["action"], "tries": 0}
+            if state["stop"]:
+                self.journal[k] = {**base, "status": "not_started", "started_at": None, "updated_at": now}
+                continue
+            self.journal[k] = {**base, "status": "running", "started_at": now, "updated_at": now}
+            state["running"] += 1
+            tasks.append(asyncio.ensure_future(one(unit)))
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _unit(
+        self, req: dict[str, Any], unit: dict[str, Any], secrets: list[str], heartbeat: float
+    ) -> dict[str, Any]:
+        retry = unit["retry"]
+        first = max(float(retry["backoff"]), 0.001)
+        policy = RetryPolicy(
+            initial_interval=timedelta(seconds=first),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=max(float(retry["max_backoff"]), first)),
+            # the unit counts its own tries (and says when they are spent); this leaves room
+            # for the tries lost with their workers
+            maximum_attempts=int(retry["attempts"]) + MAX_LOST + 1,
+            non_retryable_error_types=["UnitFailed", "Blocked"],
+        )
+        result: dict[str, Any] = await workflow.execute_activity(
+            "willo.unit",
+            {
+                "run_id": workflow.info().workflow_id,
+                "unit": unit,
+                "account": unit["account"],
+                "secrets": secrets,
+                "heartbeat": heartbeat,
+            },
+            task_queue=unit_queue(req["prefix"], unit["account"]),
+            start_to_close_timeout=UNIT_START_TO_CLOSE,
+            heartbeat_timeout=timedelta(seconds=heartbeat),
+            retry_policy=policy,
+            summary=_where(unit),
+        )
+        return result
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A journal row as a run's result carries it (outputs are in the steps)."""
+    return {k: v for k, v in row.items() if k not in ("output", "inputs")}
+
+
+# --------------------------------------------------------------------------- an account's budget
+
+with workflow.unsafe.imports_passed_through():
+    from connector.http.pacing import Pacer
+
+#: a budget workflow continues as new after this many updates (the server refuses more
+#: than 2,000 updates in one run: history.maxTotalUpdates)
+BUDGET_CONTINUE_AFTER = 500
+
+
+def next_utc_day(when: float) -> float:
+    """The start of the UTC day after ``when`` (epoch seconds), with no clock or date library."""
+    return (int(when // 86400) + 1) * 86400.0
+
+
+@workflow.defn(name=BUDGET_WORKFLOW)
+class WilloBudget:
+    """One account's rate budget, shared by every worker: each request a worker sends
+    first reserves a slot here (an update), so the per-second and per-minute windows
+    and the daily quota hold across all workers and machines. The windows are the
+    local pacer's own (:class:`~connector.http.pacing.Pacer`), on workflow time; a 429
+    anywhere holds and tightens them for everyone (a signal)."""
+
+    @workflow.init
+    def __init__(self, state: dict[str, Any]) -> None:
+        # state is restored here, not in run(): an update that came with the start is
+        # handled before run() begins
+        self.limits: tuple[int, int, int] = (0, 0, 0)
+        self.pacer: Pacer | None = None
+        self.served = 0
+        #: the latest wall-clock time a requesting worker sent (the windows' clock: a slot
+        #: is a time the worker waits for by its own clock, so the round trip's jitter
+        #: does not bunch requests)
+        self.clock = float(state.get("clock") or 0.0)
+        limits = state.get("limits") or [0, 0, 0]
+        pacer = self._pacer_for(*[int(x) for x in limits])
+        self.day, self.used = int(state.get("day") or 0), int(state.get("used") or 0)
+        kept = dict(state.get("pacer") or {})
+        if "log" not in kept and kept.get("logs"):  # carried over by a worker before the shared budget
+            kept["log"] = sorted({float(t) for log in kept["logs"] for t in log})
+        pacer.restore(kept)
+
+    def _now(self) -> float:
+        return self.clock
+
+    def _pacer_for(self, per_second: int, per_minute: int, per_day: int) -> Pacer:
+        if self.pacer is None or self.limits[:2] != (per_second, per_minute):
+            self.pacer = Pacer(per_second, per_minute, clock=self._now, sleep=lambda _s: None)
+        self.limits = (per_second, per_minute, per_day)
+        return self.pacer
+
+    @workflow.run
+    async def run(self, state: dict[str, Any]) -> None:
+        await workflow.wait_condition(
+            lambda: self.served >= BUDGET_CONTINUE_AFTER or workflow.info().is_continue_as_new_suggested()
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        assert self.pacer is not None
+        workflow.continue_as_new(
+            {
+                "limits": list(self.limits),
+                "day": self.day,
+                "used": self.used,
+                "clock": self.clock,
+                "pacer": self.pacer.state(),
+            }
+        )
+
+    @workflow.update(name="reserve")
+    def reserve(self, ask: dict[str, Any]) -> list[dict[str, Any]]:
+        """Slots for ``ask["count"]`` requests (``ask``: the account's limits, the
+        worker's clock): for each, ``{"at": epoch}`` to send it at, or ``{"renews_at":
+        epoch}`` when the day's quota (a UTC day) is spent."""
+        per_second, per_minute, per_day = (int(x) for x in ask["limits"])
+        pacer = self._pacer_for(per_second, per_minute, per_day)
+        self.clock = max(self.clock, float(ask.get("now") or 0.0), workflow.now().timestamp() - 60)
+        now = self.clock
+        today = int(now // 86400)
+        if today != self.day:
+            self.day, self.used = today, 0
+        self.served += 1
+        slots: list[dict[str, Any]] = []
+        for _ in range(max(1, min(int(ask.get("count") or 1), 1000))):
+            if per_day and self.used >= per_day:
+                slots.append({"renews_at": next_utc_day(now)})
+                continue
+            self.used += 1
+            slots.append({"at": now + max(0.0, pacer.reserve())})
+        return slots
+
+    @workflow.signal(name="throttled")
+    def throttled(self, retry_after: float | None) -> None:
+        if self.pacer is not None:
+            self.pacer.throttled(retry_after)
+
+    @workflow.query(name="usage")
+    def usage(self) -> dict[str, Any]:
+        return {"limits": list(self.limits), "day": self.day, "used": self.used}
+
+
+# --------------------------------------------------------------------------- polling triggers
+
+#: a poller continues as new after this many polls (its history stays short)
+POLLS_PER_RUN = 200
+
+
+@workflow.defn(name=POLL_WORKFLOW)
+class WilloPoller:
+    """One polling trigger with its options, for one workflow and account: its ledger
+    (cursor, seen keys) lives in this workflow's history, and there is one such
+    workflow per trigger, options and workflow (its id says so), so two pollers never
+    emit one item twice. Each new item starts a ``WilloRun`` whose id holds the item's
+    key: should a poll be repeated, the server refuses the second start."""
+
+    @workflow.run
+    async def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        ledger = req.get("ledger") or {}
+        started = int(req.get("started") or 0)
+        for n in range(POLLS_PER_RUN):
+            res = await workflow.execute_activity(
+                "willo.poll",
+                {
+                    **req,
+                    "ledger": ledger,
+                    "backfill": bool(req.get("backfill")) and not ledger.get("initialized"),
+                },
+                task_queue=unit_queue(req["prefix"], req["account"]),
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=2),
+                    maximum_interval=timedelta(minutes=5),
+                    non_retryable_error_types=["PollFailed"],
+                ),
+            )
+            ledger = res["ledger"]
+            for event in res["events"]:
+                wf_id = event_workflow_id(
+                    req["prefix"], req["account"], f"{req['run']['name']}.{req['trigger']}", str(event["key"])
+                )
+                try:
+                    await workflow.start_child_workflow(
+                        RUN_WORKFLOW,
+                        {**req["run"], "trigger": event["payload"]},
+                        id=wf_id,
+                        task_queue=workflow.info().task_queue,
+                        parent_close_policy=ParentClosePolicy.ABANDON,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        memo={"workflow": req["run"]["name"], "file": req["run"]["path"]},
+                    )
+                    started += 1
+                except WorkflowAlreadyStartedError:
+                    pass  # this item's run exists: never twice
+            if req.get("once"):
+                return {"ledger": ledger, "started": started}
+            await workflow.sleep(timedelta(seconds=float(req.get("interval") or 60)))
+            if n + 1 < POLLS_PER_RUN and workflow.info().is_continue_as_new_suggested():
+                break
+        workflow.continue_as_new({**req, "ledger": ledger, "started": started})

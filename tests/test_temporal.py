@@ -1,0 +1,635 @@
+"""The Temporal engine (issue 11): the optional extra, settings, `worker`, `run
+--engine temporal`, `runs` on Temporal, deliveries deduplicated by the server, two
+worker processes and a SIGKILL mid-foreach. Workflow behaviour itself is tested on
+both engines in test_workflows.py and test_flows.py (the ``engine`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from connector.cli import main
+from connector.sandbox.seed import stable
+from tests.conftest import EXAMPLES, ROOT, TemporalWorker, _die_with_parent, script, script_env
+
+BACKEND = stable("interview:Backend Engineer")
+
+
+def invoke(*args: str, **env: str):
+    return CliRunner().invoke(main, list(args), env=env or None)
+
+
+def wait_for(cond, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- 1. the extra
+
+
+def test_help_listing_and_a_local_run_do_not_import_temporalio(tmp_path: Path) -> None:
+    code = f"""
+import sys
+from click.testing import CliRunner
+from connector.cli import main
+r = CliRunner()
+assert r.invoke(main, ["--help"]).exit_code == 0
+assert "worker" in r.invoke(main, ["--help"]).output
+assert r.invoke(main, ["run", "--help"]).exit_code == 0
+res = r.invoke(main, ["run", {str(EXAMPLES / "screening.yaml")!r}, "--sandbox", "--json"])
+assert res.exit_code == 0, res.output
+assert r.invoke(main, ["runs"]).exit_code == 0
+print(sorted(m for m in sys.modules if m.split(".")[0] == "temporalio"))
+"""
+    env = script_env(WILLO_STATE_DIR=str(tmp_path / "state"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    "args", [["worker"], ["run", str(EXAMPLES / "screening.yaml"), "--engine", "temporal"]]
+)
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, args) -> None:
+    monkeypatch.setitem(sys.modules, "temporalio", None)  # import temporalio -> ImportError
+    monkeypatch.setenv("WILLO_TEMPORAL_ADDRESS", "127.0.0.1:7233")
+    r = invoke(*args)
+    assert r.exit_code == 1
+    assert r.stderr == (
+        "error: the Temporal engine needs the optional extra 'temporal': "
+        "pip install 'willo-connector[temporal]'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "the Temporal engine needs WILLO_TEMPORAL_ADDRESS"),
+        ({"WILLO_TEMPORAL_ADDRESS": "http://x:7233"}, "expected host:port"),
+        ({"WILLO_TEMPORAL_ADDRESS": "x:1", "WILLO_TEMPORAL_TLS_CERT": "/nonexistent"}, "go together (mTLS)"),
+        ({"WILLO_TEMPORAL_ADDRESS": "x:1", "WILLO_TEMPORAL_TASK_QUEUE": "a b"}, "WILLO_TEMPORAL_TASK_QUEUE"),
+        ({"WILLO_TEMPORAL_ADDRESS": "x:1", "WILLO_TEMPORAL_HEARTBEAT": "0"}, "WILLO_TEMPORAL_HEARTBEAT"),
+    ],
+)
+def test_bad_settings_are_one_line(monkeypatch, env, message) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    r = invoke("worker")
+    assert r.exit_code == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_cluster_is_one_line_and_the_api_key_never_shows(monkeypatch) -> None:
+    from tests.conftest import free_port
+
+    key = "tmprl-api-key-0123456789abcdef"
+    monkeypatch.setenv("WILLO_TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("WILLO_TEMPORAL_API_KEY", key)
+    r = invoke("run", str(EXAMPLES / "screening.yaml"), "--engine", "temporal")
+    assert r.exit_code == 1 and r.stderr.startswith("error: cannot reach Temporal at 127.0.0.1:")
+    assert key not in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_hosted_cluster_settings_build_tls(monkeypatch, tmp_path: Path) -> None:
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal.client import tls_config
+
+    cert, key, ca = (tmp_path / n for n in ("c.pem", "k.pem", "ca.pem"))
+    for p in (cert, key, ca):
+        p.write_bytes(b"pem")
+    s = TemporalSettings.from_env(
+        {
+            "WILLO_TEMPORAL_ADDRESS": "ns.acct.tmprl.cloud:7233",
+            "WILLO_TEMPORAL_NAMESPACE": "ns.acct",
+            "WILLO_TEMPORAL_TLS_CERT": str(cert),
+            "WILLO_TEMPORAL_TLS_KEY": str(key),
+            "WILLO_TEMPORAL_TLS_CA": str(ca),
+        }
+    )
+    tls = tls_config(s)
+    assert s.tls and s.namespace == "ns.acct" and not isinstance(tls, bool)
+    assert tls.client_cert == b"pem" and tls.server_root_ca_cert == b"pem"
+    cloud = TemporalSettings.from_env(
+        {"WILLO_TEMPORAL_ADDRESS": "x:7233", "WILLO_TEMPORAL_API_KEY": "k" * 20}
+    )
+    assert cloud.tls and tls_config(cloud) is True and cloud.api_key == "k" * 20
+    assert TemporalSettings.from_env({"WILLO_TEMPORAL_ADDRESS": "x:7233"}).tls is False
+
+
+# --------------------------------------------------------------------------- 3. run, detach, runs
+
+
+def test_static_checks_run_locally_with_the_local_errors(sandbox, temporal_env, tmp_path: Path) -> None:
+    """Nothing reaches Temporal (there is no worker): the errors are the local run's."""
+    for args in (
+        ["-i", "shortlist=nobody"],
+        ["-i", f"candidates=@{tmp_path / 'missing.csv'}"],
+    ):
+        local = invoke("run", str(EXAMPLES / "screening.yaml"), *args)
+        on_temporal = invoke("run", str(EXAMPLES / "screening.yaml"), "--engine", "temporal", *args)
+        assert local.exit_code == on_temporal.exit_code != 0
+        assert local.stderr == on_temporal.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workflow: 1\nname: x\nsteps:\n  - id: a\n    use: willo.nope\n")
+    local = invoke("run", str(bad))
+    assert (
+        local.stderr == invoke("run", str(bad), "--engine", "temporal").stderr
+        and "willo.nope" in local.stderr
+    )
+    r = invoke("run", str(EXAMPLES / "screening.yaml"), "--engine", "temporal", "--sandbox")
+    assert r.exit_code == 1 and "--sandbox answers requests in this process" in r.stderr
+    assert "--detach goes with --engine temporal" in invoke("run", str(bad), "--detach").stderr
+
+
+def test_detach_prints_the_workflow_id_and_runs_show_reads_it_from_temporal(
+    sandbox, temporal_worker: TemporalWorker, temporal_env: str
+) -> None:
+    r = invoke(
+        "run",
+        str(EXAMPLES / "screening.yaml"),
+        "--engine",
+        "temporal",
+        "--detach",
+        "-i",
+        f"candidates=@{EXAMPLES / 'candidates.csv'}",
+    )
+    assert r.exit_code == 0, r.stderr
+    run_id = r.stdout.strip()
+    assert run_id.startswith(f"{temporal_env}-run-")
+
+    def shown():
+        out = invoke("runs", "show", run_id, "--json")
+        return json.loads(out.stdout) if out.exit_code == 0 else {}
+
+    wait_for(lambda: shown().get("status") == "succeeded", what="the detached run")
+    info = shown()
+    steps = {s["id"]: s for s in info["steps"]}
+    assert info["engine"] == "temporal" and info["workflow"] == "screening"
+    assert [i["status"] for i in steps["invite"]["items"]] == ["succeeded"] * 3
+    assert steps["invite"]["items"][0]["source"].endswith("candidates.csv:2")
+    assert steps["shortlist"]["output"]["stage"] == "Shortlisted"
+    assert info["inputs"]["candidates"][0]["email"] == "ada@example.com"
+    listed = json.loads(invoke("runs", "--engine", "temporal", "--json").stdout)
+    assert listed[0]["id"] == run_id and listed[0]["status"] == "succeeded"
+    assert listed[0]["units_succeeded"] == listed[0]["units"] == 5
+    human = invoke("runs", "show", "--engine", "temporal", run_id)
+    assert human.exit_code == 0 and "succeeded" in human.stdout and "invite" in human.stdout
+    missing = invoke("runs", "show", "--engine", "temporal", f"{temporal_env}-run-nope")
+    assert missing.exit_code == 1 and "no Temporal run" in missing.stderr
+
+
+# --------------------------------------------------------------------------- 4. units and retries
+
+
+def test_a_try_that_surely_did_not_land_is_resent_even_without_a_lookup(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path, monkeypatch
+) -> None:
+    """create_interview has no reconcile lookup: after a 503 (not taken) the next
+    Temporal attempt sends it again, because the failed try said so in its heartbeat;
+    after a connection lost once sent it is not tried again, never resent blindly."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "workflow: 1\nname: create\nsteps:\n  - id: make\n    use: willo.create_interview\n"
+        "    retry: {attempts: 3, backoff: 0.05}\n    with: {title: Temporal Engineer}\n"
+    )
+    plan = {1: "error_before"}  # a 503: Willo did not take it
+    seen = [0]
+
+    def next_fault() -> str | None:
+        seen[0] += 1
+        return plan.get(seen[0])
+
+    monkeypatch.setattr(sandbox.app.faults, "next", next_fault)
+    r = invoke("run", str(wf), "--engine", "temporal", "--json")
+    assert r.exit_code == 0, r.stderr
+    titles = [i["title"] for i in sandbox.store.table("interviews").values()]
+    assert titles.count("Temporal Engineer") == 1
+    assert json.loads(r.stdout)["steps"][0]["retries"] == 1
+    seen[0], plan = 0, {1: "drop_after"}
+    r = invoke("run", str(wf), "--engine", "temporal", "--json")
+    assert r.exit_code == 1
+    result = json.loads(r.stdout)
+    assert result["status"] == "failed"
+    assert (
+        "not tried again: it may have landed, and willo.create_interview is not idempotent" in result["error"]
+    )
+    assert (
+        "does not resend it" in result["error"] and "runs resolve" not in result["error"].split(";")[-1][:20]
+    )
+    titles = [i["title"] for i in sandbox.store.table("interviews").values()]
+    assert titles.count("Temporal Engineer") == 2  # the one that landed, once
+
+
+# --------------------------------------------------------------------------- 5. deliveries
+
+
+WF_SCORE = """\
+workflow: 1
+name: on-score
+trigger: {use: willo.new_score}
+steps:
+  - id: who
+    use: willo.get_participant
+    with: {participant: "{{ trigger.data.participant.key }}"}
+"""
+
+
+def test_a_delivery_sent_three_times_starts_one_workflow(
+    sandbox, temporal_worker: TemporalWorker, temporal_env: str, tmp_path: Path
+) -> None:
+    """Two listeners (two machines: two state stores) both subscribed, so Willo delivers
+    the event to each; a third delivery of the same event reaches a third dispatcher.
+    One workflow runs; the other starts are refused by the server and count as done."""
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal.events import Starter, event_handler
+    from connector.workflows.model import load
+    from tests.test_triggers import ListenProcess, free_port
+
+    wf = tmp_path / "score.yaml"
+    wf.write_text(WF_SCORE)
+    env = {k: os.environ[k] for k in ("WILLO_TEMPORAL_ADDRESS", "WILLO_TEMPORAL_TASK_QUEUE")}
+    listeners = []
+    try:
+        for n in (1, 2):
+            home = tmp_path / f"machine{n}"
+            home.mkdir()
+            listeners.append(ListenProcess(sandbox, home, [wf], free_port(), WILLO_ENGINE="temporal", **env))
+        ada = stable("participant:ada@example.com")
+        requests.post(
+            f"{sandbox.base_url}/_sandbox/participants/{ada}/score",
+            json={"score": 4},
+            headers={"Authorization": sandbox.api_key},
+        )
+        settings = TemporalSettings.from_env()
+        deliveries = requests.get(
+            sandbox.base_url + "/_sandbox/deliveries", headers={"Authorization": sandbox.api_key}
+        ).json()["results"]
+        assert len(deliveries) == 2 and deliveries[0]["id"] == deliveries[1]["id"]  # one event, two listeners
+        event_id = deliveries[0]["id"]
+        wait_for(lambda: _done_events(tmp_path / "machine1") + _done_events(tmp_path / "machine2") == 2)
+        # the third delivery, to a dispatcher of its own
+        from connector.catalog.index import get_catalog
+
+        starter = Starter(settings)
+        try:
+            payload = _payload_of(tmp_path / "machine1")
+            handler = event_handler(starter, [load(wf, get_catalog())])
+            third = handler("willo.new_score", payload, {"dedupe": payload["id"], "id": 1})
+        finally:
+            starter.close()
+    finally:
+        errs = [lp.stop() for lp in listeners]
+    assert all("Traceback" not in e for e in errs), errs
+    runs = asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))
+    assert len(runs) == 1, runs
+    assert runs[0][0] == third and event_id in third and "-default-" in third  # the account, the event
+    wait_for(lambda: asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))[0][1] == "COMPLETED")
+
+
+async def busy(handle, pid: int) -> bool:
+    """Is a unit of the run in flight on the worker process ``pid`` (Temporal's default
+    worker identity is ``PID@HOST``)?"""
+    desc = await handle.describe()
+    return any(
+        a.last_worker_identity.startswith(f"{pid}@") and a.state == 2  # PENDING_ACTIVITY_STATE_STARTED
+        for a in desc.raw_description.pending_activities
+    )
+
+
+def _done_events(home: Path) -> int:
+    from connector.state.store import StateStore
+
+    store = StateStore(home / "state")
+    return int(store.query("SELECT COUNT(*) AS n FROM events WHERE status = 'dispatched'")[0]["n"])
+
+
+def _payload_of(home: Path) -> dict:
+    from connector.state.store import StateStore
+
+    row = StateStore(home / "state").query("SELECT payload FROM events")[0]
+    return json.loads(row["payload"])
+
+
+async def _runs_with_prefix(settings, prefix: str) -> list[tuple[str, str]]:
+    from connector.engines.temporal.client import connect
+
+    client = await connect(settings)
+    found = []
+    async for ex in client.list_workflows(f"WorkflowId STARTS_WITH '{prefix}'"):
+        found.append((ex.id, ex.status.name if ex.status else ""))
+    return found
+
+
+# --------------------------------------------------------------------------- 2. worker processes
+
+
+class WorkerProcess:
+    """``willo-connector worker`` as the installed script."""
+
+    def __init__(self, sandbox, tmp_path: Path, name: str, *args: str):
+        self.log = (tmp_path / f"{name}.log").open("w+")
+        env = script_env(
+            WILLO_BASE_URL=sandbox.base_url,
+            WILLO_API_KEY=sandbox.api_key,
+            WILLO_RATE_LIMIT="0",
+            WILLO_STATE_DIR=str(tmp_path / name),
+            XDG_CACHE_HOME=str(tmp_path / "cache"),
+            **{k: v for k, v in os.environ.items() if k.startswith("WILLO_TEMPORAL_")},
+        )
+        self.proc = subprocess.Popen(
+            [*script(), "worker", *args],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        wait_for(lambda: "task queues" in Path(self.log.name).read_text() or self.proc.poll() is not None, 60)
+        assert self.proc.poll() is None, Path(self.log.name).read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        return Path(self.log.name).read_text()
+
+
+BULK = """\
+workflow: 1
+name: bulk
+inputs: {type: object, properties: {people: {type: array}}}
+steps:
+  - id: invite
+    use: willo.find_or_invite_participant
+    foreach: "{{ inputs.people }}"
+    concurrency: 6
+    retry: {attempts: 10, backoff: 0.2, max_backoff: 2}
+    with: {interview: INTERVIEW, email: "{{ item }}"}
+""".replace("INTERVIEW", BACKEND)
+
+
+@pytest.mark.subprocess
+def test_two_worker_processes_one_killed_mid_foreach_invite_each_candidate_once(
+    sandbox, temporal_env: str, tmp_path: Path
+) -> None:
+    """60 invites at a 20% fault rate on two `willo-connector worker` processes; one is
+    SIGKILLed mid-foreach: its units go to the other, which settles (looks up) what
+    they may have sent; the run succeeds and every candidate is invited exactly once.
+    Then the screening example on the survivor; then SIGTERM drains it."""
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+    from connector.workflows.model import load
+    from connector.workflows.runner import prepare_inputs
+
+    faults = sandbox.app.faults
+    first = WorkerProcess(sandbox, tmp_path, "w1", "--concurrency", "3")
+    second = WorkerProcess(sandbox, tmp_path, "w2", "--concurrency", "3")
+    try:
+        wf_path = tmp_path / "bulk.yaml"
+        wf_path.write_text(BULK)
+        from connector.catalog.index import get_catalog
+
+        wf = load(wf_path, get_catalog())
+        people = [f"temporal-{i}@example.com" for i in range(60)]
+        settings = TemporalSettings.from_env()
+        req = tc.run_request(settings, wf, prepare_inputs(wf, {"people": people}))
+
+        def invited() -> list[str]:
+            return [
+                p["email"]
+                for p in sandbox.store.table("participants").values()
+                if p["email"].startswith("temporal-")
+            ]
+
+        async def go():
+            client = await tc.connect(settings)
+            handle = await tc.start_run(client, settings, req)
+            deadline = time.monotonic() + 120
+            while len(invited()) < 15 or not await busy(handle, first.proc.pid):
+                assert time.monotonic() < deadline, "the first worker never had a unit in flight"
+                await asyncio.sleep(0.02)
+            first.proc.send_signal(signal.SIGKILL)  # mid-foreach, with units in flight on it
+            return await asyncio.wait_for(tc.wait(handle), 240)
+
+        faults.rate, faults._rng = 0.2, random.Random(11)
+        try:
+            result = asyncio.run(go())
+        finally:
+            faults.rate = 0.0
+        assert result.status == "succeeded", result.error
+        assert sum(faults.injected.values()) > 10
+        assert sorted(invited()) == sorted(people)  # each exactly once
+        assert len(result.steps[0].output) == 60
+        # the screening example, on the surviving worker
+        r = invoke(
+            "run", str(EXAMPLES / "screening.yaml"), "--engine", "temporal", "--json",
+            "-i", f"candidates=@{EXAMPLES / 'candidates.csv'}",
+        )  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(r.stdout)["status"] == "succeeded"
+    finally:
+        first.stop(signal.SIGKILL)
+        log = second.stop(signal.SIGTERM)
+    assert second.proc.returncode == 0, log
+    assert "stopping: no new work" in log and "worker stopped" in log and "Traceback" not in log
+
+
+# --------------------------------------------------------------------------- 6. the account's budget
+
+LANGS = """\
+workflow: 1
+name: langs
+inputs: {type: object, properties: {pages: {type: array}}}
+steps:
+  - id: get
+    use: willo.list_languages
+    foreach: "{{ inputs.pages }}"
+    concurrency: 8
+    with: {page: 1, page_size: "{{ item }}"}
+"""
+
+
+def test_every_request_reserves_its_slot_in_the_accounts_shared_budget(
+    sandbox, temporal_env: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A worker's requests pace through the account's budget workflow: with Willo
+    throttling at 4/s and the account's limit at 4/s, 16 requests at concurrency 8
+    get no 429; the budget workflow counted every one."""
+    from connector.engines.temporal import TemporalSettings
+    from connector.sandbox.framework import Throttle
+
+    monkeypatch.setenv("WILLO_RATE_LIMIT", "4/0")
+    throttle = Throttle(4, 0)
+    throttled = []
+
+    def check(key):
+        wait = Throttle.check(throttle, key)
+        if wait > 0:
+            throttled.append(wait)
+        return wait
+
+    monkeypatch.setattr(throttle, "check", check)
+    monkeypatch.setattr(sandbox.app, "throttle", throttle)
+    worker = TemporalWorker()
+    try:
+        wf = tmp_path / "langs.yaml"
+        wf.write_text(LANGS)
+        r = invoke(
+            "run", str(wf), "--engine", "temporal", "--json", "-i", f"pages={json.dumps(list(range(1, 17)))}"
+        )
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(r.stdout)["status"] == "succeeded"
+        settings = TemporalSettings.from_env()
+        usage = asyncio.run(_query(settings, settings.budget_id("default"), "usage"))
+        assert (usage["used"], throttled) == (16, []) and usage["limits"] == [4, 0, 0]
+    finally:
+        worker.stop()
+    assert throttled == []
+
+
+def test_a_spent_daily_quota_holds_the_unit_until_it_renews(
+    sandbox, temporal_env: str, tmp_path: Path, monkeypatch
+) -> None:
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+
+    monkeypatch.setenv("WILLO_RATE_LIMIT", "50/0")
+    monkeypatch.setenv("WILLO_DAILY_QUOTA", "3")
+    worker = TemporalWorker()
+    before = sandbox.app.requests_served
+    try:
+        wf = tmp_path / "langs.yaml"
+        wf.write_text(LANGS.replace("concurrency: 8", "concurrency: 1"))
+        r = invoke("run", str(wf), "--engine", "temporal", "--detach", "-i", "pages=[1, 2, 3, 4, 5]")
+        assert r.exit_code == 0, r.stderr
+        run_id = r.stdout.strip()
+        settings = TemporalSettings.from_env()
+
+        async def pending() -> str:
+            client = await tc.connect(settings)
+            desc = await client.get_workflow_handle(run_id).describe()
+            return " ".join(a.last_failure.message for a in desc.raw_description.pending_activities)
+
+        wait_for(lambda: "daily quota" in asyncio.run(pending()), what="the quota to be spent")
+        message = asyncio.run(pending())
+        assert "account default: its daily quota (3 requests a UTC day) is spent; it renews at " in message
+        assert sandbox.app.requests_served - before == 3  # and nothing more was sent
+        assert asyncio.run(_status(settings, run_id)) == "RUNNING"  # waiting, durably, for tomorrow
+    finally:
+        asyncio.run(_terminate(settings, run_id))
+        worker.stop()
+
+
+async def _query(settings, workflow_id: str, name: str):
+    from connector.engines.temporal.client import connect
+
+    client = await connect(settings)
+    return await client.get_workflow_handle(workflow_id).query(name)
+
+
+async def _status(settings, workflow_id: str) -> str:
+    from connector.engines.temporal.client import connect
+
+    client = await connect(settings)
+    desc = await client.get_workflow_handle(workflow_id).describe()
+    return desc.status.name if desc.status else ""
+
+
+async def _terminate(settings, workflow_id: str) -> None:
+    from connector.engines.temporal.client import connect
+
+    client = await connect(settings)
+    await client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+# --------------------------------------------------------------------------- 5. polling triggers
+
+WF_NEW = """\
+workflow: 1
+name: on-new
+trigger: {use: willo.new_participant}
+steps:
+  - id: who
+    use: willo.get_participant
+    with: {participant: "{{ trigger.key }}"}
+"""
+
+
+def test_a_poller_on_temporal_is_one_workflow_with_a_durable_cursor(
+    sandbox, temporal_worker: TemporalWorker, temporal_env: str, tmp_path: Path
+) -> None:
+    """Two `poll --engine temporal` of one trigger: one poller (the second finds it
+    running). Each new participant starts one run, however many polls see it; a
+    `--once` poller hands its cursor on to the next."""
+    from connector.engines.temporal import TemporalSettings
+    from tests.test_triggers import invite
+
+    wf = tmp_path / "new.yaml"
+    wf.write_text(WF_NEW)
+    settings = TemporalSettings.from_env()
+    once = invoke(
+        "poll", "willo.new_participant", "--engine", "temporal", "--run", str(wf), "--once", "--json"
+    )
+    assert once.exit_code == 0, once.stderr
+    assert json.loads(once.stdout)["runs_started"] == 0  # the first poll records what exists
+    invite(sandbox, "first-new@example.com")
+    again = invoke(
+        "poll", "willo.new_participant", "--engine", "temporal", "--run", str(wf), "--once", "--json"
+    )
+    assert json.loads(again.stdout)["runs_started"] == 1  # the cursor was handed on
+    args = ("poll", "willo.new_participant", "--engine", "temporal", "--run", str(wf), "--interval", "1")
+    first = invoke(*args)
+    second = invoke(*args)
+    assert first.exit_code == second.exit_code == 0, first.stderr + second.stderr
+    assert "polling on Temporal every 1s" in first.stderr
+    assert "already polling on Temporal" in second.stderr and "not started twice" in second.stderr
+    poller = first.stderr.split("(")[-1].split(")")[0]
+    try:
+        for e in ("p1@example.com", "p2@example.com", "p3@example.com"):
+            invite(sandbox, e)
+
+        def done() -> list[tuple[str, str]]:
+            return [
+                r
+                for r in asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))
+                if r[1] == "COMPLETED"
+            ]
+
+        wait_for(lambda: len(done()) == 4, what="a run per new participant")
+        time.sleep(2.5)  # two more polls see the same participants
+        runs = asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))
+        assert len(runs) == 4, runs
+    finally:
+        asyncio.run(_terminate(settings, poller))
+
+
+def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, tmp_path: Path) -> None:
+    wf = tmp_path / "w.yaml"
+    wf.write_text(
+        "workflow: 1\nname: big\ninputs: {type: object, properties: {people: {type: array}}}\nsteps:\n"
+        "  - id: a\n    use: willo.list_languages\n    foreach: '{{ inputs.people }}'\n    with: {page_size: 1}\n"
+    )
+    big = tmp_path / "in.json"
+    big.write_text(json.dumps({"people": ["x" * 1000] * 2200}))
+    r = invoke("run", str(wf), "--engine", "temporal", "--input-file", str(big), "--detach")
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("error: Temporal did not start the run: ")
+    assert "over the cluster's payload limit" in r.stderr and "split the inputs" in r.stderr
