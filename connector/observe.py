@@ -35,6 +35,7 @@ from connector import telemetry
 from connector.errors import ConfigError
 from connector.state import upkeep
 from connector.triggers.events import shown
+from connector.triggers.polling import ledger_name
 
 if TYPE_CHECKING:
     from connector.state.store import StateStore
@@ -252,7 +253,9 @@ class StoreCollector:
                 " WHERE status = 'queued' AND next_at <= ? GROUP BY source",
                 (now,),
             )
-            ledgers = self.store.query("SELECT name, trigger, updated_at, polls FROM triggers")
+            ledgers = self.store.query(
+                "SELECT name, trigger, options, account, updated_at, polls FROM triggers"
+            )
             sizes = upkeep.sizes(self.store)
         except sqlite3.Error as exc:
             log.warning("metrics: cannot read the state store: %s", exc)
@@ -285,12 +288,13 @@ class StoreCollector:
         wanted = set(self.ledgers()) if self.ledgers is not None else None
         g = GaugeMetricFamily(
             PREFIX + "poll_lag_seconds",
-            "Seconds since the last successful poll, by ledger.",
-            labels=["ledger"],
+            "Seconds since the last successful poll, by ledger (trigger and options) and account.",
+            labels=["ledger", "account"],
         )
         for row in ledgers:
             if (wanted is None and row["polls"]) or (wanted is not None and row["name"] in wanted):
-                g.add_metric([row["name"]], max(0.0, now - row["updated_at"]))
+                shown_as = ledger_name(row["trigger"], json.loads(row["options"] or "{}"))
+                g.add_metric([shown_as, row["account"] or ""], max(0.0, now - row["updated_at"]))
         yield g
         g = GaugeMetricFamily(PREFIX + "state_bytes", "Size of the state store's files.", labels=["file"])
         g.add_metric(["db"], sizes["file"])

@@ -225,7 +225,7 @@ def poll(
             except ConnectorError as exc:
                 if once or failure_kind(exc) != "transient":
                     raise
-                log.warning("poll of %s failed (%s); trying again in %gs", poller.name, exc, interval)
+                log.warning("poll of %s failed (%s); trying again in %gs", trigger_id, exc, interval)
             else:
                 if result.first and not backfill and not as_json:
                     say(f"{trigger_id}: first poll recorded what exists; new items from now on")

@@ -281,7 +281,9 @@ class Dispatcher:
                 continue
             telemetry.inc("events_dispatched", outcome="done", source=self.source)
             if log.isEnabledFor(logging.INFO):
-                with telemetry.bind(trigger=event["trigger"], event_id=event["id"]):
+                with telemetry.bind(
+                    account=event.get("account") or None, trigger=event["trigger"], event_id=event["id"]
+                ):
                     log.info("event %s done%s", event["id"], f" (run {run_id})" if run_id else "")
             if run_id is None:
                 quiet.append(event["id"])
@@ -313,7 +315,9 @@ class Dispatcher:
 
     def _dispatch(self, event: dict[str, Any]) -> object:
         trigger_id = event["trigger"].split("#", 1)[0]
-        with telemetry.bind(trigger=event["trigger"], event_id=event["id"]):
+        with telemetry.bind(
+            account=event.get("account") or None, trigger=event["trigger"], event_id=event["id"]
+        ):
             self.conn.host.call_quietly("event_received", trigger=trigger_id, event=event["payload"])
             try:
                 run_id = self.handler(trigger_id, event["payload"], event)

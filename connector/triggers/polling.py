@@ -331,7 +331,7 @@ class Poller:
                 new_events,
             ).rowcount
             if added > 0 and log.isEnabledFor(logging.INFO):  # each event's id, for its log line
-                queued = self._event_ids(db, [e[1] for e in new_events], now)
+                queued = self._event_ids(db, [e[2] for e in new_events], now)
             newest = max(filter(None, (c[2] for c in candidates)), default=None)
             new_cursor = max(filter(None, [cursor, newest]), default=None)
             db.execute(
@@ -345,7 +345,7 @@ class Poller:
             telemetry.inc("events_emitted", added, source="poll")
         if queued:
             for event_id, key in queued:
-                with telemetry.bind(trigger=self.name, event_id=event_id):
+                with telemetry.bind(account=self.account, trigger=self.manifest.id, event_id=event_id):
                     log.info("event %s emitted: %s %s", event_id, self.spec["id"], short(key, 80))
         return PollResult(emitted, requests, first)
 

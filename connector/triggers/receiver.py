@@ -157,7 +157,7 @@ class Inbox:
         if fresh and self.on_queued is not None:
             self.on_queued()
         if log.isEnabledFor(logging.INFO):
-            with telemetry.bind(trigger=trigger, event_id=event_id):
+            with telemetry.bind(account=self.account or None, trigger=trigger, event_id=event_id):
                 if fresh:
                     log.info("delivery accepted: queued as event %s", event_id)
                 else:

@@ -826,7 +826,7 @@ def _observed(execute: Callable[..., RunResult]) -> Callable[..., RunResult]:
         if self.store is None:  # a dry run: nothing journaled, nothing to report
             return execute(self, run_id, *args, **kwargs)
         began = time.monotonic()
-        with telemetry.bind(run_id=run_id, workflow=self.wf.name):
+        with telemetry.bind(run_id=run_id, workflow=self.wf.name, account=self._account_label()):
             log.info("run %s of %s started", run_id, self.wf.name)
             result = execute(self, run_id, *args, **kwargs)
             took = time.monotonic() - began
@@ -880,6 +880,13 @@ class Runner:
         workflow's, else the one the runner was given); None: the workflow's."""
         name = self.connections.get(step) if step is not None else None
         return self.conn.using(name or self.wf.data.get("connection"))
+
+    def _account_label(self) -> str | None:
+        """The run's account for log lines (None when it cannot be told yet)."""
+        try:
+            return self.connector().account.id
+        except ConnectorError:
+            return None
 
     def _accounts(self) -> None:
         """Build the connector of every connection the workflow names (their keys
