@@ -62,10 +62,17 @@ def _datetime(instance: object) -> bool:
     day remembered per date: a page of timestamps shares a few dates."""
     if not isinstance(instance, str):
         return True
+    found = _rfc3339().match(instance.upper())
+    return found is not None and _valid_date(*found.groups())
+
+
+@cache
+def _rfc3339() -> re.Pattern[str]:
+    """rfc3339_validator's pattern, imported on first use (an import statement per value
+    costs more than the match)."""
     from rfc3339_validator import RFC3339_REGEX
 
-    found = RFC3339_REGEX.match(instance.upper())
-    return found is not None and _valid_date(*found.groups())
+    return RFC3339_REGEX
 
 
 @cache

@@ -158,9 +158,12 @@ class Leases:
         """:meth:`release` of each of ``resources`` inside ``db``'s write transaction."""
         with self._lock:
             self._held.difference_update(resources)
-        db.executemany(
-            "DELETE FROM leases WHERE resource = ? AND owner = ?", [(r, self.owner) for r in resources]
-        )
+        for start in range(0, len(resources), _CHUNK):  # a statement per chunk, not per row
+            chunk = resources[start : start + _CHUNK]
+            db.execute(
+                f"DELETE FROM leases WHERE owner = ? AND resource IN ({','.join('?' * len(chunk))})",
+                (self.owner, *chunk),
+            )
 
     def release(self, resource: str, *, db: sqlite3.Connection | None = None) -> None:
         with self._lock:

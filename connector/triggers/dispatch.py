@@ -98,9 +98,10 @@ def claim(
         found = db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         taken = leases.acquire_many([event_resource(row["id"]) for row in found], db=db)
         rows = [row for row in found if event_resource(row["id"]) in taken]
-        db.executemany(
-            "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id = ?",
-            [(row["id"],) for row in rows],
+        _each_chunk(
+            db,
+            "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id IN ({})",
+            [row["id"] for row in rows],
         )
     events = []
     for row in rows:
@@ -110,6 +111,14 @@ def claim(
         event["payload"] = loads(row["payload"])
         events.append(event)
     return events
+
+
+def _each_chunk(db: Any, sql: str, ids: list[int], chunk: int = 500) -> None:
+    """``sql`` (``... IN ({})``) run over ``ids`` a chunk at a time: one statement for
+    a batch, not one per row."""
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        db.execute(sql.format(",".join("?" * len(part))), part)
 
 
 def finish(
@@ -293,10 +302,11 @@ class Dispatcher:
         if quiet:
             self._settling()
             with self.store.tx() as db:
-                db.executemany(
+                _each_chunk(
+                    db,
                     "UPDATE events SET status = 'dispatched', error = NULL, failure = NULL,"
-                    " failing_since = NULL WHERE id = ?",
-                    [(i,) for i in quiet],
+                    " failing_since = NULL WHERE id IN ({})",
+                    quiet,
                 )
                 self.store.leases.release_many([event_resource(i) for i in quiet], db=db)
         return len(events)

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 30
 DEFAULT_WINDOW_DAYS = 90.0
+#: A timestamp already in the form :func:`order_key` gives (UTC, six-digit fraction; a
+#: year before 1000 comes back unpadded from strftime, so it takes the long way)
+_CANONICAL = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
 def order_key(value: Any) -> str | None:
@@ -56,6 +60,8 @@ def order_key(value: Any) -> str | None:
     if isinstance(value, int) and abs(value) < 10**30:
         return f"{value + 10**30:031d}"
     text = str(value)
+    if _CANONICAL.fullmatch(text):  # as it would come back (or, not a date, as it is)
+        return text
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
