@@ -711,3 +711,80 @@ def test_group_commit_under_many_writers_loses_nothing_and_never_stalls(tmp_path
     rows = store.units(run)
     assert len(rows) == 12 * 150 and {r["status"] for r in rows.values()} == {"succeeded"}
     assert store._group.transactions < 2 * 12 * 150  # some rows shared a transaction
+
+
+# ---------------------------------------------------------------------- units queued ahead (issue 16.5)
+
+
+def test_an_item_that_stops_its_step_starts_nothing_queued_behind_it(conn, sandbox, tmp_path: Path) -> None:
+    """Each thread holds a second item ready (so it starts it at once); a failing item
+    with on_error: stop sets stop in its own thread: the item queued behind it is not
+    started, however late the run's loop sees the failure."""
+    from connector.engines.local import LocalExecutor
+    from connector.errors import InputError
+    from connector.workflows.runner import Runner
+
+    wf = load(
+        write(
+            tmp_path,
+            """\
+workflow: 1
+name: stop-early
+steps:
+  - id: get
+    use: willo.list_languages
+    foreach: "{{ inputs.pages }}"
+    concurrency: 2
+    with: {page: "{{ item }}", page_size: 1}
+""",
+        ),
+        conn.catalog,
+    )
+    started: list[int] = []
+    two = threading.Event()
+    real = conn.call
+
+    def call(action, inputs):
+        started.append(inputs["page"])
+        if inputs["page"] == 1:
+            two.wait(5)  # page 2 is in flight when page 1 fails
+            raise InputError("page 1 refused")
+        two.set()
+        time.sleep(0.3)
+        return real(action, inputs)
+
+    conn.call = call
+    result = Runner(conn, wf, store=None, progress=False, executor=LocalExecutor()).start(
+        {"pages": [1, 2, 3, 4, 5]}
+    )
+    assert result.status == "failed"
+    assert sorted(started) == [1, 2]
+    assert [i["status"] for i in result.steps[0].items] == [
+        "failed",
+        "succeeded",
+        "not started",
+        "not started",
+        "not started",
+    ]
+
+
+def test_units_queued_but_not_started_never_start_once_the_executor_is_left() -> None:
+    from connector.engines.local import LocalExecutor
+    from connector.workflows.runner import Unit
+
+    gate = threading.Event()
+    started: list[int] = []
+
+    def fn(unit: Unit) -> int:
+        started.append(unit.item)
+        if unit.item != 0:
+            gate.wait(5)
+        return unit.item
+
+    runs = LocalExecutor().run([Unit("s", i, "a", {}) for i in range(10)], fn, 2)
+    assert next(runs)[0].item == 0
+    threading.Timer(0.3, gate.set).start()
+    runs.close()  # e.g. Ctrl-C in the loop: the two in flight finish, the queued never start
+    assert 3 not in started and max(started) <= 2
+    time.sleep(0.1)
+    assert 3 not in started

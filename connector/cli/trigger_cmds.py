@@ -221,7 +221,9 @@ def poll(
         dispatcher.drain(poller.name)  # events queued before a crash go first
         while True:
             try:
-                result = poller.poll(backfill=backfill)
+                # events only printed are taken as they are queued (one transaction, not a
+                # claim reading them back); a workflow's are claimed a batch at a time
+                result = poller.poll(backfill=backfill, take=not workflows)
             except ConnectorError as exc:
                 if once or failure_kind(exc) != "transient":
                     raise
@@ -229,6 +231,7 @@ def poll(
             else:
                 if result.first and not backfill and not as_json:
                     say(f"{trigger_id}: first poll recorded what exists; new items from now on")
+                dispatcher.deliver(result.taken)
             dispatcher.drain(poller.name)
             if once or stop.wait(interval):
                 break

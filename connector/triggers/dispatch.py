@@ -80,7 +80,6 @@ def claim(
     """Take up to ``limit`` of the oldest due queued events (of ``account``, or of any
     of several, if given), atomically, each with its lease: concurrent claimers never
     share one."""
-    leases = store.leases
     with store.tx() as db:
         # walked in id order on its index, stopping at `limit`: a claim is bounded by
         # what it takes, not by the length of the queue
@@ -96,13 +95,26 @@ def claim(
         sql += mine
         args += more
         found = db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-        taken = leases.acquire_many([event_resource(row["id"]) for row in found], db=db)
-        rows = [row for row in found if event_resource(row["id"]) in taken]
-        _each_chunk(
-            db,
-            "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id IN ({})",
-            [row["id"] for row in rows],
-        )
+        rows = take(store, db, found)
+    return claimed_events(rows)
+
+
+def take(store: StateStore, db: Any, found: list[Any]) -> list[Any]:
+    """Inside ``db``'s write transaction: lease the events of ``found`` (rows of
+    ``events``) and mark them ``dispatching``; the rows taken (an event whose lease a
+    live owner holds is left alone)."""
+    taken = store.leases.acquire_many([event_resource(row["id"]) for row in found], db=db)
+    rows = [row for row in found if event_resource(row["id"]) in taken]
+    _each_chunk(
+        db,
+        "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id IN ({})",
+        [row["id"] for row in rows],
+    )
+    return rows
+
+
+def claimed_events(rows: list[Any]) -> list[dict[str, Any]]:
+    """Events as a dispatcher hands them on, from rows read before :func:`take` marked them."""
     events = []
     for row in rows:
         event = dict(row)
@@ -111,6 +123,27 @@ def claim(
         event["payload"] = loads(row["payload"])
         events.append(event)
     return events
+
+
+def take_inserted(store: StateStore, db: Any, after: int, source: str, trigger: str) -> list[dict[str, Any]]:
+    """Inside the write transaction that inserted them ``dispatching`` (their first
+    attempt), every event of ``source`` and ``trigger`` with an id over ``after``:
+    leased, as :func:`claim` leases (one whose lease cannot be had is queued after
+    all). The events taken, as :func:`claim` gives them but for ``payload`` and
+    ``payload_json``, which the caller holds."""
+    rows = db.execute(
+        "SELECT id, source, account, trigger, dedupe, status, attempts, next_at, error, run_id,"
+        " received_at, failure, failing_since FROM events WHERE id > ? AND source = ? AND trigger = ?"
+        " ORDER BY id",
+        (after, source, trigger),
+    ).fetchall()
+    taken = store.leases.acquire_many([event_resource(row["id"]) for row in rows], db=db)
+    _each_chunk(
+        db,
+        "UPDATE events SET status = 'queued', attempts = 0 WHERE id IN ({})",
+        [row["id"] for row in rows if event_resource(row["id"]) not in taken],
+    )
+    return [dict(row) for row in rows if event_resource(row["id"]) in taken]
 
 
 def _each_chunk(db: Any, sql: str, ids: list[int], chunk: int = 500) -> None:
@@ -271,6 +304,18 @@ class Dispatcher:
         """Dispatch a batch of due events (in order); the number dispatched, 0 if none."""
         self._sweep()
         events = claim(self.store, self.source, trigger, limit=self.batch, account=self.accounts)
+        self._deliver(events)
+        return len(events)
+
+    def deliver(self, events: list[dict[str, Any]]) -> int:
+        """Dispatch events already taken (leased and marked ``dispatching``, e.g. by the
+        poll that queued them: :meth:`Poller.poll` with ``take``), a batch at a time;
+        the number handed on."""
+        for start in range(0, len(events), self.batch):
+            self._deliver(events[start : start + self.batch])
+        return len(events)
+
+    def _deliver(self, events: list[dict[str, Any]]) -> None:
         quiet: list[int] = []  # handled without a run: marked done together
         for event in events:
             if self.cancel is not None and self.cancel.is_set():
@@ -309,7 +354,6 @@ class Dispatcher:
                     quiet,
                 )
                 self.store.leases.release_many([event_resource(i) for i in quiet], db=db)
-        return len(events)
 
     def _settling(self) -> None:
         if self.before_settle is not None:
