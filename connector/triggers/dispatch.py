@@ -125,25 +125,38 @@ def claimed_events(rows: list[Any]) -> list[dict[str, Any]]:
     return events
 
 
-def take_inserted(store: StateStore, db: Any, after: int, source: str, trigger: str) -> list[dict[str, Any]]:
+def take_inserted(
+    store: StateStore, db: Any, after: int, source: str, trigger: str, account: str, received_at: float
+) -> list[dict[str, Any]]:
     """Inside the write transaction that inserted them ``dispatching`` (their first
-    attempt), every event of ``source`` and ``trigger`` with an id over ``after``:
-    leased, as :func:`claim` leases (one whose lease cannot be had is queued after
-    all). The events taken, as :func:`claim` gives them but for ``payload`` and
-    ``payload_json``, which the caller holds."""
-    rows = db.execute(
-        "SELECT id, source, account, trigger, dedupe, status, attempts, next_at, error, run_id,"
-        " received_at, failure, failing_since FROM events WHERE id > ? AND source = ? AND trigger = ?"
-        " ORDER BY id",
+    attempt, received at ``received_at``), every event of ``source``, ``account`` and
+    ``trigger`` with an id over ``after``: leased, as :func:`claim` leases them, and
+    given as :func:`claim` gives them but for ``payload`` and ``payload_json``, which the
+    caller holds. Nobody can hold the lease of an event inserted in this transaction
+    (ids are never reused, and only existing events are leased): none is refused."""
+    ids = db.execute(
+        "SELECT id, dedupe FROM events WHERE id > ? AND source = ? AND trigger = ? ORDER BY id",
         (after, source, trigger),
     ).fetchall()
-    taken = store.leases.acquire_many([event_resource(row["id"]) for row in rows], db=db)
-    _each_chunk(
-        db,
-        "UPDATE events SET status = 'queued', attempts = 0 WHERE id IN ({})",
-        [row["id"] for row in rows if event_resource(row["id"]) not in taken],
-    )
-    return [dict(row) for row in rows if event_resource(row["id"]) in taken]
+    store.leases.acquire_new([event_resource(i) for i, _ in ids], db=db)
+    return [
+        {
+            "id": i,
+            "source": source,
+            "account": account,
+            "trigger": trigger,
+            "dedupe": dedupe,
+            "status": "dispatching",
+            "attempts": 1,
+            "next_at": 0,
+            "error": None,
+            "run_id": None,
+            "received_at": received_at,
+            "failure": None,
+            "failing_since": None,
+        }
+        for i, dedupe in ids
+    ]
 
 
 def _each_chunk(db: Any, sql: str, ids: list[int], chunk: int = 500) -> None:

@@ -354,7 +354,7 @@ class Poller:
             if added > 0 and take:  # every event after last_id is this transaction's: the only writer
                 from connector.triggers.dispatch import take_inserted
 
-                taken = take_inserted(self.store, db, last_id, "poll", self.name)
+                taken = take_inserted(self.store, db, last_id, "poll", self.name, self.account, now)
             if added > 0 and log.isEnabledFor(logging.INFO):  # each event's id, for its log line
                 queued = self._event_ids(db, [e[2] for e in new_events], now)
             newest = max(filter(None, (c[2] for c in candidates)), default=None)
