@@ -788,3 +788,34 @@ def test_units_queued_but_not_started_never_start_once_the_executor_is_left() ->
     assert 3 not in started and max(started) <= 2
     time.sleep(0.1)
     assert 3 not in started
+
+
+def test_run_json_is_one_line_off_a_terminal_and_indented_on_one(
+    sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """As `call --json` prints a list: the run report on one line when piped (encoded in
+    C, not by the pure-Python indenting encoder), indented on a terminal; the same JSON."""
+    from connector.cli import run_cmd
+
+    wf = write(
+        tmp_path,
+        """\
+workflow: 1
+name: report
+steps:
+  - id: get
+    use: willo.list_languages
+    foreach: "{{ inputs.pages }}"
+    concurrency: 2
+    with: {page: "{{ item }}", page_size: 1}
+""",
+    )
+    piped = invoke("run", str(wf), "-i", "pages=[1, 2, 3]", "--json")
+    assert piped.exit_code == 0, piped.stderr
+    assert piped.stdout.count("\n") == 1
+    monkeypatch.setattr(run_cmd, "stdout_is_terminal", lambda: True)
+    shown = invoke("run", str(wf), "-i", "pages=[1, 2, 3]", "--json")
+    assert shown.stdout.startswith('{\n  "run_id": ')
+    one, other = json.loads(piped.stdout), json.loads(shown.stdout)
+    assert one["run_id"] != other["run_id"]
+    assert {**one, "run_id": None} == {**other, "run_id": None}
