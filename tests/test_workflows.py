@@ -819,3 +819,105 @@ steps:
     one, other = json.loads(piped.stdout), json.loads(shown.stdout)
     assert one["run_id"] != other["run_id"]
     assert {**one, "run_id": None} == {**other, "run_id": None}
+
+
+# ---------------------------------------------------------------------- settled without jsonschema (issue 16.5)
+
+
+def _nested(depth: int) -> dict:
+    """A workflow whose branch steps nest ``depth`` deep."""
+    steps: list = [{"id": f"get{depth}", "use": "willo.list_languages"}]
+    for d in range(depth, 0, -1):
+        steps = [
+            {
+                "id": f"b{d}",
+                "if": "{{ true }}",
+                "then": steps,
+                "else": [{"id": f"e{d}", "use": "willo.list_languages"}],
+            }
+        ]
+    return {"workflow": 1, "name": "nested", "steps": steps}
+
+
+def test_the_workflow_proof_is_never_wrong_where_it_settles_a_document() -> None:
+    """``errors(doc, "workflow")`` settles a valid document with a compiled proof of the
+    shipped schema (its references inlined), leaving the rest to jsonschema: the proof
+    never calls a document jsonschema refuses valid, and settles the examples."""
+    import copy
+    import random
+
+    from connector.catalog import schemas
+    from connector.yamlio import load_file
+
+    proof = schemas._shipped_proof("workflow")
+    check = schemas._validator_for_shipped("workflow")
+    docs = [load_file(p).data for p in (EXAMPLES / "screening.yaml", EXAMPLES / "review_on_response.yaml")]
+    docs += [_nested(d) for d in range(5)]
+    docs += [
+        {
+            "workflow": 1,
+            "name": "s",
+            "steps": [{"id": "s", "switch": "{{ 1 }}", "cases": {"1": [{"id": "x", "use": "a.b"}]}}],
+        },
+        {"workflow": 1, "name": "s", "steps": [{"id": "s", "switch": "{{ 1 }}"}]},  # cases missing
+        {
+            "workflow": 1,
+            "name": "s",
+            "steps": [{"id": "s", "then": [{"id": "x", "use": "a.b"}]}],
+        },  # then needs if
+    ]
+    rng = random.Random(16)
+    mutants = []
+    for doc in docs:
+        for _ in range(40):
+            m = copy.deepcopy(doc)
+            target = m["steps"][0] if m.get("steps") else m
+            key = rng.choice(["concurrency", "retry", "id", "timeout", "on_error", "bogus", "foreach", "use"])
+            target[key] = rng.choice(
+                [0, -1, 3, "x", None, {"attempts": 0}, {"attempts": 2}, [], "{{ item }}", 10**7]
+            )
+            mutants.append(m)
+    settled = 0
+    for doc in docs + mutants:
+        valid = not list(check.iter_errors(doc))
+        proven = schemas.proves_valid(doc, proof)
+        assert valid or not proven, doc
+        settled += proven
+        assert (schemas.errors(doc, "workflow") == []) == valid
+    assert all(schemas.proves_valid(d, proof) for d in [*docs[:2], _nested(0), _nested(1)]) and settled > 5
+    assert not schemas.proves_valid(_nested(2), proof)  # deeper than inlined: jsonschema decides
+    assert schemas.errors(_nested(4), "workflow") == []
+
+
+def test_a_run_whose_inputs_come_from_expressions_imports_no_jsonschema(sandbox, tmp_path: Path) -> None:
+    from tests.test_cli import _imported
+
+    wf = write(
+        tmp_path,
+        """\
+workflow: 1
+name: light
+steps:
+  - id: get
+    use: willo.get_interview
+    with: {interview: "{{ inputs.key }}"}
+""",
+    )
+    env = script_env(
+        XDG_CACHE_HOME=str(tmp_path / "c"),
+        WILLO_STATE_DIR=str(tmp_path / "s"),
+        WILLO_BASE_URL=sandbox.base_url,
+        WILLO_API_KEY=sandbox.api_key,
+        WILLO_RATE_LIMIT="0",
+    )
+    _imported(["actions"], env, ())  # the catalog cached
+    args = ["run", str(wf), "-i", "key=927982d43d577f03e4877aab073a730e", "--json"]
+    assert _imported(args, env, ("jsonschema", "referencing")) == []
+    # a literal input that is wrong is still found (by jsonschema, which words it)
+    bad = write(
+        tmp_path,
+        "workflow: 1\nname: b\nsteps:\n  - id: g\n    use: willo.list_languages\n    with: {page: 0}\n",
+        "bad.yaml",
+    )
+    r = invoke("validate", str(bad))
+    assert r.exit_code != 0 and "/steps/0/with/page" in r.output
