@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from connector import __version__
 from connector.cli import main
 from tests.conftest import EXAMPLES, ROOT, script, script_env
 
@@ -29,9 +32,16 @@ def one_line_error(result, *needles: str) -> str:
     return err
 
 
+def test_one_version_everywhere() -> None:
+    """The version the CLI, the User-Agent and the catalog cache key say is the one
+    pyproject.toml releases and the installed distribution carries."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert __version__ == project["version"] == importlib.metadata.version("willo-connector")
+
+
 def test_version_and_help() -> None:
     r = invoke("--version")
-    assert r.exit_code == 0 and "willo-connector, version 0.1.0" in r.stdout
+    assert r.exit_code == 0 and f"willo-connector, version {__version__}" in r.stdout
     r = invoke("--help")
     for cmd in (
         "plugins",
@@ -337,7 +347,7 @@ def test_installed_script_as_a_subprocess(sandbox, tmp_path: Path) -> None:
         XDG_CACHE_HOME=str(tmp_path),
     )
     out = subprocess.run([*script(), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert out.returncode == 0 and "0.1.0" in out.stdout
+    assert out.returncode == 0 and f"version {__version__}" in out.stdout
     out = subprocess.run(
         [
             *script(),
