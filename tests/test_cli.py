@@ -499,3 +499,29 @@ def test_a_reader_that_goes_away_ends_the_stream_quietly(sandbox, tmp_path: Path
     err = proc.stderr.read().decode() if proc.stderr else ""
     assert proc.wait(timeout=30) == 141 and err == ""
     assert sandbox.app.requests_served - before < 14  # it stopped reading
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("actions",), ("show", "willo.create_interview"), ("triggers",), ("runs",), ("catalog", "--json")],
+)
+def test_a_reader_that_went_away_is_not_an_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    """`willo-connector actions | head -1`: the reader closes the pipe; the command stops
+    quietly as SIGPIPE would stop it (141), not with 'internal error ... please report
+    it'. The pipe's read end is closed before the command writes, so every write fails."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        out = subprocess.run(
+            [*script(), *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=script_env(WILLO_STATE_DIR=str(tmp_path), XDG_CACHE_HOME=str(tmp_path)),
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (out.returncode, out.stderr) == (141, "")
