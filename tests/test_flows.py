@@ -196,6 +196,25 @@ def test_http_request_methods_bodies_and_answers(conn, receiver: Receiver) -> No
         call(conn, url=receiver.url + "/d")
 
 
+def test_http_request_fails_on_a_redirect_it_does_not_follow(conn, receiver: Receiver) -> None:
+    """A 3xx is not success: the POST did nothing where it was sent, and following it
+    would send it again as a GET (or elsewhere); one request, a step error naming the
+    target. 304 answers a conditional GET; fail_on_status: false returns the answer."""
+    from connector.errors import WilloError
+
+    receiver.replies.append((301, {"Location": "/moved/"}, b""))
+    with pytest.raises(
+        WilloError, match=r"POST http://127.0.0.1:\d+/hook: .*redirect to http://127.0.0.1:\d+/moved/"
+    ):
+        call(conn, url=receiver.url + "/hook", method="POST", json={"text": "hi"})
+    assert [r["path"] for r in receiver.requests] == ["/hook"]
+    receiver.replies.append((302, {"Location": "https://elsewhere.example/"}, b""))
+    out = call(conn, url=receiver.url + "/r", fail_on_status=False)
+    assert out["status"] == 302 and out["headers"]["location"] == "https://elsewhere.example/"
+    receiver.replies.append((304, {"ETag": '"v1"'}, b""))
+    assert call(conn, url=receiver.url + "/same", headers={"If-None-Match": '"v1"'})["status"] == 304
+
+
 def test_http_request_refuses_plain_http_off_loopback_and_both_bodies(conn) -> None:
     from connector.errors import ConfigError, InputError
 
