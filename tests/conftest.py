@@ -42,6 +42,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_cache: Pat
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(catalog_cache))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no connections.yaml of the machine
+    # nor its state store, even where a subprocess drops WILLO_STATE_DIR (script_env)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     monkeypatch.setenv("WILLO_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("WILLO_RATE_LIMIT", "0")
     plugins.set_host(plugins.build_host(entry_points=[]))
