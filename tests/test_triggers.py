@@ -700,3 +700,47 @@ def test_a_poller_prunes_its_seen_keys_after_a_poll_at_most_hourly(
     with store.tx() as db:
         db.execute("UPDATE seen SET seen_at = 0 WHERE name = ?", (poller.name,))
     assert real() > 0
+
+
+def test_poll_json_writes_a_batch_at_once_before_it_is_marked_dispatched(
+    sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """Events only printed go to stdout in one write a batch (a pipe's reader is woken
+    once, not once a line: stdout may be unbuffered), written before the batch is
+    marked dispatched."""
+    import sys as real_sys
+
+    from connector.cli import trigger_cmds
+
+    writes: list[tuple[int, int]] = []  # (lines written, events dispatched by then)
+    store_path = tmp_path / "state.sqlite3"
+
+    class Counting:
+        def __init__(self, out):
+            self.out = out
+
+        def write(self, text: str) -> int:
+            with sqlite3.connect(store_path) as db:
+                done = db.execute("SELECT COUNT(*) FROM events WHERE status = 'dispatched'").fetchone()[0]
+            writes.append((text.count("\n"), done))
+            return self.out.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.out, name)
+
+    class Sys:
+        def __getattr__(self, name):
+            return getattr(real_sys, name)
+
+        @property
+        def stdout(self):
+            return Counting(real_sys.stdout)
+
+    monkeypatch.setattr(trigger_cmds, "sys", Sys())
+    r = CliRunner().invoke(
+        main,
+        ["poll", "willo.new_participant", "--once", "--json", "--backfill", "--state-dir", str(tmp_path)],
+    )
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout.splitlines()) == 5
+    assert writes == [(5, 0)]
