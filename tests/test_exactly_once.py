@@ -125,6 +125,7 @@ def test_without_a_reconcile_lookup_an_ambiguous_unit_stays_blocked_until_settle
         blocked = invoke("resume", run_id)
         assert blocked.exit_code == 1
         assert "runs resolve" in blocked.stderr and "Traceback" not in blocked.output
+        assert "step make" in blocked.stderr and "step make: step make" not in blocked.stderr
         assert len(named(sandbox, "interviews", "title", "Ambiguous Role")) == 1
     listed = json.loads(invoke("runs", "--json").stdout)
     assert listed[0]["status"] == "blocked"
@@ -144,6 +145,7 @@ def test_without_a_reconcile_lookup_an_ambiguous_unit_stays_blocked_until_settle
     assert done.exit_code == 0, done.output
     result = json.loads(done.stdout)
     assert result["steps"][1]["output"]["key"] == made[0]["key"]
+    assert "retries" not in result["steps"][0]  # settled by hand: no try, so no retry (was -1)
     assert len(named(sandbox, "interviews", "title", "Ambiguous Role")) == 1
 
 

@@ -664,6 +664,13 @@ def _how_to_settle(run_id: str | None, unit: Unit) -> str:
     return f"settle it with `{base} --sent` (or `--not-sent`) and resume"
 
 
+def _of_step(res: StepResult) -> str:
+    """A step's error, said once as the step's (a unit's own message already names it)."""
+    error = res.error or ""
+    prefix = f"step {res.id}"
+    return error if error.startswith((f"{prefix}:", f"{prefix} ")) else f"{prefix}: {error}"
+
+
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -1048,10 +1055,10 @@ class Runner:
             results.append(res)
             scope["steps"][res.id] = {"output": res.output, "status": res.status, "error": res.error}
             if res.status == "interrupted" or res.kind == "interrupted":
-                return "interrupted", f"step {res.id}: {res.error}" if res.error else None, "interrupted"
+                return "interrupted", _of_step(res) if res.error else None, "interrupted"
             if res.status == "failed" and step.get("on_error", "stop") == "stop":
                 kind = res.kind or "permanent"
-                return ("blocked" if kind == "blocked" else "failed"), f"step {res.id}: {res.error}", kind
+                return ("blocked" if kind == "blocked" else "failed"), _of_step(res), kind
             for label, sub, _ in branches(step):
                 if label == taken and isinstance(sub, list):
                     outcome = self._block(ctx, run_id, sub, scope, results)
@@ -1125,9 +1132,8 @@ class Runner:
             return StepResult(sid, action, "interrupted", error=str(error), kind="interrupted")
         if error is not None:
             return StepResult(sid, action, "failed", error=_message(error), kind=failure_kind(error))
-        return StepResult(
-            sid, action, "succeeded", result.output, requests=result.requests, retries=result.tries - 1
-        )
+        retries = max(0, result.tries - 1)  # settled by hand: no try at all
+        return StepResult(sid, action, "succeeded", result.output, requests=result.requests, retries=retries)
 
     def _foreach(
         self, ctx: UnitContext, run_id: str | None, step: dict[str, Any], scope: dict[str, Any], base: Unit
