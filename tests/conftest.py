@@ -19,6 +19,7 @@ import pytest
 from connector.catalog import drift, plugins
 from connector.http.client import Settings
 from connector.sandbox import Sandbox, SandboxOptions
+from connector.workflows import expressions
 from connector.workflows.runtime import Connector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,11 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_cache: Pat
     drift.reset()
     yield
     plugins.set_host(None)
+    # a test's plugin filters go with its host (they are process-wide once added)
+    if expressions._EXTRA_FILTERS:
+        expressions._EXTRA_FILTERS.clear()
+        expressions._ENV = expressions._PATH_ENV = None
+        expressions._CACHE.clear()
 
 
 @pytest.fixture(scope="session")
