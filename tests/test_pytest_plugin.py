@@ -28,15 +28,6 @@ def no_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
 
 
-@pytest.fixture(autouse=True)
-def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The inner sessions' default record mode depends on ``CI`` (``none`` in CI,
-    ``once`` elsewhere), and CI sets it: each test starts outside CI, and a test about
-    CI sets it itself. (Two tests that record on their first inner run failed when the
-    suite itself ran with CI=true.)"""
-    monkeypatch.delenv("CI", raising=False)
-
-
 LIFECYCLE = """
 import pytest
 
