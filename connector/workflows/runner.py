@@ -489,6 +489,9 @@ def try_unit(ctx: UnitContext, run_id: str | None, unit: Unit, state: UnitState)
             message += f"; {note}" if note else ""
             _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
             kind = "interrupted" if stopping else failure_kind(exc)
+            by_hand = ctx.store is not None and not isinstance(ctx.store, MemoryJournal)  # runs resolve
+            if by_hand and not stopping and _only_an_operator_settles(manifest, state.inputs, pending):
+                kind = "blocked"  # as a resume would find it: say so now, not after one
             raise UnitFailed(message, kind, tries, reason) from None
         wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
         log.info("%s: %s; try %d of %d in %.1fs", _where(unit), message, tries + 1, unit.retry.attempts, wait)
@@ -592,6 +595,17 @@ def settle_pending(
             f"Check Willo, then {(hint or _how_to_settle)(run_id, unit)}"
         )
     return _SEND
+
+
+def _only_an_operator_settles(manifest: Manifest, inputs: dict[str, Any], pending: Pending | None) -> bool:
+    """Whether :func:`settle_pending` can only block on this unit, whatever Willo holds:
+    it may have landed, it is not idempotent, and there is no lookup to find it."""
+    return (
+        pending is not None
+        and pending.status == "ambiguous"
+        and manifest.data.get("reconcile") is None
+        and not idempotent_for(manifest, inputs)
+    )
 
 
 def reconcile(conn: Connector, manifest: Manifest, inputs: dict[str, Any], where: str) -> Any:
@@ -1132,14 +1146,8 @@ class Runner:
             return StepResult(sid, action, "interrupted", error=str(error), kind="interrupted")
         if error is not None:
             return StepResult(sid, action, "failed", error=_message(error), kind=failure_kind(error))
-        return StepResult(
-            sid,
-            action,
-            "succeeded",
-            result.output,
-            requests=result.requests,
-            retries=max(0, result.tries - 1),
-        )
+        retries = max(0, result.tries - 1)  # settled by hand: no try at all
+        return StepResult(sid, action, "succeeded", result.output, requests=result.requests, retries=retries)
 
     def _foreach(
         self, ctx: UnitContext, run_id: str | None, step: dict[str, Any], scope: dict[str, Any], base: Unit
