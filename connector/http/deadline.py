@@ -89,11 +89,19 @@ class _Watchdog:
 
     def watch(self, attempt: Attempt) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (attempt.deadline, next(self._order), attempt))
+            heap = self._heap
+            while heap and heap[0][2].finished:
+                heapq.heappop(heap)  # done in time: forget it (the heap stays as long as what is in flight)
+            # The thread sleeps until the earliest deadline: it is woken only when this one
+            # comes first (not for every request: each wake is a thread switch, and a foreach's
+            # threads wait for the GIL behind it).
+            earlier = not heap or attempt.deadline < heap[0][0]
+            heapq.heappush(heap, (attempt.deadline, next(self._order), attempt))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="willo-http-deadline", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif earlier:
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:

@@ -344,7 +344,8 @@ class Budget:
         """Reserve the earliest slot ``limits`` allow ``account`` (atomically, among every
         process using this store), or say the day's quota is spent. ``again``: a new slot
         for a request whose slot was missed (it counts once against the day)."""
-        with self.store.tx() as db:
+
+        def op(db: sqlite3.Connection) -> Reservation:
             now = self.clock()
             tuning, row = self._tuning(db, account, now)
             tuning.relax(now)
@@ -377,6 +378,8 @@ class Budget:
             self._save(db, account, tuning, row, now, limits=limits, label=label, day=day, used=used + 1)
             return Reservation(at - now, used + 1, at=at, slot=slot)
 
+        return self.store.write(op)
+
     def confirm(
         self, account: str, limits: Limits, slot: int, jitter: float = 0.0, *, force: bool = False
     ) -> bool:
@@ -384,7 +387,8 @@ class Budget:
         now keep every window, counting what the server may count (:func:`fits`)? If so
         (or ``force``: it goes anyway), the slot moves to now and is in flight until
         :meth:`settle`; if not, it is given back (reserve another)."""
-        with self.store.tx() as db:
+
+        def op(db: sqlite3.Connection) -> bool:
             now = self.clock()
             tuning, _ = self._tuning(db, account, now)
             tuning.relax(now)
@@ -404,12 +408,17 @@ class Budget:
             db.execute("DELETE FROM budget_slots WHERE rowid = ?", (slot,))
             return False
 
+        return self.store.write(op)
+
     def settle(self, slot: int, when: float) -> None:
         """The request of ``slot`` was answered (or given up) at ``when``: the server
         counted it no later than that, which is where it stays for the requests after
         it (a request that waited in the server's queue moves its slot later)."""
-        with self.store.tx() as db:
+
+        def op(db: sqlite3.Connection) -> None:
             db.execute("UPDATE budget_slots SET at = MAX(at, ?), flying = 0 WHERE rowid = ?", (when, slot))
+
+        self.store.write(op)
 
     def throttled(self, account: str, retry_after: float | None = None) -> None:
         """The server answered 429: hold every process's requests and tighten."""

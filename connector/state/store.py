@@ -15,11 +15,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from connector import redaction
 from connector.errors import ConfigError
 from connector.state.leases import Leases
+
+T = TypeVar("T")
 
 #: The tables of the releases before schema versions (0.1.0, then run history and
 #: schedules), created where missing by migration step 1. Never edit it: a change of
@@ -382,10 +384,20 @@ class StateStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # (SQLite may have rolled it back itself: a full disk)
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+
+    def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """A small write ``op(db)`` (a few statements), made durably: it is committed
+        when this returns, with what it returned. Writes made at the same time by
+        several threads share one transaction (:class:`GroupCommit`), each in a
+        savepoint of its own: ``op`` raising rolls back only its own statements and
+        raises here. ``op`` must only touch the database (it may run on another
+        thread, and not alone in its transaction)."""
+        return self._group.apply(op)
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         return list(self._conn().execute(sql, args))
@@ -541,24 +553,34 @@ _MARK_UNIT = (
 
 
 class _Entry:
-    __slots__ = ("done", "error", "fence", "row", "wake")
+    __slots__ = ("done", "error", "fence", "op", "result", "row", "wake")
 
-    def __init__(self, row: tuple[Any, ...], fence: Callable[[sqlite3.Connection], None] | None):
-        self.row = row
+    def __init__(
+        self,
+        row: tuple[Any, ...] | None,
+        fence: Callable[[sqlite3.Connection], None] | None = None,
+        op: Callable[[sqlite3.Connection], Any] | None = None,
+    ):
+        self.row = row  # a unit's row (mark_unit), or None for ``op``
         self.fence = fence
+        self.op = op  # any other write (write()), run in its own savepoint
+        self.result: Any = None
         self.done = False  # committed (or failed)
-        self.wake = threading.Event()  # done, or asked to lead
+        self.wake = threading.Lock()  # released: done, or asked to lead
+        self.wake.acquire()
         self.error: BaseException | None = None
 
 
 class GroupCommit:
-    """Journal rows written by many threads at once, committed together (group commit):
-    a writer finding no commit under way leads: it commits everything queued in one
+    """Writes made by many threads at once, committed together (group commit): a
+    writer finding no commit under way leads: it commits everything queued in one
     transaction, then what queued meanwhile, and after a few rounds hands the lead to
     the oldest waiting writer (a leader's own work is never held up for long). The
-    others wait for the commit holding their row. N threads journaling at once pay for
-    one transaction, not N, and each returns only once its own row is on disk (or
-    raises its own error)."""
+    others wait for the commit holding their write. N threads writing at once pay for
+    one transaction, not N, and each returns only once its own write is on disk (or
+    raises its own error: a unit row's refused fence, or an ``op`` that raised, whose
+    savepoint is rolled back, fails only its caller; an error that loses the
+    transaction fails every write in it, and none of them is on disk)."""
 
     ROUNDS = 2  # batches a leader commits after its own before handing the lead on
 
@@ -570,7 +592,17 @@ class GroupCommit:
         self.transactions = 0  # (for tests and benchmarks)
 
     def submit(self, row: tuple[Any, ...], fence: Callable[[sqlite3.Connection], None] | None) -> None:
-        entry = _Entry(row, fence)
+        """Write a unit's row (``_MARK_UNIT``), fenced by ``fence``."""
+        self._wait(_Entry(row, fence))
+
+    def apply(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op(db)`` in the next group transaction, in a savepoint of its own, and
+        return what it returned once that transaction is committed."""
+        entry = _Entry(None, op=op)
+        self._wait(entry)
+        return entry.result  # type: ignore[no-any-return]
+
+    def _wait(self, entry: _Entry) -> None:
         with self._lock:
             self._queue.append(entry)
             lead = not self._busy
@@ -578,11 +610,10 @@ class GroupCommit:
         while True:
             if lead:
                 self._lead(entry)
-            entry.wake.wait()
+            entry.wake.acquire()
             if entry.done:
                 break
-            entry.wake.clear()  # handed the lead
-            lead = True
+            lead = True  # handed the lead
         if entry.error is not None:
             raise entry.error
 
@@ -601,7 +632,7 @@ class GroupCommit:
                     if not self._queue:
                         self._busy = False
                         return
-                    self._queue[0].wake.set()  # the oldest waiting writer leads now
+                    self._queue[0].wake.release()  # the oldest waiting writer leads now
                 return
 
     def _commit(self, batch: list[_Entry]) -> None:
@@ -611,6 +642,9 @@ class GroupCommit:
                 fenced: dict[Any, BaseException | None] = {}  # each fence once a transaction
                 rows = []
                 for entry in batch:
+                    if entry.op is not None:
+                        _in_savepoint(db, entry)
+                        continue
                     fence = entry.fence
                     if fence is not None:
                         key = getattr(fence, "key", fence)
@@ -633,4 +667,23 @@ class GroupCommit:
         finally:
             for entry in batch:
                 entry.done = True
-                entry.wake.set()
+                entry.wake.release()
+
+
+def _in_savepoint(db: sqlite3.Connection, entry: _Entry) -> None:
+    """``entry.op(db)`` in a savepoint: if it raises, what it wrote is rolled back and
+    only its caller gets the error. If the savepoint cannot be rolled back (SQLite
+    lost the whole transaction: a full disk, an I/O error), the error ends the batch."""
+    db.execute("SAVEPOINT one_write")
+    try:
+        assert entry.op is not None
+        entry.result = entry.op(db)
+    except Exception as exc:
+        try:
+            db.execute("ROLLBACK TO one_write")
+            db.execute("RELEASE one_write")
+        except sqlite3.Error:
+            raise exc from None
+        entry.error = exc
+        return
+    db.execute("RELEASE one_write")
