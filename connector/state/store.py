@@ -600,7 +600,7 @@ class GroupCommit:
         return what it returned once that transaction is committed."""
         entry = _Entry(None, op=op)
         self._wait(entry)
-        return entry.result  # type: ignore[no-any-return]
+        return entry.result
 
     def _wait(self, entry: _Entry) -> None:
         with self._lock:
@@ -640,9 +640,9 @@ class GroupCommit:
             with self.store.tx() as db:
                 self.transactions += 1
                 fenced: dict[Any, BaseException | None] = {}  # each fence once a transaction
-                rows = []
+                rows: list[tuple[Any, ...]] = []
                 for entry in batch:
-                    if entry.op is not None:
+                    if entry.row is None:
                         _in_savepoint(db, entry)
                         continue
                     fence = entry.fence
