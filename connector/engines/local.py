@@ -8,8 +8,9 @@ run journal in the local state store.
 from __future__ import annotations
 
 import contextvars
+import queue
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from connector import telemetry
@@ -49,19 +50,23 @@ class LocalExecutor:
                 yield unit, result, None
             return
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="willo-step")
+        # Each finished future puts itself here: one wake a unit, where wait(FIRST_COMPLETED)
+        # would install and remove a waiter on every pending future each time round.
+        finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         try:
             pending: dict[Future[Any], Unit] = {}
-            queue = list(reversed(units))
-            while queue or pending:
-                while queue and len(pending) < concurrency * AHEAD:
-                    unit = queue.pop()
+            todo = list(reversed(units))
+            while todo or pending:
+                while todo and len(pending) < concurrency * AHEAD:
+                    unit = todo.pop()
                     # each worker thread runs in a copy of the run's context (run id...)
                     ctx = contextvars.copy_context()
-                    pending[pool.submit(ctx.run, _in_context, fn, unit)] = unit
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    unit = pending.pop(fut)
-                    error = fut.exception()
-                    yield unit, (None if error else fut.result()), error
+                    fut = pool.submit(ctx.run, _in_context, fn, unit)
+                    pending[fut] = unit
+                    fut.add_done_callback(finished.put)
+                fut = finished.get()
+                unit = pending.pop(fut)
+                error = fut.exception()
+                yield unit, (None if error else fut.result()), error
         finally:  # left early (a failure, Ctrl-C): units queued but not started never start
             pool.shutdown(wait=True, cancel_futures=True)

@@ -179,7 +179,12 @@ class Connector:
     @property
     def account(self) -> Account:
         """The account this connector's requests go to (its rows in the state store)."""
-        return account_of(self.client.settings, self.connection_name)
+        settings, name = self.client.settings, self.connection_name
+        key = (settings.base_url, settings.api_key, name)
+        cached: tuple[tuple[str, str | None, str], Account] | None = getattr(self, "_account", None)
+        if cached is None or cached[0] != key:  # (two hashes: asked for every journal row)
+            cached = self._account = (key, account_of(settings, name))
+        return cached[1]
 
     def pool_names(self) -> list[str] | None:
         """The connection names :meth:`using` knows (None: it has none)."""
