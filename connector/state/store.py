@@ -393,10 +393,10 @@ class StateStore:
     def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """A small write ``op(db)`` (a few statements), made durably: it is committed
         when this returns, with what it returned. Writes made at the same time by
-        several threads share one transaction (:class:`GroupCommit`), each in a
-        savepoint of its own: ``op`` raising rolls back only its own statements and
-        raises here. ``op`` must only touch the database (it may run on another
-        thread, and not alone in its transaction)."""
+        several threads share one transaction (:class:`GroupCommit`): ``op`` raising
+        fails only itself (the others are written without it) and raises here. ``op``
+        must only touch the database: it may run on another thread, in a transaction
+        with others' writes, and more than once (a run rolled back is run again)."""
         return self._group.apply(op)
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -563,7 +563,7 @@ class _Entry:
     ):
         self.row = row  # a unit's row (mark_unit), or None for ``op``
         self.fence = fence
-        self.op = op  # any other write (write()), run in its own savepoint
+        self.op = op  # any other write (write())
         self.result: Any = None
         self.done = False  # committed (or failed)
         self.wake = threading.Lock()  # released: done, or asked to lead
@@ -578,9 +578,9 @@ class GroupCommit:
     the oldest waiting writer (a leader's own work is never held up for long). The
     others wait for the commit holding their write. N threads writing at once pay for
     one transaction, not N, and each returns only once its own write is on disk (or
-    raises its own error: a unit row's refused fence, or an ``op`` that raised, whose
-    savepoint is rolled back, fails only its caller; an error that loses the
-    transaction fails every write in it, and none of them is on disk)."""
+    raises its own error: a unit row's refused fence, or an ``op`` that raised, fails
+    only its caller; an error that loses the transaction fails every write in it, and
+    none of them is on disk)."""
 
     ROUNDS = 2  # batches a leader commits after its own before handing the lead on
 
@@ -596,8 +596,8 @@ class GroupCommit:
         self._wait(_Entry(row, fence))
 
     def apply(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``op(db)`` in the next group transaction, in a savepoint of its own, and
-        return what it returned once that transaction is committed."""
+        """Run ``op(db)`` in the next group transaction and return what it returned
+        once that transaction is committed."""
         entry = _Entry(None, op=op)
         self._wait(entry)
         return entry.result
@@ -636,14 +636,44 @@ class GroupCommit:
                 return
 
     def _commit(self, batch: list[_Entry]) -> None:
+        """Commit ``batch`` in one transaction and wake its writers. An ``op`` that
+        raises fails alone: the transaction is rolled back and the others are written
+        again without it (no savepoint a write: an op raising is rare, and a savepoint
+        is two more statements, each giving the GIL up, for every write)."""
+        todo = batch
+        try:
+            while todo:
+                failed = self._try(todo)
+                if failed is None:
+                    break
+                todo = [entry for entry in todo if entry is not failed]
+        except BaseException as exc:  # the transaction is lost: every write of it fails
+            for entry in todo:
+                if entry.error is None:
+                    entry.error = exc
+        finally:
+            for entry in batch:
+                entry.done = True
+                entry.wake.release()
+
+    def _try(self, batch: list[_Entry]) -> _Entry | None:
+        """One transaction writing ``batch``; the op that raised, if one did (then
+        nothing was written; it has its error)."""
+        failed: _Entry | None = None
         try:
             with self.store.tx() as db:
                 self.transactions += 1
                 fenced: dict[Any, BaseException | None] = {}  # each fence once a transaction
                 rows: list[tuple[Any, ...]] = []
                 for entry in batch:
+                    entry.error = None
                     if entry.row is None:
-                        _in_savepoint(db, entry)
+                        assert entry.op is not None
+                        try:
+                            entry.result = entry.op(db)
+                        except Exception as exc:
+                            entry.error, failed = exc, entry
+                            raise _Redo from None
                         continue
                     fence = entry.fence
                     if fence is not None:
@@ -653,37 +683,17 @@ class GroupCommit:
                                 fence(db)
                                 fenced[key] = None
                             except sqlite3.Error:
-                                raise  # the transaction is lost: every row of it fails
+                                raise  # the transaction is lost: every write of it fails
                             except Exception as exc:  # this fence's refusal (a lost lease)
                                 fenced[key] = exc
                         entry.error = fenced[key]
                     if entry.error is None:
                         rows.append(entry.row)
                 db.executemany(_MARK_UNIT, rows)
-        except BaseException as exc:
-            for entry in batch:
-                if entry.error is None:
-                    entry.error = exc
-        finally:
-            for entry in batch:
-                entry.done = True
-                entry.wake.release()
+        except _Redo:
+            return failed
+        return None
 
 
-def _in_savepoint(db: sqlite3.Connection, entry: _Entry) -> None:
-    """``entry.op(db)`` in a savepoint: if it raises, what it wrote is rolled back and
-    only its caller gets the error. If the savepoint cannot be rolled back (SQLite
-    lost the whole transaction: a full disk, an I/O error), the error ends the batch."""
-    db.execute("SAVEPOINT one_write")
-    try:
-        assert entry.op is not None
-        entry.result = entry.op(db)
-    except Exception as exc:
-        try:
-            db.execute("ROLLBACK TO one_write")
-            db.execute("RELEASE one_write")
-        except sqlite3.Error:
-            raise exc from None
-        entry.error = exc
-        return
-    db.execute("RELEASE one_write")
+class _Redo(Exception):
+    """An op of the batch raised: roll the transaction back, write the others again."""
