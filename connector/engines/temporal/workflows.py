@@ -198,10 +198,14 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 with workflow.unsafe.imports_passed_through():
     from connector.http.pacing import Pacer
+    from connector.state.budget import KEEP
 
 #: a budget workflow continues as new after this many updates (the server refuses more
 #: than 2,000 updates in one run: history.maxTotalUpdates)
 BUDGET_CONTINUE_AFTER = 500
+#: a request goes this long after its slot at the earliest: a slot planned a window
+#: after another one's time is then checked past that time, whatever the rounding
+GO_AFTER = 1e-4
 
 
 def next_utc_day(when: float) -> float:
@@ -212,10 +216,28 @@ def next_utc_day(when: float) -> float:
 @workflow.defn(name=BUDGET_WORKFLOW)
 class WilloBudget:
     """One account's rate budget, shared by every worker: each request a worker sends
-    first reserves a slot here (an update), so the per-second and per-minute windows
-    and the daily quota hold across all workers and machines. The windows are the
-    local pacer's own (:class:`~connector.http.pacing.Pacer`), on workflow time; a 429
-    anywhere holds and tightens them for everyone (a signal)."""
+    first reserves a slot here, so the per-second and per-minute windows and the daily
+    quota hold across all workers and machines. The windows are the local pacer's own
+    (:class:`~connector.http.pacing.Pacer`), on the workers' clock; a 429 anywhere
+    holds and tightens them for everyone (a signal).
+
+    A slot is a plan, as in the local budget (:mod:`connector.state.budget`): a request
+    may reach Willo later than its slot (a slow round trip here, a late thread on a
+    loaded worker), and Willo counts it anywhere until it is answered. So the ``pace``
+    update (one per worker process at a time, carrying whatever its threads wait for)
+    does three things, in this order:
+
+    - ``done``: requests answered (or ended unanswered) at a time by the worker's clock:
+      their slots move there, no longer in flight;
+    - ``go``: requests about to go, each at the earliest of its slot, the ask's clock
+      and every ``go`` before it (so the checks are in the order of their times, as in
+      one process): if it still keeps the windows counting every request in flight as
+      at that time, it goes then (in flight until ``done``); else its slot is given
+      back and a later one planned;
+    - ``count`` new slots (or, when the day's quota is spent, when it renews).
+
+    ``reserve`` (plans only, the protocol of workers before ``pace``) is kept for a
+    fleet that is being upgraded."""
 
     @workflow.init
     def __init__(self, state: dict[str, Any]) -> None:
@@ -228,6 +250,11 @@ class WilloBudget:
         #: is a time the worker waits for by its own clock, so the round trip's jitter
         #: does not bunch requests)
         self.clock = float(state.get("clock") or 0.0)
+        #: the time of the latest ``go``: the next checks at no earlier time
+        self.last_go = float(state.get("last_go") or 0.0)
+        #: the slots handed out by ``pace`` and not yet answered, by number
+        self.slots: dict[int, list[float]] = {}
+        self.next_slot = int(state.get("next_slot") or 1)
         limits = state.get("limits") or [0, 0, 0]
         pacer = self._pacer_for(*[int(x) for x in limits])
         self.day, self.used = int(state.get("day") or 0), int(state.get("used") or 0)
@@ -235,6 +262,10 @@ class WilloBudget:
         if "log" not in kept and kept.get("logs"):  # carried over by a worker before the shared budget
             kept["log"] = sorted({float(t) for log in kept["logs"] for t in log})
         pacer.restore(kept)
+        cells = pacer.cells()
+        for number, index in state.get("slots") or []:
+            if 0 <= int(index) < len(cells):
+                self.slots[int(number)] = cells[int(index)]
 
     def _now(self) -> float:
         return self.clock
@@ -242,8 +273,25 @@ class WilloBudget:
     def _pacer_for(self, per_second: int, per_minute: int, per_day: int) -> Pacer:
         if self.pacer is None or self.limits[:2] != (per_second, per_minute):
             self.pacer = Pacer(per_second, per_minute, clock=self._now, sleep=lambda _s: None)
+            self.slots = {}  # new windows: the old slots are not in them
         self.limits = (per_second, per_minute, per_day)
         return self.pacer
+
+    def state(self) -> dict[str, Any]:
+        """What a continue-as-new carries over (the slots in flight among it)."""
+        assert self.pacer is not None
+        cells = self.pacer.cells()
+        index = {id(cell): i for i, cell in enumerate(cells)}
+        return {
+            "limits": list(self.limits),
+            "day": self.day,
+            "used": self.used,
+            "clock": self.clock,
+            "last_go": self.last_go,
+            "next_slot": self.next_slot,
+            "slots": [[n, index[id(cell)]] for n, cell in self.slots.items() if id(cell) in index],
+            "pacer": self.pacer.state(),
+        }
 
     @workflow.run
     async def run(self, state: dict[str, Any]) -> None:
@@ -251,38 +299,78 @@ class WilloBudget:
             lambda: self.served >= BUDGET_CONTINUE_AFTER or workflow.info().is_continue_as_new_suggested()
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        assert self.pacer is not None
-        workflow.continue_as_new(
-            {
-                "limits": list(self.limits),
-                "day": self.day,
-                "used": self.used,
-                "clock": self.clock,
-                "pacer": self.pacer.state(),
-            }
-        )
+        workflow.continue_as_new(self.state())
+
+    def _start(self, ask: dict[str, Any], now: float) -> Pacer:
+        """Take an ask's limits and clock (``now``: the workflow's time)."""
+        per_second, per_minute, per_day = (int(x) for x in ask["limits"])
+        pacer = self._pacer_for(per_second, per_minute, per_day)
+        self.clock = max(self.clock, float(ask.get("now") or 0.0) + float(ask.get("lead") or 0.0), now - 60)
+        today = int(self.clock // 86400)
+        if today != self.day:
+            self.day, self.used = today, 0
+        self.served += 1
+        return pacer
+
+    def _slot(self, pacer: Pacer, numbered: bool) -> dict[str, Any]:
+        """A new slot, or when the day's quota renews."""
+        per_day = self.limits[2]
+        if per_day and self.used >= per_day:
+            return {"renews_at": next_utc_day(self.clock)}
+        self.used += 1
+        cell = pacer.plan()
+        if not numbered:
+            return {"at": cell[0]}
+        number, self.next_slot = self.next_slot, self.next_slot + 1
+        self.slots[number] = cell
+        return {"at": cell[0], "slot": number}
 
     @workflow.update(name="reserve")
     def reserve(self, ask: dict[str, Any]) -> list[dict[str, Any]]:
         """Slots for ``ask["count"]`` requests (``ask``: the account's limits, the
         worker's clock): for each, ``{"at": epoch}`` to send it at, or ``{"renews_at":
-        epoch}`` when the day's quota (a UTC day) is spent."""
-        per_second, per_minute, per_day = (int(x) for x in ask["limits"])
-        pacer = self._pacer_for(per_second, per_minute, per_day)
-        self.clock = max(self.clock, float(ask.get("now") or 0.0), workflow.now().timestamp() - 60)
-        now = self.clock
-        today = int(now // 86400)
-        if today != self.day:
-            self.day, self.used = today, 0
-        self.served += 1
-        slots: list[dict[str, Any]] = []
-        for _ in range(max(1, min(int(ask.get("count") or 1), 1000))):
-            if per_day and self.used >= per_day:
-                slots.append({"renews_at": next_utc_day(now)})
+        epoch}`` when the day's quota (a UTC day) is spent. Plans only: what workers
+        before ``pace`` ask."""
+        pacer = self._start(ask, workflow.now().timestamp())
+        return [self._slot(pacer, False) for _ in range(max(1, min(int(ask.get("count") or 1), 1000)))]
+
+    @workflow.update(name="pace")
+    def pace_update(self, ask: dict[str, Any]) -> dict[str, Any]:
+        return self.pace(ask, workflow.now().timestamp())
+
+    def pace(self, ask: dict[str, Any], now: float) -> dict[str, Any]:
+        """``ask``: ``limits``, ``now`` (the worker's clock), ``lead`` (how far ahead of
+        it new slots are planned), ``done`` (``[slot, when]`` each), ``go`` (``{"slot",
+        "force"}`` each) and ``count``. The answer: ``go`` (for each, ``{"go": when}``,
+        or a new slot: ``{"at", "slot"}``) and ``slots`` (``count`` new ones: ``{"at",
+        "slot"}`` or ``{"renews_at"}``). ``now`` is the workflow's time."""
+        pacer = self._start(ask, now)
+        asked = float(ask.get("now") or 0.0)
+        for number, when in ask.get("done") or []:
+            cell = self.slots.pop(int(number), None)
+            if cell is not None:
+                pacer.settle(cell, float(when))
+        gone: list[dict[str, Any]] = []
+        for go in ask.get("go") or []:
+            cell = self.slots.get(int(go["slot"]))
+            if cell is not None and cell[1]:  # asked again (the update was retried): it goes
+                gone.append({"go": cell[0]})
                 continue
-            self.used += 1
-            slots.append({"at": now + max(0.0, pacer.reserve())})
-        return slots
+            if cell is not None:
+                at = max(cell[0] + GO_AFTER, asked, self.last_go)
+                if pacer.go(cell, at, force=bool(go.get("force"))):
+                    self.last_go = at
+                    gone.append({"go": at})
+                    continue
+                del self.slots[int(go["slot"])]  # given back: a later one
+            self.used = max(0, self.used - 1)  # the new slot stands for the one given back: counted once
+            gone.append(self._slot(pacer, True))
+        slots = [self._slot(pacer, True) for _ in range(max(0, min(int(ask.get("count") or 0), 1000)))]
+        # slots the pacer forgot (planned and never sent, long ago) are forgotten here too
+        horizon = self.clock - KEEP
+        for number in [n for n, cell in self.slots.items() if cell[0] <= horizon]:
+            del self.slots[number]
+        return {"go": gone, "slots": slots}
 
     @workflow.signal(name="throttled")
     def throttled(self, retry_after: float | None) -> None:
