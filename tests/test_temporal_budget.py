@@ -155,3 +155,16 @@ def test_a_worker_forces_its_request_after_the_most_slots_given_back() -> None:
     assert forced == [False] * (MAX_RESLOTS - 1) + [True]
     pacer.release()  # never sent after all: over, at the time it ended
     assert budget.steps[-1] == ("done", MAX_RESLOTS, near(clock[0]))
+
+
+def test_a_daily_quota_alone_is_one_step_a_request() -> None:
+    """No windows to keep (a daily quota only): a request reserves and goes at once,
+    nothing in flight to report."""
+    clock = [T0]
+    budget = ScriptedBudget(clock, [])
+    budget.limits = [0, 0, 3]
+    pacer = FleetPacer(budget, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))  # type: ignore[arg-type]
+    pacer.acquire()
+    assert clock[0] == near(T0 + 1)  # its slot (a 429 may hold it)
+    pacer.observe(0.1)
+    assert budget.steps == [("reserve", T0)]

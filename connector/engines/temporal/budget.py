@@ -238,6 +238,10 @@ class FleetPacer:
     def acquire(self) -> None:
         self.release()  # a thread sends one request at a time: its last one is over
         answer = self.budget.reserve()
+        if not any(self.budget.limits[:2]):  # a daily quota and no windows: nothing to check as it goes
+            self._spent(answer)
+            self._until(float(answer["at"]))  # (held after a 429)
+            return
         for tries in range(1, MAX_RESLOTS + 1):
             self._spent(answer)
             slot = int(answer["slot"])
