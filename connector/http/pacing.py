@@ -168,13 +168,13 @@ class Pacer:
         cell, now = self._slot()
         return cell[0] - now
 
-    def _slot(self) -> tuple[list[float], float]:
+    def _slot(self, present: float | None = None) -> tuple[list[float], float]:
         with self._lock:
             now = self._clock()
             self.tuning.relax(now)
             while self._log and self._log[0][0] <= now - KEEP:
                 self._log.popleft()
-            times = self._times(now)
+            times = self._times(now if present is None else min(present, now))
             at = earliest(now, self.tuning, self.windows, _nth_of(times), self.jitter.spread())
             cell = [at, 0]
             self._log.append(cell)
@@ -246,10 +246,12 @@ class Pacer:
     # the same steps for an engine that keeps the slots of many processes itself (the
     # Temporal engine's budget workflow): it holds each slot (a cell) between the steps
 
-    def plan(self) -> list[float]:
+    def plan(self, present: float | None = None) -> list[float]:
         """Reserve the earliest allowed slot, planned (not in flight): ``[at, flying]``,
-        for :meth:`go` and :meth:`settle`."""
-        return self._slot()[0]
+        for :meth:`go` and :meth:`settle`. ``present``: the time the requests in flight
+        count as, when the clock is ahead of it (slots planned ahead: they are checked
+        again as they go)."""
+        return self._slot(present)[0]
 
     def go(self, cell: list[float], now: float, force: bool = False) -> bool:
         """The request of ``cell`` is to go at ``now`` (no earlier): does it keep the

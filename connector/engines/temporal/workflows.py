@@ -255,6 +255,7 @@ class WilloBudget:
         #: the slots handed out by ``pace`` and not yet answered, by number
         self.slots: dict[int, list[float]] = {}
         self.next_slot = int(state.get("next_slot") or 1)
+        self.asked = 0.0  # the worker's clock of the ask being handled (0: not known)
         limits = state.get("limits") or [0, 0, 0]
         pacer = self._pacer_for(*[int(x) for x in limits])
         self.day, self.used = int(state.get("day") or 0), int(state.get("used") or 0)
@@ -305,6 +306,7 @@ class WilloBudget:
         """Take an ask's limits and clock (``now``: the workflow's time)."""
         per_second, per_minute, per_day = (int(x) for x in ask["limits"])
         pacer = self._pacer_for(per_second, per_minute, per_day)
+        self.asked = float(ask.get("now") or 0.0) if "lead" in ask else 0.0
         self.clock = max(self.clock, float(ask.get("now") or 0.0) + float(ask.get("lead") or 0.0), now - 60)
         today = int(self.clock // 86400)
         if today != self.day:
@@ -318,7 +320,9 @@ class WilloBudget:
         if per_day and self.used >= per_day:
             return {"renews_at": next_utc_day(self.clock)}
         self.used += 1
-        cell = pacer.plan()
+        # planned ``lead`` ahead, counting the requests in flight as at the ask's time (as
+        # the local pacer does: its plans are checked again as they go)
+        cell = pacer.plan(self.asked or None)
         if not numbered:
             return {"at": cell[0]}
         number, self.next_slot = self.next_slot, self.next_slot + 1
