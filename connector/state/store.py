@@ -320,8 +320,12 @@ def default_dir() -> Path:
     return Path(base) / "willo-connector"
 
 
+#: One encoder for every row (``json.dumps`` with options builds one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODE(value)
 
 
 def loads(text: str | None) -> Any:
