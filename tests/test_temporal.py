@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.sandbox.seed import stable
 from tests.conftest import EXAMPLES, ROOT, TemporalWorker, _die_with_parent, script, script_env
+from tests.test_exactly_once import named
 
 BACKEND = stable("interview:Backend Engineer")
 
@@ -199,8 +200,7 @@ def test_a_try_that_surely_did_not_land_is_resent_even_without_a_lookup(
     sandbox, temporal_worker: TemporalWorker, tmp_path: Path, monkeypatch
 ) -> None:
     """create_interview has no reconcile lookup: after a 503 (not taken) the next
-    Temporal attempt sends it again, because the failed try said so in its heartbeat;
-    after a connection lost once sent it is not tried again, never resent blindly."""
+    Temporal attempt sends it again, because the failed try said so in its heartbeat."""
     wf = tmp_path / "wf.yaml"
     wf.write_text(
         "workflow: 1\nname: create\nsteps:\n  - id: make\n    use: willo.create_interview\n"
@@ -219,19 +219,133 @@ def test_a_try_that_surely_did_not_land_is_resent_even_without_a_lookup(
     titles = [i["title"] for i in sandbox.store.table("interviews").values()]
     assert titles.count("Temporal Engineer") == 1
     assert json.loads(r.stdout)["steps"][0]["retries"] == 1
-    seen[0], plan = 0, {1: "drop_after"}
-    r = invoke("run", str(wf), "--engine", "temporal", "--json")
-    assert r.exit_code == 1
-    result = json.loads(r.stdout)
-    assert result["status"] == "failed"
-    assert (
-        "not tried again: it may have landed, and willo.create_interview is not idempotent" in result["error"]
+
+
+WF_AMBIGUOUS = """\
+workflow: 1
+name: ambiguous
+steps:
+  - id: make
+    use: willo.create_interview
+    retry: {attempts: 3, backoff: 0.05}
+    with: {title: "{{ inputs.title }}"}
+  - id: check
+    use: willo.get_interview
+    with: {interview: "{{ steps.make.output.key }}"}
+inputs:
+  type: object
+  properties: {title: {type: string}}
+"""
+
+
+def _drop_next(sandbox) -> None:
+    """The next request Willo takes, its answer lost (the sandbox's fault plan)."""
+    r = requests.post(
+        f"{sandbox.base_url}/_sandbox/faults",
+        json={"next": ["drop_after"]},
+        headers={"Authorization": sandbox.api_key},
     )
-    assert (
-        "does not resend it" in result["error"] and "runs resolve" not in result["error"].split(";")[-1][:20]
+    assert r.status_code == 200, r.text
+
+
+def _blocked_run(sandbox, wf: Path, title: str) -> tuple[str, dict]:
+    """Start ``wf`` detached with its create's answer lost; wait until it waits."""
+    _drop_next(sandbox)
+    r = invoke("run", str(wf), "--engine", "temporal", "--detach", "-i", f"title={title}")
+    assert r.exit_code == 0, r.stderr
+    run_id = r.stdout.strip()
+
+    def shown() -> dict:
+        out = invoke("runs", "show", run_id, "--json")
+        return json.loads(out.stdout) if out.exit_code == 0 else {}
+
+    wait_for(lambda: shown().get("status") == "blocked", what="the run to wait for an operator")
+    return run_id, shown()
+
+
+def _result_of(run_id: str) -> dict:
+    """``runs show --json`` of ``run_id`` once it has finished."""
+    shown: list[dict] = [{}]
+
+    def over() -> bool:
+        out = invoke("runs", "show", run_id, "--json")
+        shown[0] = json.loads(out.stdout) if out.exit_code == 0 else {}
+        return shown[0].get("status") in ("succeeded", "failed")
+
+    wait_for(over, what=f"run {run_id} to finish")
+    return shown[0]
+
+
+def test_an_ambiguous_unit_waits_blocked_until_runs_resolve_settles_it(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path
+) -> None:
+    """As a local run: a create whose answer was lost, with no lookup, is never resent
+    blindly. On Temporal the run waits (not fails) with the unit blocked; `runs show`
+    says so and how to settle it; `runs resolve --sent --output-json` settles it with
+    what Willo shows and the run goes on to use that output."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF_AMBIGUOUS)
+    run_id, info = _blocked_run(sandbox, wf, "Blocked Role")
+    made = named(sandbox, "interviews", "title", "Blocked Role")
+    assert len(made) == 1  # it landed; its answer was lost
+    (waiting,) = info["waiting"]
+    assert (waiting["step"], waiting["item"], waiting["account"]) == ("make", -1, "default")
+    assert waiting["not_sent"] == f"willo-connector runs resolve {run_id} --step make --not-sent"
+    make = next(s for s in info["steps"] if s["id"] == "make")
+    assert make["status"] == "blocked" and "no reconcile lookup" in make["error"]
+    human = invoke("runs", "show", run_id)
+    assert "waiting for an operator: step make" in human.stdout and "--sent" in human.stdout
+    time.sleep(1.0)  # it waits, and sends nothing meanwhile
+    assert len(named(sandbox, "interviews", "title", "Blocked Role")) == 1
+    # refusals: one line each, the run unchanged
+    unknown = invoke("runs", "resolve", run_id, "--step", "nope", "--sent")
+    assert unknown.exit_code == 1 and "nope" in unknown.stderr and "Traceback" not in unknown.output
+    item = invoke("runs", "resolve", run_id, "--step", "make", "--item", "2", "--not-sent")
+    assert item.exit_code == 1 and "not a foreach" in item.stderr
+    bare = invoke("runs", "resolve", run_id, "--step", "make", "--sent")
+    assert bare.exit_code == 1 and "--output-json" in bare.stderr
+    wrong = invoke("runs", "resolve", run_id, "--step", "make", "--sent", "--output-json", '{"key": 5}')
+    assert wrong.exit_code == 1 and "/key" in wrong.stderr
+    real = sandbox.app.interview_out(made[0])
+    settled = invoke("runs", "resolve", run_id, "--step", "make", "--sent", "--output-json", json.dumps(real))
+    assert settled.exit_code == 0, settled.output
+    assert "settled as sent" in settled.stdout
+    result = _result_of(run_id)
+    assert result["status"] == "succeeded", result
+    assert result["steps"][1]["output"]["key"] == made[0]["key"]
+    assert len(named(sandbox, "interviews", "title", "Blocked Role")) == 1  # never resent
+    again = invoke("runs", "resolve", run_id, "--step", "make", "--not-sent")
+    assert again.exit_code == 1 and "is over" in again.stderr
+    shown = json.loads(invoke("runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "succeeded" and shown["waiting"] == []
+
+
+def test_not_sent_sends_the_waiting_unit_again_and_the_run_goes_on(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path
+) -> None:
+    """The operator checked Willo and the create is not there: `--not-sent` (as
+    JSON, through the installed script too) sends it again, once."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF_AMBIGUOUS)
+    run_id, _info = _blocked_run(sandbox, wf, "Lost Role")
+    for row in named(sandbox, "interviews", "title", "Lost Role"):
+        del sandbox.store.table("interviews")[row["key"]]  # it is not in Willo
+    proc = subprocess.run(
+        [*script(), "runs", "resolve", run_id, "--step", "make", "--not-sent", "--json"],
+        env=script_env(**{k: v for k, v in os.environ.items() if k.startswith("WILLO_")}),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    titles = [i["title"] for i in sandbox.store.table("interviews").values()]
-    assert titles.count("Temporal Engineer") == 2  # the one that landed, once
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)
+    assert done["status"] == "not sent" and done["engine"] == "temporal"
+    result = _result_of(run_id)
+    assert result["status"] == "succeeded", result
+    made = named(sandbox, "interviews", "title", "Lost Role")
+    assert len(made) == 1 and result["steps"][1]["output"]["key"] == made[0]["key"]
+    twice = invoke("runs", "resolve", run_id, "--step", "make", "--not-sent")
+    assert twice.exit_code == 1
 
 
 # --------------------------------------------------------------------------- 5. deliveries
@@ -633,3 +747,150 @@ def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, 
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("error: Temporal did not start the run: ")
     assert "over the cluster's payload limit" in r.stderr and "split the inputs" in r.stderr
+
+
+# --------------------------------------------------------------------------- serve on Temporal
+
+WF_NIGHTLY = """\
+workflow: 1
+name: nightly
+trigger:
+  use: schedule
+  with: {cron: "0 3 * * *", timezone: Europe/Paris, catch_up: false}
+steps:
+  - id: mark
+    use: willo.create_department
+    with: {name: "nightly {{ trigger.timezone }} {{ trigger.missed }} {{ trigger.scheduled_at[:4] }}"}
+"""
+
+WF_NEW_FAST = WF_NEW.replace("{use: willo.new_participant}", "{use: willo.new_participant, interval: 1}")
+
+
+class ServeProcess:
+    """``willo-connector serve DIR --engine temporal`` as a subprocess (a machine of its own)."""
+
+    def __init__(self, sandbox, home: Path, directory: Path, temporal_env: str):
+        env = script_env(
+            WILLO_BASE_URL=sandbox.base_url,
+            WILLO_API_KEY=sandbox.api_key,
+            WILLO_RATE_LIMIT="0",
+            WILLO_STATE_DIR=str(home / "state"),
+            XDG_CACHE_HOME=str(home / "cache"),
+            WILLO_TEMPORAL_ADDRESS=os.environ["WILLO_TEMPORAL_ADDRESS"],
+            WILLO_TEMPORAL_TASK_QUEUE=temporal_env,
+        )
+        self.proc = subprocess.Popen(
+            [*script(), "serve", str(directory), "--engine", "temporal", "--port", "0", "--no-subscribe"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            self.lines.append(line)
+            if "SIGTERM or Ctrl-C stops" in line:
+                return
+            assert self.proc.poll() is None, "".join(self.lines) + self.proc.stderr.read()
+        raise AssertionError("serve did not start: " + "".join(self.lines))
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
+        return "".join(self.lines) + err
+
+
+def test_two_serves_on_temporal_make_one_schedule_and_one_poller_each_item_runs_once(
+    sandbox, temporal_worker: TemporalWorker, temporal_env: str, tmp_path: Path
+) -> None:
+    """Two `serve --engine temporal` of one folder (two machines): one Temporal
+    Schedule and one poller between them; each new participant starts one run however
+    many polls see it; a scheduled time starts one run whose trigger event is the
+    local scheduler's."""
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+    from tests.test_triggers import invite
+
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "nightly.yaml").write_text(WF_NIGHTLY)
+    (folder / "new.yaml").write_text(WF_NEW_FAST)
+    settings = TemporalSettings.from_env()
+    serves = []
+    try:
+        for n in (1, 2):
+            home = tmp_path / f"machine{n}"
+            home.mkdir()
+            serves.append(ServeProcess(sandbox, home, folder, temporal_env))
+        said = "".join(serves[0].lines) + "".join(serves[1].lines)
+        sid = settings.schedule_id("default", "nightly")
+        assert said.count(f"nightly on Temporal ({sid}, created)") == 1
+        assert said.count(f"nightly on Temporal ({sid}, updated)") == 1
+        assert said.count(", started)") == 1 and said.count("polling already; updated)") == 1
+
+        async def schedules() -> list[str]:
+            client = await tc.connect(settings)
+            return [s.id async for s in await client.list_schedules() if s.id.startswith(f"{temporal_env}-")]
+
+        assert asyncio.run(schedules()) == [sid]
+        poller = settings.poller_id("default", "willo.new_participant", {}, "on-new")
+        wait_for(lambda: asyncio.run(_polls(settings, poller)) >= 1, what="the first poll")
+        for e in ("s1@example.com", "s2@example.com"):
+            invite(sandbox, e)
+
+        def done() -> list[tuple[str, str]]:
+            return [
+                r
+                for r in asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))
+                if r[1] == "COMPLETED"
+            ]
+
+        wait_for(lambda: len(done()) == 2, what="a run per new participant")
+
+        async def trigger() -> None:
+            client = await tc.connect(settings)
+            await client.get_schedule_handle(sid).trigger()
+
+        asyncio.run(trigger())
+        wait_for(
+            lambda: [
+                d for d in sandbox.store.table("departments").values() if d["name"].startswith("nightly")
+            ],
+            what="the scheduled run",
+        )
+        time.sleep(2.5)  # more polls see the same participants; nothing more starts
+        assert len(asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))) == 2
+        (made,) = [d for d in sandbox.store.table("departments").values() if d["name"].startswith("nightly")]
+        assert made["name"].startswith("nightly Europe/Paris False 20"), made["name"]
+    finally:
+        errs = [s.stop() for s in serves]
+        asyncio.run(_cleanup(settings, temporal_env))
+    assert all("Traceback" not in e and "serve: stopped" in e for e in errs), errs
+
+
+async def _polls(settings, wf_id: str) -> int:
+    """Polls a poller workflow has made (completed ``willo.poll`` activities)."""
+    from connector.engines.temporal import client as tc
+
+    client = await tc.connect(settings)
+    found = 0
+    async for event in client.get_workflow_handle(wf_id).fetch_history_events():
+        found += event.HasField("activity_task_completed_event_attributes")
+    return found
+
+
+async def _cleanup(settings, prefix: str) -> None:
+    """Delete the test's schedules and end its pollers (they live on the server)."""
+    from connector.engines.temporal import client as tc
+
+    client = await tc.connect(settings)
+    async for s in await client.list_schedules():
+        if s.id.startswith(f"{prefix}-"):
+            await client.get_schedule_handle(s.id).delete()
+    for wf_id, status in await _runs_with_prefix(settings, f"{prefix}-poll-"):
+        if status == "RUNNING":
+            await _terminate(settings, wf_id)
