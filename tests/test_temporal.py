@@ -298,6 +298,8 @@ def test_an_ambiguous_unit_waits_blocked_until_runs_resolve_settles_it(
     time.sleep(1.0)  # it waits, and sends nothing meanwhile
     assert len(named(sandbox, "interviews", "title", "Blocked Role")) == 1
     # refusals: one line each, the run unchanged
+    early = invoke("resume", run_id)
+    assert early.exit_code == 1 and "waits for an operator" in early.stderr and "runs resolve" in early.stderr
     unknown = invoke("runs", "resolve", run_id, "--step", "nope", "--sent")
     assert unknown.exit_code == 1 and "nope" in unknown.stderr and "Traceback" not in unknown.output
     item = invoke("runs", "resolve", run_id, "--step", "make", "--item", "2", "--not-sent")
@@ -747,6 +749,76 @@ def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, 
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("error: Temporal did not start the run: ")
     assert "over the cluster's payload limit" in r.stderr and "split the inputs" in r.stderr
+
+
+# --------------------------------------------------------------------------- rerun and resume
+
+WF_RERUN = """\
+workflow: 1
+name: rerun-me
+inputs:
+  type: object
+  properties: {who: {type: string}}
+steps:
+  - id: dept
+    use: willo.create_department
+    with: {name: Rerun Dept}
+  - id: who
+    use: willo.get_participant
+    with: {participant: "{{ inputs.who }}"}
+"""
+
+
+def test_rerun_and_resume_of_a_failed_temporal_run(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path
+) -> None:
+    """A run fails on its second step (the participant is gone: a 404, not retried).
+    `rerun --failed` and `resume` start a new Temporal run linked to it that reuses the
+    department made (not created again) and runs the failed step; `rerun` runs it all
+    again from the same file and inputs."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF_RERUN)
+    ada = stable("participant:ada@example.com")
+    table = sandbox.store.table("participants")
+
+    def failed_run() -> str:
+        saved = table.pop(ada)
+        try:
+            r = invoke("run", str(wf), "--engine", "temporal", "--json", "-i", f"who={ada}")
+        finally:
+            table[ada] = saved
+        assert r.exit_code == 1, r.output
+        result = json.loads(r.stdout)
+        assert result["status"] == "failed" and result["run_id"].startswith(
+            os.environ["WILLO_TEMPORAL_TASK_QUEUE"]
+        )
+        return result["run_id"]
+
+    def depts() -> int:
+        return len(named(sandbox, "departments", "name", "Rerun Dept"))
+
+    first = failed_run()
+    assert depts() == 1
+    again = invoke("rerun", first, "--failed", "--json")
+    assert again.exit_code == 0, again.output
+    result = json.loads(again.stdout)
+    assert result["status"] == "succeeded" and result["run_id"] != first
+    assert result["steps"][1]["output"]["key"] == ada
+    assert depts() == 1  # reused, not created again
+    shown = json.loads(invoke("runs", "show", result["run_id"], "--json").stdout)
+    assert shown["rerun_of"] == first and shown["engine"] == "temporal"
+    nothing = invoke("rerun", result["run_id"], "--failed")
+    assert nothing.exit_code == 1 and "nothing failed" in nothing.stderr
+
+    second = failed_run()
+    assert depts() == 2
+    resumed = invoke("resume", second, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["status"] == "succeeded" and depts() == 2
+
+    whole = invoke("rerun", first, "--json")  # all of it, from the same file and inputs
+    assert whole.exit_code == 0, whole.output
+    assert json.loads(whole.stdout)["status"] == "succeeded" and depts() == 3
 
 
 # --------------------------------------------------------------------------- serve on Temporal

@@ -810,8 +810,9 @@ def _resolve_on_temporal(
 @state_dir_option
 @json_option
 def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
-    """Continue RUN_ID without resending any step or item that completed. (A Temporal
-    run goes on by itself: see `runs resolve` and `rerun --failed`.)"""
+    """Continue RUN_ID without resending any step or item that completed. A failed
+    Temporal run goes on in a new run linked to it (as `rerun --failed`); a running one
+    goes on by itself (see `runs resolve`)."""
     import json
 
     from connector.cli.context import connector_for
@@ -824,11 +825,11 @@ def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
 
     store = StateStore(state_dir)
     if _on_temporal(store, run_id, "local"):
-        raise ConnectorError(
-            f"run {run_id} is on Temporal, which resumes it by itself (a lost worker's units go to "
-            f"another; a unit that may have landed waits for `willo-connector runs resolve {run_id} ...`); "
-            f"to run again what failed of a finished run: willo-connector rerun {run_id} --failed"
-        )
+        # a running one goes on by itself (a lost worker's units go to another; a unit that
+        # may have landed waits for `runs resolve`); a finished one cannot be reopened, so
+        # what failed runs again in a new run linked to it, as `rerun --failed`
+        _rerun_on_temporal(run_id, True, as_json)
+        return
     row = _find_run(store, run_id)
     if row["status"] == "succeeded":
         raise ConnectorError(f"run {row['id']} already succeeded; nothing to resume")
