@@ -751,6 +751,95 @@ def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, 
     assert "over the cluster's payload limit" in r.stderr and "split the inputs" in r.stderr
 
 
+# --------------------------------------------------------------------------- two accounts
+
+WF_TWO_ACCOUNTS = """\
+workflow: 1
+name: two-accounts
+steps:
+  - id: on_a
+    use: willo.list_languages
+    connection: a
+    foreach: "{{ [1, 2, 3, 4, 5, 6, 7, 8] }}"
+    concurrency: 8
+    with: {page: 1, page_size: "{{ item }}"}
+  - id: on_b
+    use: willo.list_languages
+    connection: b
+    foreach: "{{ [1, 2, 3, 4, 5, 6, 7, 8] }}"
+    concurrency: 8
+    with: {page: 1, page_size: "{{ item }}"}
+"""
+
+
+def test_two_connections_on_temporal_each_on_its_own_queue_and_budget(
+    temporal_env: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A config file with two accounts (two sandboxes, each throttling at 4/s as its
+    connection's limit says): a run whose steps name one each puts each account's units
+    on that account's task queue, each request through that account's budget workflow,
+    and neither sandbox answers a 429."""
+    from connector import connections
+    from connector.engines.temporal import TemporalSettings, accounts
+    from connector.engines.temporal import client as tc
+    from connector.sandbox import Sandbox, SandboxOptions
+    from tests.test_accounts_e2e import KEY_A, KEY_B
+
+    boxes = {
+        "a": Sandbox(SandboxOptions(api_key=KEY_A, rate_limit=(4, 0))).start(),
+        "b": Sandbox(SandboxOptions(api_key=KEY_B, rate_limit=(4, 0))).start(),
+    }
+    quota = {"a": 1000, "b": 2000}  # each connection's own daily quota reaches its budget
+    config = tmp_path / "connections.yaml"
+    config.write_text(
+        "connections:\n"
+        + "".join(
+            f'  {n}: {{base_url: "{box.base_url}", api_key_env: KEY_{n.upper()}, rate_limit: "4/0", '
+            f"daily_quota: {quota[n]}}}\n"
+            for n, box in boxes.items()
+        )
+    )
+    monkeypatch.setenv("WILLO_CONFIG", str(config))
+    monkeypatch.setenv("KEY_A", KEY_A)
+    monkeypatch.setenv("KEY_B", KEY_B)
+    worker = None
+    try:
+        worker = TemporalWorker(accounts.fleet_of(connections.load(), ["a", "b"]), accounts=["a", "b"])
+        wf = tmp_path / "two.yaml"
+        wf.write_text(WF_TWO_ACCOUNTS)
+        r = invoke("run", str(wf), "--engine", "temporal", "--json", "-c", "a")
+        assert r.exit_code == 0, r.stderr
+        result = json.loads(r.stdout)
+        assert result["status"] == "succeeded"
+        settings = TemporalSettings.from_env()
+
+        async def queues() -> dict[str, set[str]]:
+            client = await tc.connect(settings)
+            found: dict[str, set[str]] = {}
+            async for event in client.get_workflow_handle(result["run_id"]).fetch_history_events():
+                attrs = event.activity_task_scheduled_event_attributes
+                if event.HasField("activity_task_scheduled_event_attributes") and (
+                    attrs.activity_type.name == "willo.unit"
+                ):
+                    step = json.loads(attrs.input.payloads[0].data)["unit"]["step"]
+                    found.setdefault(step, set()).add(attrs.task_queue.name)
+            return found
+
+        assert asyncio.run(queues()) == {
+            "on_a": {settings.unit_queue("a")},
+            "on_b": {settings.unit_queue("b")},
+        }
+        for name, box in boxes.items():
+            usage = asyncio.run(_query(settings, settings.budget_id(name), "usage"))
+            assert usage["used"] == 8 and usage["limits"] == [4, 0, quota[name]], (name, usage)
+            assert box.app.stats()["by_status"] == {"200": 8}, (name, box.app.stats())  # zero 429s
+    finally:
+        if worker is not None:
+            worker.stop()
+        for box in boxes.values():
+            box.stop()
+
+
 # --------------------------------------------------------------------------- rerun and resume
 
 WF_RERUN = """\
