@@ -751,6 +751,69 @@ def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, 
     assert "over the cluster's payload limit" in r.stderr and "split the inputs" in r.stderr
 
 
+WF_FOREACH_AMBIGUOUS = """\
+workflow: 1
+name: roles
+steps:
+  - id: make
+    use: willo.create_interview
+    foreach: "{{ ['Role A', 'Role B', 'Role C'] }}"
+    concurrency: 1
+    with: {title: "{{ item }}"}
+"""
+
+
+def test_a_waiting_foreach_item_holds_the_next_under_on_error_stop_and_survives_its_workers(
+    sandbox, temporal_env: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Item 1's answer is lost: it waits, item 2 does not start (on_error: stop), and
+    the wait outlives every worker (stopped, a new one started). `--item` is required
+    and checked; `--item 1 --not-sent` sends it again and the run finishes the rest."""
+    seen = [0]
+
+    def next_fault() -> str | None:
+        seen[0] += 1
+        return "drop_after" if seen[0] == 2 else None
+
+    monkeypatch.setattr(sandbox.app.faults, "next", next_fault)
+    wf = tmp_path / "roles.yaml"
+    wf.write_text(WF_FOREACH_AMBIGUOUS)
+    worker = TemporalWorker()
+    try:
+        r = invoke("run", str(wf), "--engine", "temporal", "--detach")
+        assert r.exit_code == 0, r.stderr
+        run_id = r.stdout.strip()
+
+        def shown() -> dict:
+            out = invoke("runs", "show", run_id, "--json")
+            return json.loads(out.stdout) if out.exit_code == 0 else {}
+
+        wait_for(lambda: shown().get("status") == "blocked", what="item 1 to wait")
+        assert [w["item"] for w in shown()["waiting"]] == [1]
+    finally:
+        worker.stop()
+    titles = lambda: sorted(
+        i["title"] for i in sandbox.store.table("interviews").values() if i["title"].startswith("Role ")
+    )  # noqa: E731
+    assert titles() == ["Role A", "Role B"]  # Role C never started
+    worker = TemporalWorker()  # every worker was gone; the run still waits
+    try:
+        bare = invoke("runs", "resolve", run_id, "--step", "make", "--not-sent")
+        assert bare.exit_code == 1 and "give --item N (items to settle: 1)" in bare.stderr
+        done = invoke("runs", "resolve", run_id, "--step", "make", "--item", "0", "--not-sent")
+        assert done.exit_code == 1 and "item 0 is succeeded; nothing to settle" in done.stderr
+        for key, row in list(sandbox.store.table("interviews").items()):
+            if row["title"] == "Role B":
+                del sandbox.store.table("interviews")[key]  # the operator checked: not in Willo
+        settled = invoke("runs", "resolve", run_id, "--step", "make", "--item", "1", "--not-sent")
+        assert settled.exit_code == 0, settled.output
+        result = _result_of(run_id)
+        assert result["status"] == "succeeded", result
+        assert titles() == ["Role A", "Role B", "Role C"]
+    finally:
+        worker.stop()
+
+
 # --------------------------------------------------------------------------- two accounts
 
 WF_TWO_ACCOUNTS = """\
