@@ -737,6 +737,42 @@ def test_a_poller_on_temporal_is_one_workflow_with_a_durable_cursor(
         asyncio.run(_terminate(settings, poller))
 
 
+def test_a_stopped_poller_hands_its_cursor_to_the_next(
+    sandbox, temporal_worker: TemporalWorker, temporal_env: str, tmp_path: Path
+) -> None:
+    """The poller's `stop` signal ends it after the poll in hand with its ledger; the
+    next `poll` starts from that ledger: what came meanwhile runs once, what it had
+    seen does not run again."""
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+    from tests.test_triggers import invite
+
+    wf = tmp_path / "new.yaml"
+    wf.write_text(WF_NEW)
+    settings = TemporalSettings.from_env()
+    args = ("poll", "willo.new_participant", "--engine", "temporal", "--run", str(wf), "--interval", "1")
+    first = invoke(*args, "--json")
+    assert first.exit_code == 0, first.stderr
+    poller = json.loads(first.stdout)["poller"]
+    wait_for(lambda: asyncio.run(_polls(settings, poller)) >= 1, what="the first poll")
+    invite(sandbox, "before-stop@example.com")
+    wait_for(lambda: len(asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))) == 1)
+
+    async def stop() -> dict:
+        client = await tc.connect(settings)
+        handle = client.get_workflow_handle(poller)
+        await handle.signal("stop")
+        return await handle.result()
+
+    ended = asyncio.run(stop())
+    assert ended["stopped"] is True and ended["ledger"]
+    invite(sandbox, "while-stopped@example.com")
+    again = invoke(*args, "--once", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["runs_started"] == 1  # only the one that came meanwhile
+    assert len(asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))) == 2
+
+
 def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, tmp_path: Path) -> None:
     wf = tmp_path / "w.yaml"
     wf.write_text(
@@ -792,9 +828,11 @@ def test_a_waiting_foreach_item_holds_the_next_under_on_error_stop_and_survives_
         assert [w["item"] for w in shown()["waiting"]] == [1]
     finally:
         worker.stop()
-    titles = lambda: sorted(
-        i["title"] for i in sandbox.store.table("interviews").values() if i["title"].startswith("Role ")
-    )  # noqa: E731
+
+    def titles() -> list[str]:
+        interviews = sandbox.store.table("interviews").values()
+        return sorted(i["title"] for i in interviews if i["title"].startswith("Role "))
+
     assert titles() == ["Role A", "Role B"]  # Role C never started
     worker = TemporalWorker()  # every worker was gone; the run still waits
     try:
