@@ -787,6 +787,31 @@ def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, 
     assert "over the cluster's payload limit" in r.stderr and "split the inputs" in r.stderr
 
 
+def test_two_operators_settling_one_unit_at_once_one_wins(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path
+) -> None:
+    """Two `runs resolve --sent` of one waiting unit at once (two processes): one
+    settles it, the other is refused in one line; the run goes on once."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF_AMBIGUOUS)
+    run_id, _info = _blocked_run(sandbox, wf, "Raced Role")
+    (made,) = named(sandbox, "interviews", "title", "Raced Role")
+    real = json.dumps(sandbox.app.interview_out(made))
+    env = script_env(**{k: v for k, v in os.environ.items() if k.startswith("WILLO_")})
+    args = [*script(), "runs", "resolve", run_id, "--step", "make", "--sent", "--output-json", real]
+    procs = [
+        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _out, _err in outs)
+    assert codes == [0, 1], outs
+    (refused,) = [err for code, _out, err in outs if code == 1]
+    assert "Traceback" not in refused and len(refused.strip().splitlines()) == 1, refused
+    result = _result_of(run_id)
+    assert result["status"] == "succeeded" and len(named(sandbox, "interviews", "title", "Raced Role")) == 1
+
+
 WF_FOREACH_AMBIGUOUS = """\
 workflow: 1
 name: roles
