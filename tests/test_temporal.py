@@ -812,6 +812,26 @@ def test_two_operators_settling_one_unit_at_once_one_wins(
     assert result["status"] == "succeeded" and len(named(sandbox, "interviews", "title", "Raced Role")) == 1
 
 
+def test_a_local_run_is_settled_locally_whatever_the_default_engine(sandbox, tmp_path: Path) -> None:
+    """WILLO_ENGINE=temporal is only the default: a run the local store has is settled
+    in the local store (no Temporal cluster is asked)."""
+    from connector.state.store import StateStore
+    from connector.workflows.model import load
+    from connector.workflows.runtime import Connector
+    from tests.test_exactly_once import ONE_DEPT, write
+
+    wf_path = write(tmp_path, ONE_DEPT)
+    store = StateStore()
+    conn = Connector()
+    wf = load(wf_path, conn.catalog)
+    run_id = store.new_run(wf.path, wf.name, wf.text, {}, None, {})
+    store.mark_unit(run_id, "dept", -1, "willo.create_department", "sending", inputs={"name": "Ops"})
+    conn.call("willo.create_department", {"name": "Ops"})
+    settled = invoke("runs", "resolve", run_id, "--step", "dept", "--sent", WILLO_ENGINE="temporal")
+    assert settled.exit_code == 0, settled.output
+    assert store.units(run_id)[("dept", -1)]["status"] == "succeeded"
+
+
 WF_FOREACH_AMBIGUOUS = """\
 workflow: 1
 name: roles

@@ -780,13 +780,14 @@ def resolve(
 
 
 def _on_temporal(store: Any, run_id: str, engine: str) -> bool:
-    """Is ``run_id`` a Temporal run (``--engine temporal``, or its id says so and no
-    local run has it), as ``runs show`` tells?"""
+    """Is ``run_id`` a Temporal run: no local run has it, and ``--engine temporal``
+    (or ``WILLO_ENGINE``) says so or its id does? A local run stays local whatever the
+    default engine is."""
     from connector.engines.temporal import looks_like_run_id
 
-    if engine == "temporal":
-        return True
-    return looks_like_run_id(run_id) and not store.find_run(run_id)
+    if store.find_run(run_id):
+        return False
+    return engine == "temporal" or looks_like_run_id(run_id)
 
 
 def _resolve_on_temporal(
