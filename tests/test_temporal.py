@@ -921,10 +921,11 @@ steps:
 def test_two_connections_on_temporal_each_on_its_own_queue_and_budget(
     temporal_env: str, tmp_path: Path, monkeypatch
 ) -> None:
-    """A config file with two accounts (two sandboxes, each throttling at 4/s as its
-    connection's limit says): a run whose steps name one each puts each account's units
-    on that account's task queue, each request through that account's budget workflow,
-    and neither sandbox answers a 429."""
+    """A config file with two accounts (two sandboxes throttling at 4/s; each
+    connection's limit 3/s, the slack a loaded machine's round trips need): a run
+    whose steps name one each puts each account's units on that account's task queue,
+    each request through that account's budget workflow with its connection's limits,
+    and neither sandbox answers a 429 to 8 requests sent 8 at a time."""
     from connector import connections
     from connector.engines.temporal import TemporalSettings, accounts
     from connector.engines.temporal import client as tc
@@ -940,7 +941,7 @@ def test_two_connections_on_temporal_each_on_its_own_queue_and_budget(
     config.write_text(
         "connections:\n"
         + "".join(
-            f'  {n}: {{base_url: "{box.base_url}", api_key_env: KEY_{n.upper()}, rate_limit: "4/0", '
+            f'  {n}: {{base_url: "{box.base_url}", api_key_env: KEY_{n.upper()}, rate_limit: "3/0", '
             f"daily_quota: {quota[n]}}}\n"
             for n, box in boxes.items()
         )
@@ -977,8 +978,32 @@ def test_two_connections_on_temporal_each_on_its_own_queue_and_budget(
         }
         for name, box in boxes.items():
             usage = asyncio.run(_query(settings, settings.budget_id(name), "usage"))
-            assert usage["used"] == 8 and usage["limits"] == [4, 0, quota[name]], (name, usage)
+            assert usage["used"] == 8 and usage["limits"] == [3, 0, quota[name]], (name, usage)
             assert box.app.stats()["by_status"] == {"200": 8}, (name, box.app.stats())  # zero 429s
+        # a poller of connection b polls b (its own workflow id, on b's queue), not a
+        new = tmp_path / "new.yaml"
+        new.write_text(WF_NEW)
+        polled = invoke(
+            "poll",
+            "willo.new_participant",
+            "--engine",
+            "temporal",
+            "--run",
+            str(new),
+            "-c",
+            "b",
+            "--once",
+            "--json",
+        )
+        assert polled.exit_code == 0, polled.stderr
+        assert json.loads(polled.stdout)["poller"] == settings.poller_id(
+            "b", "willo.new_participant", {}, "on-new"
+        )
+        assert boxes["a"].app.stats()["requests"] == 8 and boxes["b"].app.stats()["requests"] > 8
+        unknown = invoke(
+            "poll", "willo.new_participant", "--engine", "temporal", "--run", str(new), "-c", "nope"
+        )
+        assert unknown.exit_code != 0 and "unknown connection 'nope'" in unknown.stderr
     finally:
         if worker is not None:
             worker.stop()
