@@ -6,11 +6,15 @@ connection's key). Everything that shows or stores text scrubs it through here:
 error messages (:class:`connector.errors.ConnectorError`), the CLI's error printer
 and JSON output, the state store's error and output columns, and every log record
 (a record factory installed with the first secret). A value is replaced by ``***``
-in its plain form and in the forms it takes in URLs, JSON and Python reprs.
+in its plain form, in the forms it takes in URLs, JSON and Python reprs, in upper,
+lower and title case, and base64-encoded whole. (A value derived in other ways, a
+slice of it or a hash, is not recognised: keep secrets out of expressions that
+transform them.)
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -33,7 +37,17 @@ _factory_installed = False
 
 
 def _variants(value: str) -> set[str]:
-    found = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1], repr(value)[1:-1]}
+    """The forms a secret takes when shown: as it is, in URLs, JSON and reprs; in the
+    other case a template filter gives it (``upper``, ``lower``, ``title``...); and
+    base64-encoded whole (a Basic auth header, ``b64encode`` in a plugin)."""
+    cased = {value, value.upper(), value.lower(), value.title(), value.capitalize(), value.swapcase()}
+    found = set(cased)
+    for v in cased:
+        found |= {quote(v, safe=""), quote_plus(v), json.dumps(v)[1:-1], repr(v)[1:-1]}
+    raw = value.encode("utf-8", "surrogatepass")
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        found |= {text, text.rstrip("=")}  # padded where it is, the longer form first
     return {v for v in found if len(v) >= MIN_LENGTH}
 
 

@@ -19,6 +19,7 @@ import pytest
 from connector.catalog import drift, plugins
 from connector.http.client import Settings
 from connector.sandbox import Sandbox, SandboxOptions
+from connector.workflows import expressions
 from connector.workflows.runtime import Connector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,12 +42,19 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_cache: Pat
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(catalog_cache))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no connections.yaml of the machine
+    # nor its state store, even where a subprocess drops WILLO_STATE_DIR (script_env)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     monkeypatch.setenv("WILLO_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("WILLO_RATE_LIMIT", "0")
     plugins.set_host(plugins.build_host(entry_points=[]))
     drift.reset()
     yield
     plugins.set_host(None)
+    # a test's plugin filters go with its host (they are process-wide once added)
+    if expressions._EXTRA_FILTERS:
+        expressions._EXTRA_FILTERS.clear()
+        expressions._ENV = expressions._PATH_ENV = None
+        expressions._CACHE.clear()
 
 
 @pytest.fixture(scope="session")

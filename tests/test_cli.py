@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from connector import __version__
 from connector.cli import main
 from tests.conftest import EXAMPLES, ROOT, script, script_env
 
@@ -29,9 +32,16 @@ def one_line_error(result, *needles: str) -> str:
     return err
 
 
+def test_one_version_everywhere() -> None:
+    """The version the CLI, the User-Agent and the catalog cache key say is the one
+    pyproject.toml releases and the installed distribution carries."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert __version__ == project["version"] == importlib.metadata.version("willo-connector")
+
+
 def test_version_and_help() -> None:
     r = invoke("--version")
-    assert r.exit_code == 0 and "willo-connector, version 0.1.0" in r.stdout
+    assert r.exit_code == 0 and f"willo-connector, version {__version__}" in r.stdout
     r = invoke("--help")
     for cmd in (
         "plugins",
@@ -338,7 +348,7 @@ def test_installed_script_as_a_subprocess(sandbox, tmp_path: Path) -> None:
         XDG_CACHE_HOME=str(tmp_path),
     )
     out = subprocess.run([*script(), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert out.returncode == 0 and "0.1.0" in out.stdout
+    assert out.returncode == 0 and f"version {__version__}" in out.stdout
     out = subprocess.run(
         [
             *script(),
@@ -490,3 +500,29 @@ def test_a_reader_that_goes_away_ends_the_stream_quietly(sandbox, tmp_path: Path
     err = proc.stderr.read().decode() if proc.stderr else ""
     assert proc.wait(timeout=30) == 141 and err == ""
     assert sandbox.app.requests_served - before < 14  # it stopped reading
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("actions",), ("show", "willo.create_interview"), ("triggers",), ("runs",), ("catalog", "--json")],
+)
+def test_a_reader_that_went_away_is_not_an_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    """`willo-connector actions | head -1`: the reader closes the pipe; the command stops
+    quietly as SIGPIPE would stop it (141), not with 'internal error ... please report
+    it'. The pipe's read end is closed before the command writes, so every write fails."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        out = subprocess.run(
+            [*script(), *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=script_env(WILLO_STATE_DIR=str(tmp_path), XDG_CACHE_HOME=str(tmp_path)),
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (out.returncode, out.stderr) == (141, "")

@@ -414,6 +414,13 @@ def test_one_workflow_reads_the_parent_and_writes_the_child(two, tmp_path: Path)
     assert run["account"].startswith("parent/") and json.loads(run["settings"])["connection"] == "parent"
     accounts = {u["step"]: u["account"] for u in store.units(run["id"]).values()}
     assert accounts["read"].startswith("parent/") and accounts["write"].startswith("child/")
+    # `state show -c NAME`: that account's share of the store; without -c, all of it
+    per = {c: json.loads(invoke("state", "show", "-c", c, "--json").stdout) for c in ("parent", "child")}
+    assert per["parent"]["account"].startswith("parent/") and per["parent"]["runs"] == {"succeeded": 1}
+    assert per["child"]["runs"] == {} and per["child"]["units"] == len(parent_titles)
+    assert per["parent"]["units"] == 1
+    whole = json.loads(invoke("state", "show", "--json").stdout)
+    assert whole["units"] == 1 + len(parent_titles) and "account" not in whole
     conflict = invoke("run", str(wf), "-c", "child")
     one_line(
         conflict, "copy.yaml:4: /connection: the workflow runs on connection parent", "--connection child"

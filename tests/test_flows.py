@@ -143,8 +143,7 @@ def test_secrets_reach_the_request_and_never_output_journal_errors_or_logs(
     assert SECRET not in r.stdout + r.stderr and "***" in r.stdout
     run_id = json.loads(r.stdout)["run_id"]
     if engine == "local":
-        db = (tmp_path / "state" / "state.sqlite3").read_bytes()
-        assert SECRET.encode() not in db
+        assert not stored_with(tmp_path / "state", SECRET)
     else:
         assert SECRET.encode() not in temporal_history(run_id)  # the journal, on Temporal
     shown = invoke("runs", "show", run_id, "--json")
@@ -158,7 +157,15 @@ def test_secrets_reach_the_request_and_never_output_journal_errors_or_logs(
     assert dry.exit_code == 0 and SECRET not in dry.stdout
     assert SECRET not in caplog.text
     if engine == "local":
-        assert SECRET.encode() not in (tmp_path / "state" / "state.sqlite3").read_bytes()
+        assert not stored_with(tmp_path / "state", SECRET)
+
+
+def stored_with(state: Path, secret: str) -> list[str]:
+    """The state store's files (the database, its write-ahead log, anything beside)
+    that hold ``secret``."""
+    files = [p for p in state.rglob("*") if p.is_file()]
+    assert any(p.name == "state.sqlite3" for p in files), files
+    return [p.name for p in files if secret.encode() in p.read_bytes()]
 
 
 # --------------------------------------------------------------------------- 3. http.request
@@ -187,6 +194,25 @@ def test_http_request_methods_bodies_and_answers(conn, receiver: Receiver) -> No
     receiver.replies.append((404, {}, b"nothing here"))
     with pytest.raises(Exception, match=r"GET http://127.0.0.1:\d+/d: 404 Not Found: 'nothing here'"):
         call(conn, url=receiver.url + "/d")
+
+
+def test_http_request_fails_on_a_redirect_it_does_not_follow(conn, receiver: Receiver) -> None:
+    """A 3xx is not success: the POST did nothing where it was sent, and following it
+    would send it again as a GET (or elsewhere); one request, a step error naming the
+    target. 304 answers a conditional GET; fail_on_status: false returns the answer."""
+    from connector.errors import WilloError
+
+    receiver.replies.append((301, {"Location": "/moved/"}, b""))
+    with pytest.raises(
+        WilloError, match=r"POST http://127.0.0.1:\d+/hook: .*redirect to http://127.0.0.1:\d+/moved/"
+    ):
+        call(conn, url=receiver.url + "/hook", method="POST", json={"text": "hi"})
+    assert [r["path"] for r in receiver.requests] == ["/hook"]
+    receiver.replies.append((302, {"Location": "https://elsewhere.example/"}, b""))
+    out = call(conn, url=receiver.url + "/r", fail_on_status=False)
+    assert out["status"] == 302 and out["headers"]["location"] == "https://elsewhere.example/"
+    receiver.replies.append((304, {"ETag": '"v1"'}, b""))
+    assert call(conn, url=receiver.url + "/same", headers={"If-None-Match": '"v1"'})["status"] == 304
 
 
 def test_http_request_refuses_plain_http_off_loopback_and_both_bodies(conn) -> None:

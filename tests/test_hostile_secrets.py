@@ -6,6 +6,7 @@ symptom, and as a real subprocess for the key and the cassette) and checks the f
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sqlite3
@@ -246,6 +247,15 @@ def test_the_registry_is_the_one_mechanism() -> None:
         "k": ["***", {"n": "<***>"}],
         "***": 1,
     }
+    # and in the case a filter gives it, and base64-encoded (Basic auth), whole
+    for shown in (
+        secret.upper(),
+        secret.title(),
+        "A-Workflow-Secret-42",
+        base64.b64encode(secret.encode()).decode(),
+    ):
+        assert redaction.scrub(f"<{shown}>") == "<***>", shown
+    assert redaction.contains_secret(f"Authorization: Basic {base64.b64encode(secret.encode()).decode()}")
     redaction.register("abc")  # too short to be a secret: scrubbing it would garble output
     assert redaction.scrub("abc") == "abc"
 

@@ -340,6 +340,11 @@ def test_read_only_and_globs_choose_the_tools(conn: Connector) -> None:
     assert all(t.name.startswith("willo.list_") or t.name.startswith("willo.get_") for t in some)
     with pytest.raises(ConfigError, match="--actions 'willo.nothing_\\*' matches no action"):
         mcp.build_tools(conn, patterns=["willo.nothing_*"])
+    # http.request calls any URL: an agent gets it only when a glob names it
+    assert "http.request" not in {t.name for t in mcp.build_tools(conn)}
+    assert "http.request" not in {t.name for t in mcp.build_tools(conn, patterns=["*"])}
+    named = mcp.build_tools(conn, patterns=["willo.get_user", "http.*"])
+    assert {t.name for t in named} == {"willo.get_user", "http.request"}
 
 
 def test_output_that_breaks_the_schema_is_an_error_that_keeps_the_answer(

@@ -518,3 +518,29 @@ def test_cli_export_takes_the_base_url_and_refuses_plain_http() -> None:
     )
     r = CliRunner().invoke(main, ["export", "openapi"], env={"WILLO_BASE_URL": "http://example.com/api"})
     assert r.exit_code == 1 and r.stderr.startswith("error: refusing plain http:// to example.com")
+
+
+def test_cli_export_takes_servers_and_scheme_from_a_connection(tmp_path: Path) -> None:
+    """`export openapi -c NAME`: the servers and the security scheme are the config file's
+    connection's; its key is neither needed nor read (the variable is not even set), and
+    an unknown name is a one-line error naming the choices."""
+    config = tmp_path / "connections.yaml"
+    config.write_text(
+        "connections:\n"
+        "  child:\n"
+        "    base_url: https://child.willo.example/api/integrations/v2/\n"
+        "    api_key_env: CHILD_KEY_NOT_SET\n"
+        "    auth_scheme: Token\n"
+    )
+    env = {"WILLO_CONFIG": str(config), "WILLO_BASE_URL": "https://api.willotalent.com/api/integrations/v2"}
+    r = CliRunner().invoke(main, ["export", "openapi", "--format", "json", "-c", "child"], env=env)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [s["url"] for s in doc["servers"]] == ["https://child.willo.example/api/integrations/v2"]
+    assert (
+        "`Authorization: Token <key>`"
+        in doc["components"]["securitySchemes"][openapi.SECURITY]["description"]
+    )
+    r = CliRunner().invoke(main, ["export", "openapi", "-c", "chlid"], env=env)
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert "unknown connection 'chlid'" in r.stderr and "child" in r.stderr

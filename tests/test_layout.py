@@ -188,6 +188,27 @@ def test_old_names_on_packages_that_replaced_modules_still_resolve() -> None:
     assert (old_get, old_poller, old_load) == (get_catalog, Poller, load)
 
 
+#: every public name of the 0.1 modules that became packages (their loggers aside)
+OLD_NAMES = {
+    "connector.catalog": ("CACHE_FORMAT", "Manifest", "Catalog", "yaml_files", "cache_dir", "build", "get_catalog", "forget"),
+    "connector.workflows": ("SCOPE", "STEP_FIELDS", "Workflow", "load", "walk_schema", "check_document"),
+    "connector.triggers": (
+        "PAGE_SIZE", "DEFAULT_WINDOW_DAYS", "ledger_name", "check_options", "PollResult", "Poller",
+        "reset_ledger", "claim", "finish", "requeue_interrupted", "Dispatcher", "RunFailed", "workflow_handler",
+    ),
+    "connector.state": ("SCHEMA", "default_dir", "dumps", "loads", "StateStore"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("package", sorted(OLD_NAMES))
+def test_every_public_name_of_0_1_still_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        missing = [name for name in OLD_NAMES[package] if not hasattr(module, name)]
+    assert missing == []
+
+
 def test_a_plugin_importing_the_old_hookspecs_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A plugin written against 0.1 (``from connector.hookspecs import Handler``) works."""
     import sys

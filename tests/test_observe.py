@@ -245,6 +245,29 @@ def test_api_requests_and_throttles_are_counted_by_action_and_status(sandbox) ->
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
 
+def test_the_rate_budget_gauges_show_the_daily_quota_of_a_shared_budget(tmp_path: Path, monkeypatch) -> None:
+    """`rate_budget_used` and `_limit` carry the day (today's use against the
+    connection's daily quota) next to the second and the minute, by connection."""
+    from connector.connections import Connection
+
+    store = StateStore(tmp_path)
+    monkeypatch.setenv("QUOTA_KEY", "sk_quota_" + "q" * 24)
+    conn = Connection("quota", rate="5/50", daily_quota=700, key_env="QUOTA_KEY")
+    pacer = conn.pacer(store, conn.api_key())
+    for _ in range(3):
+        pacer.acquire()
+    probes = Probes(store, checks=[store_writable(store)], cache=0)
+    found = metrics_of(
+        Client(wsgi(probes, make_app(Inbox(store, SECRET)))).get("/metrics").get_data(as_text=True)
+    )
+
+    def gauge(kind: str, window: str) -> float:
+        return sample(found, f"willo_connector_rate_budget_{kind}", account="quota", window=window)
+
+    assert [gauge("used", w) for w in ("second", "minute", "day")] == [3, 3, 3]
+    assert [gauge("limit", w) for w in ("second", "minute", "day")] == [5, 50, 700]
+
+
 # ---------------------------------------------------------------------- listen, as a real process
 
 WF = """\

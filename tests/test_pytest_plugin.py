@@ -21,8 +21,11 @@ pytest_plugins = ["pytester"]
 @pytest.fixture(autouse=True)
 def no_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """The inner sessions see no willo_connector plugins but those a test gives (other
-    tests leave fake distributions on sys.path)."""
+    tests leave fake distributions on sys.path), and run as on a workstation (record
+    mode ``once``) even when this suite runs in CI, where ``CI`` would make it ``none``;
+    the tests of CI's mode set ``CI`` themselves."""
     fake_entry_points(monkeypatch, [])
+    monkeypatch.delenv("CI", raising=False)
 
 
 LIFECYCLE = """
@@ -58,7 +61,6 @@ def interactions(path: Path) -> int:
 def test_cassettes_record_on_the_first_run_then_replay_offline(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("CI", raising=False)
     lifecycle(pytester)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
@@ -114,7 +116,6 @@ def test_new_episodes_appends_and_rewrite_starts_afresh(pytester: pytest.Pyteste
 
 
 def test_the_ini_sets_the_mode(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CI", raising=False)
     lifecycle(pytester)
     pytester.makeini("[pytest]\nwillo_record_mode = none\n")
     result = pytester.runpytest("-p", "no:cacheprovider", "-k", "named")
@@ -165,7 +166,6 @@ def test_poll(willo_poll, willo_connector):
 
 
 def test_run_and_poll_helpers(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CI", raising=False)
     pytester.makepyfile(test_runs=RUNS)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=4)
     monkeypatch.setattr(socket.socket, "connect", _refuse)

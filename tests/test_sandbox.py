@@ -377,3 +377,37 @@ def test_cli_sandbox_prints_url_and_key_and_stops_on_sigterm() -> None:
         _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "sandbox stopped" in err and "Traceback" not in err
+
+
+def test_stats_over_http_count_api_answers_by_status_and_reset_clears_them(
+    api: Api, sandbox: Sandbox
+) -> None:
+    """`GET {base}/_sandbox/stats` (DESIGN §9): API requests by status since the last
+    reset, a dropped connection as `dropped`; `_sandbox/` requests are not counted."""
+    assert api.get("/_sandbox/stats").json() == {"requests": 0, "by_status": {}}
+    assert api.get("/departments/").status_code == 200
+    assert api.get("/interviews/").status_code == 200
+    assert api.get("/interviews/" + "0" * 32 + "/").status_code == 404
+    assert Api(sandbox, key="sk_wrong").get("/departments/").status_code == 401
+    assert api.post("/_sandbox/faults", json={"next": ["drop_after"]}).status_code == 200
+    with pytest.raises(requests.ConnectionError):
+        api.post("/departments/", json={"name": "Dropped", "is_global": False})
+    stats = api.get("/_sandbox/stats").json()
+    assert stats == {"requests": 5, "by_status": {"200": 2, "401": 1, "404": 1, "dropped": 1}}
+    assert api.post("/_sandbox/reset").status_code == 200
+    assert api.get("/_sandbox/stats").json() == {"requests": 0, "by_status": {}}
+
+
+def test_timestamps_are_drfs_with_and_without_a_fraction(api: Api) -> None:
+    """DRF writes a DateTimeField as ISO 8601 with `Z`, leaving out a zero fraction: the
+    seed data (stamped in whole seconds, an hour back) reads `...:16Z`, what clients make
+    `...:16.123456Z`, and every new record sorts after every seeded one."""
+    import re
+    from datetime import datetime
+
+    seeded = [p["created_at"] for p in api.get("/participants/").json()["results"]]
+    assert seeded and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", t) for t in seeded), seeded
+    made = api.post("/departments/", json={"name": "Stamped", "is_global": False}).json()["created_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", made), made
+    parse = datetime.fromisoformat
+    assert all(parse(made) > parse(t) for t in seeded)

@@ -213,7 +213,7 @@ BROKEN: list[tuple[str, Mutation, str]] = [
         _sub("newest.yaml", " description: A word of the title.", " minLength: 1"),
         r"newest.yaml:11: /input/properties/word: input has no description",
     ),
-    ("vnoversion", _sub("trigger.yaml", "version: 1.0.0\n", ""), r"trigger.yaml:1: : no version declared"),
+    ("vnoversion", _sub("trigger.yaml", "version: 1.0.0\n", ""), r"trigger.yaml:1: /: no version declared"),
     (
         "vsample",
         _sub("newest.yaml", "title: Backend Engineer}", "title: Backend Engineer, extra: 1}"),

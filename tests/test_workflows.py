@@ -91,6 +91,32 @@ steps:
         assert any(p.startswith(line) for p in found), f"missing: {line}\n" + "\n".join(found)
 
 
+def test_an_input_the_action_does_not_take_is_caught_whatever_its_value(tmp_path: Path) -> None:
+    """An unknown input name is a static error when its value is an expression too (it
+    used to pass validate and fail only at run time); a known name with an expression is
+    still fine."""
+    text = """\
+workflow: 1
+name: names
+inputs:
+  type: object
+  properties: {s: {type: string}}
+steps:
+  - id: langs
+    use: willo.list_languages
+    with: {search: "{{ inputs.s }}"}
+  - id: one
+    use: willo.get_interview
+    with: {interview: "{{ inputs.s }}", colour: "{{ inputs.s }}"}
+"""
+    found = problems(tmp_path, text)
+    f = str(tmp_path / "wf.yaml")
+    assert found == [
+        f"{f}:9: /steps/0/with: step langs: unknown field ('search' was unexpected)",
+        f"{f}:12: /steps/1/with: step one: unknown field ('colour' was unexpected)",
+    ], found
+
+
 def test_inputs_and_trigger_paths_are_checked(tmp_path: Path) -> None:
     text = """\
 workflow: 1

@@ -15,6 +15,7 @@ __getattr__ = moved_attributes(
         "Manifest": "connector.catalog.types",
         "Catalog": "connector.catalog.types",
         "get_catalog": "connector.catalog.index",
+        "forget": "connector.catalog.index",
         "build": "connector.catalog.index",
         "yaml_files": "connector.catalog.index",
         "cache_dir": "connector.catalog.index",

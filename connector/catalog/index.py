@@ -150,6 +150,13 @@ def build(host: PluginHost, files: list[tuple[str, Path]]) -> Catalog:
     return cat
 
 
+def forget(host: PluginHost | None = None) -> None:
+    """Drop the catalog ``host`` (default: the process's) has loaded, so that the next
+    :func:`get_catalog` reads the manifests again (the disk cache, keyed by their
+    content, still spares re-validating what did not change)."""
+    (host or get_host()).catalog = None
+
+
 def get_catalog(host: PluginHost | None = None) -> Catalog:
     """The catalog of ``host`` (default: the process's), loaded once per host."""
     host = host or get_host()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -110,6 +110,8 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # `actions | head`: the reader has all it wanted
+            pipe_closed()
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # a bug: one line, the traceback only on request
@@ -120,6 +122,17 @@ class LazyGroup(click.Group):
                 "(set WILLO_CONNECTOR_DEBUG=1 for the traceback, and please report it)",
                 70,
             )
+
+
+def pipe_closed() -> NoReturn:
+    """The reader of stdout went away (``| head``): nothing more reaches it, so stop
+    quietly, as a command killed by SIGPIPE does (141), without failing again when the
+    interpreter flushes stdout at exit."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):  # not a real file (CliRunner)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(141)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -136,13 +136,9 @@ class _Out:
             except BrokenPipeError:
                 broken = True
         if broken:
-            import contextlib
-            import os
+            from connector.cli import pipe_closed
 
-            with contextlib.suppress(OSError, ValueError):  # not a real file (tests)
-                # nothing more reaches the reader; do not fail again at exit
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise SystemExit(141) from None
+            pipe_closed()
 
 
 def _compact(value: Any) -> str:

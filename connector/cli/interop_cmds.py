@@ -122,17 +122,20 @@ def export() -> None:
     help="Swagger 2.0 with Power Automate's x-ms-* extensions, instead of OpenAPI 3.1.",
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file, not stdout.")
-def openapi(fmt: str, swagger2: bool, output: str | None) -> None:
-    """OpenAPI 3.1 of every request-backed action (servers from WILLO_BASE_URL, the
-    security scheme from WILLO_AUTH_SCHEME); no API key is needed."""
+@connection_option
+def openapi(fmt: str, swagger2: bool, output: str | None, connection: str | None) -> None:
+    """OpenAPI 3.1 of every request-backed action (servers and security scheme from the
+    connection: `-c NAME`, else WILLO_BASE_URL and WILLO_AUTH_SCHEME); no API key is
+    needed, and none is read."""
     import json
     from pathlib import Path
 
+    from connector import connections
     from connector.catalog.index import get_catalog
-    from connector.http.client import Settings, check_url
+    from connector.http.client import check_url
     from connector.interop import openapi as oas
 
-    settings = Settings.from_env()
+    settings = connections.load().get(connection).settings(key=False, api_key=None)
     check_url(settings.base_url)
     catalog = get_catalog()
     doc = oas.swagger2(catalog, settings) if swagger2 else oas.document(catalog, settings)

@@ -494,7 +494,7 @@ def state_show(
 
     store = StateStore(state_dir)
     if trigger_id is None:
-        info = _store_info(store)
+        info = _store_info(store, _webhook_account(connection) if connection else None)
     elif trigger_id.startswith("willo.") and trigger_id.split(".")[1] in (
         "new_response",
         "stage_change",
@@ -538,22 +538,42 @@ def state_show(
         click.echo(f"{k}: {val}")
 
 
-def _store_info(store: Any) -> dict[str, Any]:
+def _store_info(store: Any, account: str | None = None) -> dict[str, Any]:
+    """The store's sizes and counts; with ``account`` (-c), the counts of that
+    account's runs, units, events and ledgers (those before accounts were the
+    default connection's)."""
+    from connector.connections import DEFAULT
     from connector.state.upkeep import retention_seconds, sizes
-    from connector.triggers.events import counts
+    from connector.triggers.events import shown
 
-    runs = store.query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+    args: tuple[str, ...] = ()
+    where = ""  # the whole store
+    if account is not None:
+        adopted = account.startswith(f"{DEFAULT}/")  # rows from before accounts: '' or NULL
+        where = " WHERE (account = ? OR IFNULL(account, '') = '')" if adopted else " WHERE account = ?"
+        args = (account,)
+
+    def count(table: str) -> int:
+        return int(store.query(f"SELECT COUNT(*) FROM {table}{where}", args)[0][0])
+
+    def by_status(table: str) -> dict[str, int]:
+        rows = store.query(f"SELECT status, COUNT(*) AS n FROM {table}{where} GROUP BY status", args)
+        return {shown(r["status"]) if table == "events" else r["status"]: r["n"] for r in rows}
+
     retention = retention_seconds()
-    return {
-        "path": str(store.path),
-        "sizes": sizes(store),
-        "runs": {r["status"]: r["n"] for r in runs},
-        "units": store.query("SELECT COUNT(*) FROM units")[0][0],
-        "events": counts(store),
-        "ledgers": store.query("SELECT COUNT(*) FROM triggers")[0][0],
-        "seen": store.query("SELECT COUNT(*) FROM seen")[0][0],
-        "retention_days": None if retention is None else retention / 86400,
-    }
+    info: dict[str, Any] = {"path": str(store.path), "sizes": sizes(store)}
+    if account is not None:
+        info["account"] = account
+    info.update(
+        runs=by_status("runs"),
+        units=count("units"),
+        events=by_status("events"),
+        ledgers=count("triggers"),
+    )
+    if account is None:  # seen items belong to a ledger, not to an account
+        info["seen"] = store.query("SELECT COUNT(*) FROM seen")[0][0]
+    info["retention_days"] = None if retention is None else retention / 86400
+    return info
 
 
 @state.command("prune")

@@ -354,6 +354,24 @@ class Transport:
                 self._cassette_miss(exc, method, url)
                 raise
 
+    def _redirect(self, resp: requests.Response, method: str, url: str, idempotent: bool) -> WilloError:
+        """A 3xx is never success: no client of ours follows a redirect (the Willo key
+        would go with it; a POST would be sent again as a GET), and Django answers a
+        path without its trailing slash with a 301 and an empty body, having done
+        nothing."""
+        location = resp.headers.get("Location", "")
+        target = urljoin(resp.url or url, location) if location else ""
+        hint = ""
+        if target and urlsplit(target).path == urlsplit(url).path + "/":
+            hint = "; the request path needs a trailing slash"
+        text = (
+            f"redirect to {short(target, 200)[1:-1] if target else '(no Location)'}, which the client "
+            f"does not follow{hint}"
+        )
+        # a 303 answers a request that was carried out: for a create, it may have landed
+        cls = AmbiguousRequestError if resp.status_code == 303 and not idempotent else WilloError
+        return cls(redaction.scrub(text), status=resp.status_code, method=method, url=url)
+
     def _cassette_miss(self, exc: Exception, method: str, url: str) -> None:
         if type(exc).__name__ == "CannotOverwriteExistingCassetteException":  # vcrpy replay
             raise CassetteMiss("the cassette does not hold this request", method=method, url=url) from None
@@ -511,23 +529,6 @@ class WilloClient(Transport):
             field_errors={self.scrub(k): self._scrub_all(v) for k, v in fields.items()},
             retry_after=retry_after,
         )
-
-    def _redirect(self, resp: requests.Response, method: str, url: str, idempotent: bool) -> WilloError:
-        """A 3xx is never success: the client follows no redirect (the key would go
-        with it), and Django answers a path without its trailing slash with a 301
-        and an empty body, having done nothing."""
-        location = resp.headers.get("Location", "")
-        target = urljoin(resp.url or url, location) if location else ""
-        hint = ""
-        if target and urlsplit(target).path == urlsplit(url).path + "/":
-            hint = "; the request path needs a trailing slash"
-        text = (
-            f"redirect to {short(target, 200)[1:-1] if target else '(no Location)'}, which the client "
-            f"does not follow{hint}"
-        )
-        # a 303 answers a request that was carried out: for a create, it may have landed
-        cls = AmbiguousRequestError if resp.status_code == 303 and not idempotent else WilloError
-        return cls(self.scrub(text), status=resp.status_code, method=method, url=url)
 
     def _scrub_all(self, value: Any) -> Any:
         if isinstance(value, list):

@@ -124,12 +124,18 @@ class Outbound(Transport):
         with step_timeout.within(timeout):
             resp = self._send(req, idempotent)
         try:
-            return self._decode(req, resp, fail_on_status)
+            return self._decode(req, resp, fail_on_status, idempotent)
         finally:
             resp.close()
 
-    def _decode(self, req: dict[str, Any], resp: requests.Response, fail_on_status: bool) -> dict[str, Any]:
+    def _decode(
+        self, req: dict[str, Any], resp: requests.Response, fail_on_status: bool, idempotent: bool
+    ) -> dict[str, Any]:
         method, url = req["method"], _plain(req["url"])
+        if 300 <= resp.status_code < 400 and resp.status_code != 304 and fail_on_status:
+            # not followed: a POST would go again as a GET, or nowhere; 304 answers a
+            # conditional GET and is what the caller asked for
+            raise self._redirect(resp, method, url, idempotent)
         raw = b""
         if method != "HEAD":
             for chunk in resp.iter_content(64 * 1024):  # decoded; stops past the cap

@@ -396,10 +396,14 @@ class SharedPacer:
         cut = int(used["cut"])
         tuning = Tuning(cut=cut)
         counts = {1.0: used["last_second"], 60.0: used["last_minute"]}
-        return [
+        windows = [
             {"window": span, "used": counts.get(span, 0), "limit": tuning.limit(limit), "configured": limit}
             for limit, span in self.windows
         ]
+        if self.limits.per_day:  # the daily quota (a UTC day), which 429s do not tighten
+            day = self.limits.per_day
+            windows.append({"window": 86400.0, "used": used["used_today"], "limit": day, "configured": day})
+        return windows
 
     def time_for(self, n: int) -> float:
         """Seconds from now until ``n`` more requests could all have been sent, given

@@ -148,15 +148,24 @@ OPT_IN = ("http.request",)
 
 def select(manifests: Iterable[Manifest], patterns: Iterable[str]) -> list[Manifest]:
     """The actions whose id matches any glob; a glob that matches nothing is an error.
-    Without globs, every action but the opt-in ones (:data:`OPT_IN`)."""
+    Without globs, or with globs that do not name them, every action but the opt-in
+    ones (:data:`OPT_IN`)."""
     pool = list(manifests)
     wanted = [p.strip() for raw in patterns for p in raw.split(",") if p.strip()]
     if not wanted:
         return [m for m in pool if m.id not in OPT_IN]
     for pattern in wanted:
-        if not any(fnmatch.fnmatchcase(m.id, pattern) for m in pool):
+        if not any(_names(pattern, m.id) for m in pool):
             raise ConfigError(f"--actions {pattern!r} matches no action (see willo-connector actions)")
-    return [m for m in pool if any(fnmatch.fnmatchcase(m.id, p) for p in wanted)]
+    return [m for m in pool if any(_names(p, m.id) for p in wanted)]
+
+
+def _names(pattern: str, ident: str) -> bool:
+    """Whether ``pattern`` picks ``ident``: an opt-in action only by a glob of its own
+    namespace (``http.request``, ``http.*``), never by ``*`` alone."""
+    if ident in OPT_IN and not pattern.startswith(ident.split(".", 1)[0] + "."):
+        return False
+    return fnmatch.fnmatchcase(ident, pattern)
 
 
 def action_tool(manifest: Manifest, naming: str, dry_run: bool) -> Tool:

@@ -144,7 +144,7 @@ def _conformance(m: Manifest, namespace: str, cat: Catalog) -> list[str]:
     problems: list[str] = []
 
     def add(ptr: str, msg: str) -> None:
-        problems.append(f"{_where(m, ptr)}: {ptr}: {msg}")
+        problems.append(f"{_where(m, ptr)}: {ptr or '/'}: {msg}")  # the root is /
 
     if m.id.split(".", 1)[0] != namespace and not (namespace == "willo" and m.id in BUILTIN_OTHERS):
         add("/id", f"{m.id} is not namespaced by the plugin (expected {namespace}.{m.id.split('.', 1)[-1]})")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,12 +54,32 @@ class Clock:
     def __init__(self) -> None:
         self._last = 0.0
         self._lock = threading.Lock()
+        self._backdated = False
 
     def now(self) -> str:
+        """The next timestamp, as DRF writes a DateTimeField: ISO 8601 with ``Z`` and no
+        fraction when the microseconds are 0 (``...:16Z``)."""
         with self._lock:
-            t = max(time.time(), self._last + 1e-6)
+            if self._backdated:  # a second after the last, whole
+                t = float(math.floor(self._last)) + 1.0
+            else:
+                t = max(time.time(), self._last + 1e-6)
             self._last = t
-        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return datetime.fromtimestamp(round(t, 6), UTC).isoformat().replace("+00:00", "Z")
+
+    @contextmanager
+    def backdated(self, seconds: int) -> Iterator[None]:
+        """Stamp what is made inside a second apart in whole seconds from ``seconds``
+        ago (seed data, there before: clients meet DRF's fractionless form), then go on
+        from the clock as before. For a fresh store: what was stamped before is gone."""
+        with self._lock:
+            self._last = float(math.floor(time.time()) - seconds)
+            self._backdated = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._backdated = False
 
 
 @dataclass

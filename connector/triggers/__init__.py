@@ -4,7 +4,15 @@ subscriptions (``subscriptions``)."""
 
 from connector._compat import moved_attributes
 
-_POLLING = ("Poller", "PollResult", "ledger_name", "check_options", "reset_ledger", "PAGE_SIZE")
+_POLLING = (
+    "Poller",
+    "PollResult",
+    "ledger_name",
+    "check_options",
+    "reset_ledger",
+    "PAGE_SIZE",
+    "DEFAULT_WINDOW_DAYS",
+)
 _DISPATCH = ("Dispatcher", "RunFailed", "claim", "finish", "requeue_interrupted", "workflow_handler")
 
 __getattr__ = moved_attributes(

@@ -6,5 +6,8 @@ from connector._compat import moved_attributes
 
 __getattr__ = moved_attributes(
     __name__,
-    {name: "connector.workflows.model" for name in ("Workflow", "load", "check_document", "walk_schema")},
+    {
+        name: "connector.workflows.model"
+        for name in ("Workflow", "load", "check_document", "walk_schema", "SCOPE", "STEP_FIELDS")
+    },
 )

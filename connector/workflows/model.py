@@ -312,6 +312,10 @@ class _Checker:
     ) -> None:
         dynamic = {k for k, v in with_.items() if _has_expression(v)}
         literal = {k: v for k, v in with_.items() if k not in dynamic}
+        if schema.get("additionalProperties") is False:
+            # a name the action does not take is wrong whatever its value: checked with
+            # a stand-in value, which only additionalProperties judges
+            literal.update((k, None) for k in dynamic if not _takes(schema, k))
         for ptr, msg in schemas.errors(literal, schema):
             if not ptr and any(msg.startswith(f"{k!r} is a required") for k in dynamic):
                 continue
@@ -508,6 +512,15 @@ def walk_schema(schema: Any, keys: list[Any]) -> tuple[tuple[int, str] | None, A
 
 def _kind(names: set[Any]) -> str:
     return "a " + "/".join(sorted(str(n) for n in names if n))
+
+
+def _takes(schema: dict[str, Any], name: str) -> bool:
+    """Whether an object schema names ``name`` among its properties or patterns."""
+    import re
+
+    if name in (schema.get("properties") or {}):
+        return True
+    return any(re.search(p, name) for p in schema.get("patternProperties") or {})
 
 
 def _has_expression(value: Any) -> bool:

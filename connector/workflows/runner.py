@@ -489,6 +489,9 @@ def try_unit(ctx: UnitContext, run_id: str | None, unit: Unit, state: UnitState)
             message += f"; {note}" if note else ""
             _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
             kind = "interrupted" if stopping else failure_kind(exc)
+            by_hand = ctx.store is not None and not isinstance(ctx.store, MemoryJournal)  # runs resolve
+            if by_hand and not stopping and _only_an_operator_settles(manifest, state.inputs, pending):
+                kind = "blocked"  # as a resume would find it: say so now, not after one
             raise UnitFailed(message, kind, tries, reason) from None
         wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
         log.info("%s: %s; try %d of %d in %.1fs", _where(unit), message, tries + 1, unit.retry.attempts, wait)
@@ -594,6 +597,17 @@ def settle_pending(
     return _SEND
 
 
+def _only_an_operator_settles(manifest: Manifest, inputs: dict[str, Any], pending: Pending | None) -> bool:
+    """Whether :func:`settle_pending` can only block on this unit, whatever Willo holds:
+    it may have landed, it is not idempotent, and there is no lookup to find it."""
+    return (
+        pending is not None
+        and pending.status == "ambiguous"
+        and manifest.data.get("reconcile") is None
+        and not idempotent_for(manifest, inputs)
+    )
+
+
 def reconcile(conn: Connector, manifest: Manifest, inputs: dict[str, Any], where: str) -> Any:
     """What the manifest's ``reconcile`` lookup finds for ``inputs``, or None (also
     when the manifest has none)."""
@@ -662,6 +676,13 @@ def _how_to_settle(run_id: str | None, unit: Unit) -> str:
     item = f" --item {unit.item}" if unit.item != SINGLE else ""
     base = f"willo-connector runs resolve {run_id or 'RUN'} --step {unit.step}{item}"
     return f"settle it with `{base} --sent` (or `--not-sent`) and resume"
+
+
+def _of_step(res: StepResult) -> str:
+    """A step's error, said once as the step's (a unit's own message already names it)."""
+    error = res.error or ""
+    prefix = f"step {res.id}"
+    return error if error.startswith((f"{prefix}:", f"{prefix} ")) else f"{prefix}: {error}"
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -1048,10 +1069,10 @@ class Runner:
             results.append(res)
             scope["steps"][res.id] = {"output": res.output, "status": res.status, "error": res.error}
             if res.status == "interrupted" or res.kind == "interrupted":
-                return "interrupted", f"step {res.id}: {res.error}" if res.error else None, "interrupted"
+                return "interrupted", _of_step(res) if res.error else None, "interrupted"
             if res.status == "failed" and step.get("on_error", "stop") == "stop":
                 kind = res.kind or "permanent"
-                return ("blocked" if kind == "blocked" else "failed"), f"step {res.id}: {res.error}", kind
+                return ("blocked" if kind == "blocked" else "failed"), _of_step(res), kind
             for label, sub, _ in branches(step):
                 if label == taken and isinstance(sub, list):
                     outcome = self._block(ctx, run_id, sub, scope, results)
@@ -1125,9 +1146,8 @@ class Runner:
             return StepResult(sid, action, "interrupted", error=str(error), kind="interrupted")
         if error is not None:
             return StepResult(sid, action, "failed", error=_message(error), kind=failure_kind(error))
-        return StepResult(
-            sid, action, "succeeded", result.output, requests=result.requests, retries=result.tries - 1
-        )
+        retries = max(0, result.tries - 1)  # settled by hand: no try at all
+        return StepResult(sid, action, "succeeded", result.output, requests=result.requests, retries=retries)
 
     def _foreach(
         self, ctx: UnitContext, run_id: str | None, step: dict[str, Any], scope: dict[str, Any], base: Unit
