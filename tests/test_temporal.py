@@ -1226,3 +1226,43 @@ async def _cleanup(settings, prefix: str) -> None:
     for wf_id, status in await _runs_with_prefix(settings, f"{prefix}-poll-"):
         if status == "RUNNING":
             await _terminate(settings, wf_id)
+
+
+def test_a_schedule_is_created_once_then_updated_to_the_file_as_it_is(
+    temporal_env: str, tmp_path: Path
+) -> None:
+    """ensure_schedule: the first call creates the one schedule of the workflow on the
+    account (catch_up by default: the latest missed time, once), a second one updates
+    it to the file as it is now (its cron, its zone, catch_up: false)."""
+    from datetime import timedelta
+
+    from temporalio.client import ScheduleOverlapPolicy
+
+    from connector.catalog.index import get_catalog
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+    from connector.workflows.model import load
+
+    settings = TemporalSettings.from_env()
+    path = tmp_path / "nightly.yaml"
+    path.write_text(WF_NIGHTLY.replace(", catch_up: false", ""))
+    first = load(path, get_catalog())
+    path.write_text(WF_NIGHTLY.replace("0 3 * * *", "30 6 * * 1-5").replace("Europe/Paris", "Asia/Tokyo"))
+    second = load(path, get_catalog())
+
+    async def go() -> list:
+        client = await tc.connect(settings)
+        made = await tc.ensure_schedule(client, settings, first, "default", str(tmp_path))
+        before = await client.get_schedule_handle(made[0]).describe()
+        again = await tc.ensure_schedule(client, settings, second, "default", str(tmp_path))
+        after = await client.get_schedule_handle(made[0]).describe()
+        await client.get_schedule_handle(made[0]).delete()
+        return [made, again, before.schedule, after.schedule]
+
+    made, again, before, after = asyncio.run(go())
+    assert made == (settings.schedule_id("default", "nightly"), True) and again == (made[0], False)
+    assert before.policy.catchup_window == timedelta(days=365)
+    assert before.policy.overlap == ScheduleOverlapPolicy.BUFFER_ONE
+    assert before.spec.time_zone_name == "Europe/Paris"
+    assert after.spec.time_zone_name == "Asia/Tokyo" and after.policy.catchup_window == timedelta(seconds=10)
+    assert after.spec != before.spec
