@@ -248,12 +248,21 @@ def _drop_next(sandbox) -> None:
     assert r.status_code == 200, r.text
 
 
-def _blocked_run(sandbox, wf: Path, title: str) -> tuple[str, dict]:
-    """Start ``wf`` detached with its create's answer lost; wait until it waits."""
+def _blocked_run(sandbox, wf: Path, title: str, detach: bool = True) -> tuple[str, dict]:
+    """Start ``wf`` with its create's answer lost (detached, or waiting as a local run
+    does: it returns blocked, exit 1); wait until it waits."""
     _drop_next(sandbox)
-    r = invoke("run", str(wf), "--engine", "temporal", "--detach", "-i", f"title={title}")
-    assert r.exit_code == 0, r.stderr
-    run_id = r.stdout.strip()
+    if detach:
+        r = invoke("run", str(wf), "--engine", "temporal", "--detach", "-i", f"title={title}")
+        assert r.exit_code == 0, r.stderr
+        run_id = r.stdout.strip()
+    else:
+        r = invoke("run", str(wf), "--engine", "temporal", "--json", "-i", f"title={title}")
+        assert r.exit_code == 1, r.output
+        result = json.loads(r.stdout)
+        assert result["status"] == "blocked" and result["steps"][0]["status"] == "blocked", result
+        assert "runs resolve" in result["error"], result
+        run_id = result["run_id"]
 
     def shown() -> dict:
         out = invoke("runs", "show", run_id, "--json")
@@ -329,7 +338,7 @@ def test_not_sent_sends_the_waiting_unit_again_and_the_run_goes_on(
     JSON, through the installed script too) sends it again, once."""
     wf = tmp_path / "wf.yaml"
     wf.write_text(WF_AMBIGUOUS)
-    run_id, _info = _blocked_run(sandbox, wf, "Lost Role")
+    run_id, _info = _blocked_run(sandbox, wf, "Lost Role", detach=False)
     for row in named(sandbox, "interviews", "title", "Lost Role"):
         del sandbox.store.table("interviews")[row["key"]]  # it is not in Willo
     proc = subprocess.run(

@@ -293,9 +293,14 @@ class _BeatJournal(MemoryJournal):
             self.beat.update(state="sending")
 
 
-def settle_hint(run_id: str | None, unit: Unit) -> str:
+def settle_hint(run_id: str | None, unit: Unit, waits: bool = True) -> str:
     """How an operator goes on after a unit of a Temporal run that may have landed: the
-    run waits for their word."""
+    run waits for their word (``on_error: stop``), or went past it (``continue``)."""
+    if not waits:
+        return (
+            "send it again yourself if Willo does not have it:"
+            " the run goes on without it (on_error: continue)"
+        )
     item = f" --item {unit.item}" if unit.item >= 0 else ""
     command = f"willo-connector runs resolve {run_id or 'RUN'} --step {unit.step}{item}"
     return f"settle it with `{command} --sent` (or `--not-sent`): the run waits for it, then goes on"
@@ -327,9 +332,11 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
     details0 = {"attempt": info.attempt, "state": "started", **start}
     asked: list[bool] = []  # the unit asked for an operator's word: the run waits for it
 
+    waits = req.get("waits", True)
+
     def hint(run_id: str | None, the: Unit) -> str:
         asked.append(True)
-        return settle_hint(run_id, the)
+        return settle_hint(run_id, the, waits)
 
     with _Beat(details0, max(0.2, heartbeat / 3)) as beat:
         ctx = UnitContext(conn, _BeatJournal(beat), {}, threading.Event(), random.Random(), settle_hint=hint)
@@ -353,7 +360,7 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
                 if not asked:
                     message += (
                         f"; it may have landed and {the_unit.action} has no reconcile lookup: check Willo, "
-                        f"then {settle_hint(str(req['run_id']), the_unit)}"
+                        f"then {settle_hint(str(req['run_id']), the_unit, waits)}"
                     )
                 raise ApplicationError(
                     message,

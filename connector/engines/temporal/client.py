@@ -145,16 +145,54 @@ async def start_once(
     return workflow_id, True
 
 
-async def wait(handle: WorkflowHandle[Any, Any]) -> RunResult:
-    """The run's result, as a local run returns it."""
+#: how often a waiting ``run`` asks whether its run waits for an operator
+BLOCKED_CHECK = 1.0
+
+
+async def wait(handle: WorkflowHandle[Any, Any], *, until_blocked: bool = True) -> RunResult:
+    """The run's result, as a local run returns it. With ``until_blocked``, a run that
+    waits for an operator (a unit that may have landed) is returned as ``blocked``, as
+    a local run stops: the run itself goes on waiting on Temporal for `runs resolve`."""
+    import asyncio
+
+    done = asyncio.ensure_future(handle.result())
     try:
-        data = await handle.result()
+        while until_blocked and not done.done():
+            await asyncio.wait([done], timeout=BLOCKED_CHECK)
+            if done.done():
+                break
+            state: dict[str, Any] = {}
+            with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+                state = await handle.query("journal", rpc_timeout=datetime.timedelta(seconds=5))
+            waiting = list((state.get("waiting") or {}).values())
+            if waiting:
+                return _blocked_result(handle.id, waiting)
+        data = await done
     except WorkflowFailureError as exc:
         cause = exc.cause or exc
         raise ConnectorError(
             f"run {handle.id} failed on Temporal: {redaction.scrub(str(getattr(cause, 'message', cause)))}"
         ) from None
+    finally:
+        if not done.done():
+            done.cancel()
     return wire.result_from_wire(data)
+
+
+def _blocked_result(run_id: str, waiting: list[dict[str, Any]]) -> RunResult:
+    """A run waiting for an operator, as a blocked local run reports it."""
+    from connector.workflows.runner import RunResult, StepResult
+
+    steps = [
+        StepResult(
+            w["step"], w["action"], "blocked", None, redaction.scrub(str(w["error"])), None, [], 0, "blocked"
+        )
+        for w in waiting
+    ]
+    first = waiting[0]
+    where = f"step {first['step']}" + (f" item {first['item']}" if int(first["item"]) >= 0 else "")
+    error = f"{where}: {redaction.scrub(str(first['error']))}"
+    return RunResult(run_id, "", "blocked", steps, error, False, kind="blocked")
 
 
 # --------------------------------------------------------------------------- runs

@@ -173,7 +173,7 @@ class WilloRun:
             try:
                 while True:
                     try:
-                        out = await self._unit(req, unit, plan["secrets"], heartbeat, carry)
+                        out = await self._unit(req, unit, plan["secrets"], heartbeat, carry, stop_on_error)
                         row: dict[str, Any] = {
                             "status": "succeeded",
                             "output": _dumps(out["output"]),
@@ -182,6 +182,9 @@ class WilloRun:
                         break
                     except ActivityError as err:
                         row = failure_row(err, unit, heartbeat)
+                        if row["status"] == "blocked" and not stop_on_error:
+                            # on_error: continue: as locally, it is a failure the run goes past
+                            row = {**row, "status": "failed", "reason": "fatal"}
                         if row["status"] != "blocked":
                             if stop_on_error or row["kind"] == "interrupted":
                                 state["stop"] = True
@@ -234,6 +237,7 @@ class WilloRun:
         secrets: list[str],
         heartbeat: float,
         carry: dict[str, Any] | None = None,
+        waits: bool = True,
     ) -> dict[str, Any]:
         retry = unit["retry"]
         first = max(float(retry["backoff"]), 0.001)
@@ -255,6 +259,8 @@ class WilloRun:
         }
         if carry:
             ask["carry"] = carry
+        if not waits:  # on_error: continue: the run goes past it, and its error says so
+            ask["waits"] = False
         result: dict[str, Any] = await workflow.execute_activity(
             "willo.unit",
             ask,
