@@ -281,6 +281,24 @@ steps:
 """
 
 
+def subscribed_line(line: str) -> bool:
+    """The CLI's own "subscribed KEY to EVENTS" (text or JSON), said once the
+    subscription is live; not the subscriptions module's info line "subscribed URL to
+    EVENTS" (``-v``), logged while it is still being made (reading that one as the
+    signal probed /ready before the subscription was live, under load)."""
+    if line.startswith("subscribed "):
+        message = line
+    elif line.startswith("{"):
+        try:
+            message = str(json.loads(line).get("message", ""))
+        except ValueError:
+            return False
+    else:
+        return False
+    words = message.split()
+    return len(words) >= 3 and words[0] == "subscribed" and "://" not in words[1] and words[2] == "to"
+
+
 class Listen:
     def __init__(self, sandbox, tmp_path: Path, *args: str, **env: str):
         wf = tmp_path / "on-score.yaml"
@@ -307,7 +325,7 @@ class Listen:
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             self.err.append(line)
-            if line.startswith("subscribed") or '"message": "subscribed ' in line:  # text or JSON
+            if subscribed_line(line):
                 return
             assert self.proc.poll() is None, "".join(self.err) + self.proc.stderr.read()
         raise AssertionError("listener did not subscribe: " + "".join(self.err))

@@ -136,6 +136,36 @@ def test_order_keys_compare_times_not_strings() -> None:
     assert order_key(7) < order_key(10)
 
 
+def _order_key_the_long_way(text: str) -> str:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.tuples(
+        st.integers(0, 9999),
+        st.integers(0, 19),
+        st.integers(0, 39),
+        st.integers(0, 29),
+        st.integers(0, 69),
+        st.integers(0, 69),
+        st.integers(0, 999_999),
+    )
+)
+def test_an_order_key_already_canonical_is_what_parsing_gives(parts) -> None:
+    """A timestamp in order_key's own form (a backfill's every item: DRF's timestamps in
+    UTC with microseconds) is taken as it is: the same key as parsed and re-formatted,
+    invalid dates (kept as they are) and years before 1000 (unpadded by strftime) included."""
+    y, mo, d, h, mi, s, us = parts
+    text = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{us:06d}Z"
+    assert order_key(text) == _order_key_the_long_way(text)
+
+
 def test_a_newer_item_in_the_same_second_is_not_taken_for_an_older_one(tmp_path) -> None:
     fake = FakeList()
     fake.add(START)  # 00:00:16Z: the cursor after the first poll

@@ -267,13 +267,26 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
 
-    def wait(self, n: int, timeout: float = 5.0) -> None:
+    def wait(self, n: int, timeout: float = 30.0) -> None:
+        """Until ``n`` deliveries arrived (returns at once when they have; the bound is
+        generous for a loaded machine)."""
         deadline = time.monotonic() + timeout
         while len(self.deliveries) < n and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def settled_deliveries(api: Api, timeout: float = 30.0) -> list[dict]:
+    """The sandbox's delivery log once its last delivery is no longer pending: the
+    receiver has a delivery before the sandbox has read the answer and logged it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = api.get("/_sandbox/deliveries").json()["results"]
+        if (log and log[-1]["status"] != "pending") or time.monotonic() > deadline:
+            return log
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize(
@@ -317,7 +330,7 @@ def test_webhook_retries_with_backoff_and_same_delivery_id(api: Api, sandbox: Sa
         assert len(ids) == 1
         assert [h["X-Willo-Attempt"] for h, _ in rx.deliveries] == ["1", "2", "3"]
         assert "X-Willo-Signature" not in rx.deliveries[0][0]
-        log = api.get("/_sandbox/deliveries").json()["results"]
+        log = settled_deliveries(api)
         assert log[-1]["status"] == "delivered" and log[-1]["attempts"] == 3
     finally:
         rx.close()
@@ -342,12 +355,7 @@ def test_api_stage_change_fires_webhook_and_reset_restores(api: Api, sandbox: Sa
 def test_non_loopback_webhook_targets_are_not_contacted(api: Api, sandbox: Sandbox) -> None:
     api.post("/webhooks/", json={"url": "https://hooks.example.com/x", "events": ["new_score"]})
     api.post(f"/_sandbox/participants/{stable('participant:ada@example.com')}/score", json={"score": 3})
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        log = api.get("/_sandbox/deliveries").json()["results"]
-        if log and log[-1]["status"] != "pending":
-            break
-        time.sleep(0.02)
+    log = settled_deliveries(api)
     assert log[-1]["status"] == "refused"
 
 

@@ -737,3 +737,213 @@ def test_group_commit_under_many_writers_loses_nothing_and_never_stalls(tmp_path
     rows = store.units(run)
     assert len(rows) == 12 * 150 and {r["status"] for r in rows.values()} == {"succeeded"}
     assert store._group.transactions < 2 * 12 * 150  # some rows shared a transaction
+
+
+# ---------------------------------------------------------------------- units queued ahead (issue 16.5)
+
+
+def test_an_item_that_stops_its_step_starts_nothing_queued_behind_it(conn, sandbox, tmp_path: Path) -> None:
+    """Each thread holds a second item ready (so it starts it at once); a failing item
+    with on_error: stop sets stop in its own thread: the item queued behind it is not
+    started, however late the run's loop sees the failure."""
+    from connector.engines.local import LocalExecutor
+    from connector.errors import InputError
+    from connector.workflows.runner import Runner
+
+    wf = load(
+        write(
+            tmp_path,
+            """\
+workflow: 1
+name: stop-early
+steps:
+  - id: get
+    use: willo.list_languages
+    foreach: "{{ inputs.pages }}"
+    concurrency: 2
+    with: {page: "{{ item }}", page_size: 1}
+""",
+        ),
+        conn.catalog,
+    )
+    started: list[int] = []
+    two = threading.Event()
+    real = conn.call
+
+    def call(action, inputs):
+        started.append(inputs["page"])
+        if inputs["page"] == 1:
+            two.wait(5)  # page 2 is in flight when page 1 fails
+            raise InputError("page 1 refused")
+        two.set()
+        time.sleep(0.3)
+        return real(action, inputs)
+
+    conn.call = call
+    result = Runner(conn, wf, store=None, progress=False, executor=LocalExecutor()).start(
+        {"pages": [1, 2, 3, 4, 5]}
+    )
+    assert result.status == "failed"
+    assert sorted(started) == [1, 2]
+    assert [i["status"] for i in result.steps[0].items] == [
+        "failed",
+        "succeeded",
+        "not started",
+        "not started",
+        "not started",
+    ]
+
+
+def test_units_queued_but_not_started_never_start_once_the_executor_is_left() -> None:
+    from connector.engines.local import LocalExecutor
+    from connector.workflows.runner import Unit
+
+    gate = threading.Event()
+    started: list[int] = []
+
+    def fn(unit: Unit) -> int:
+        started.append(unit.item)
+        if unit.item != 0:
+            gate.wait(5)
+        return unit.item
+
+    runs = LocalExecutor().run([Unit("s", i, "a", {}) for i in range(10)], fn, 2)
+    assert next(runs)[0].item == 0
+    threading.Timer(0.3, gate.set).start()
+    runs.close()  # e.g. Ctrl-C in the loop: the two in flight finish, the queued never start
+    assert 3 not in started and max(started) <= 2
+    time.sleep(0.1)
+    assert 3 not in started
+
+
+def test_run_json_is_one_line_off_a_terminal_and_indented_on_one(
+    sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """As `call --json` prints a list: the run report on one line when piped (encoded in
+    C, not by the pure-Python indenting encoder), indented on a terminal; the same JSON."""
+    from connector.cli import run_cmd
+
+    wf = write(
+        tmp_path,
+        """\
+workflow: 1
+name: report
+steps:
+  - id: get
+    use: willo.list_languages
+    foreach: "{{ inputs.pages }}"
+    concurrency: 2
+    with: {page: "{{ item }}", page_size: 1}
+""",
+    )
+    piped = invoke("run", str(wf), "-i", "pages=[1, 2, 3]", "--json")
+    assert piped.exit_code == 0, piped.stderr
+    assert piped.stdout.count("\n") == 1
+    monkeypatch.setattr(run_cmd, "stdout_is_terminal", lambda: True)
+    shown = invoke("run", str(wf), "-i", "pages=[1, 2, 3]", "--json")
+    assert shown.stdout.startswith('{\n  "run_id": ')
+    one, other = json.loads(piped.stdout), json.loads(shown.stdout)
+    assert one["run_id"] != other["run_id"]
+    assert {**one, "run_id": None} == {**other, "run_id": None}
+
+
+# ---------------------------------------------------------------------- settled without jsonschema (issue 16.5)
+
+
+def _nested(depth: int) -> dict:
+    """A workflow whose branch steps nest ``depth`` deep."""
+    steps: list = [{"id": f"get{depth}", "use": "willo.list_languages"}]
+    for d in range(depth, 0, -1):
+        steps = [
+            {
+                "id": f"b{d}",
+                "if": "{{ true }}",
+                "then": steps,
+                "else": [{"id": f"e{d}", "use": "willo.list_languages"}],
+            }
+        ]
+    return {"workflow": 1, "name": "nested", "steps": steps}
+
+
+def test_the_workflow_proof_is_never_wrong_where_it_settles_a_document() -> None:
+    """``errors(doc, "workflow")`` settles a valid document with a compiled proof of the
+    shipped schema (its references inlined), leaving the rest to jsonschema: the proof
+    never calls a document jsonschema refuses valid, and settles the examples."""
+    import copy
+    import random
+
+    from connector.catalog import schemas
+    from connector.yamlio import load_file
+
+    proof = schemas._shipped_proof("workflow")
+    check = schemas._validator_for_shipped("workflow")
+    docs = [load_file(p).data for p in (EXAMPLES / "screening.yaml", EXAMPLES / "review_on_response.yaml")]
+    docs += [_nested(d) for d in range(5)]
+    docs += [
+        {
+            "workflow": 1,
+            "name": "s",
+            "steps": [{"id": "s", "switch": "{{ 1 }}", "cases": {"1": [{"id": "x", "use": "a.b"}]}}],
+        },
+        {"workflow": 1, "name": "s", "steps": [{"id": "s", "switch": "{{ 1 }}"}]},  # cases missing
+        {
+            "workflow": 1,
+            "name": "s",
+            "steps": [{"id": "s", "then": [{"id": "x", "use": "a.b"}]}],
+        },  # then needs if
+    ]
+    rng = random.Random(16)
+    mutants = []
+    for doc in docs:
+        for _ in range(40):
+            m = copy.deepcopy(doc)
+            target = m["steps"][0] if m.get("steps") else m
+            key = rng.choice(["concurrency", "retry", "id", "timeout", "on_error", "bogus", "foreach", "use"])
+            target[key] = rng.choice(
+                [0, -1, 3, "x", None, {"attempts": 0}, {"attempts": 2}, [], "{{ item }}", 10**7]
+            )
+            mutants.append(m)
+    settled = 0
+    for doc in docs + mutants:
+        valid = not list(check.iter_errors(doc))
+        proven = schemas.proves_valid(doc, proof)
+        assert valid or not proven, doc
+        settled += proven
+        assert (schemas.errors(doc, "workflow") == []) == valid
+    assert all(schemas.proves_valid(d, proof) for d in [*docs[:2], _nested(0), _nested(1)]) and settled > 5
+    assert not schemas.proves_valid(_nested(2), proof)  # deeper than inlined: jsonschema decides
+    assert schemas.errors(_nested(4), "workflow") == []
+
+
+def test_a_run_whose_inputs_come_from_expressions_imports_no_jsonschema(sandbox, tmp_path: Path) -> None:
+    from tests.test_cli import _imported
+
+    wf = write(
+        tmp_path,
+        """\
+workflow: 1
+name: light
+steps:
+  - id: get
+    use: willo.get_interview
+    with: {interview: "{{ inputs.key }}"}
+""",
+    )
+    env = script_env(
+        XDG_CACHE_HOME=str(tmp_path / "c"),
+        WILLO_STATE_DIR=str(tmp_path / "s"),
+        WILLO_BASE_URL=sandbox.base_url,
+        WILLO_API_KEY=sandbox.api_key,
+        WILLO_RATE_LIMIT="0",
+    )
+    _imported(["actions"], env, ())  # the catalog cached
+    args = ["run", str(wf), "-i", "key=927982d43d577f03e4877aab073a730e", "--json"]
+    assert _imported(args, env, ("jsonschema", "referencing")) == []
+    # a literal input that is wrong is still found (by jsonschema, which words it)
+    bad = write(
+        tmp_path,
+        "workflow: 1\nname: b\nsteps:\n  - id: g\n    use: willo.list_languages\n    with: {page: 0}\n",
+        "bad.yaml",
+    )
+    r = invoke("validate", str(bad))
+    assert r.exit_code != 0 and "/steps/0/with/page" in r.output

@@ -62,10 +62,17 @@ def _datetime(instance: object) -> bool:
     day remembered per date: a page of timestamps shares a few dates."""
     if not isinstance(instance, str):
         return True
+    found = _rfc3339().match(instance.upper())
+    return found is not None and _valid_date(*found.groups())
+
+
+@cache
+def _rfc3339() -> re.Pattern[str]:
+    """rfc3339_validator's pattern, imported on first use (an import statement per value
+    costs more than the match)."""
     from rfc3339_validator import RFC3339_REGEX
 
-    found = RFC3339_REGEX.match(instance.upper())
-    return found is not None and _valid_date(*found.groups())
+    return RFC3339_REGEX
 
 
 @cache
@@ -125,6 +132,43 @@ def shipped_schema(name: str) -> dict[str, Any]:
 
     data: dict[str, Any] = json.loads((ROOT / "schemas" / f"{name}.schema.json").read_text("utf-8"))
     return data
+
+
+@cache
+def _shipped_proof(name: str) -> Any:
+    """The shipped schema ``name`` with its local references inlined, for a proof (None
+    when a reference is not local; a recursive one is inlined ``_REF_DEPTH`` deep, and
+    a document nested deeper is left to jsonschema)."""
+    root = shipped_schema(name)
+    try:
+        return _inline_refs(root, root, ())
+    except ValueError:
+        return None
+
+
+def _inline_refs(node: Any, root: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """``node`` with each ``{"$ref": "#/$defs/NAME", ...}`` as ``{"allOf": [target], ...}``
+    (the target inlined likewise); ValueError for a reference this cannot inline."""
+    if isinstance(node, list):
+        return [_inline_refs(x, root, path) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _inline_refs(v, root, path) for k, v in node.items() if k not in ("$ref", "$defs")}
+    ref = node.get("$ref")
+    if ref is not None:
+        if not isinstance(ref, str) or not ref.startswith("#/$defs/") or "/" in ref[8:]:
+            raise ValueError(ref)
+        target = (root.get("$defs") or {}).get(ref[8:])
+        if not isinstance(target, dict):
+            raise ValueError(ref)
+        if path.count(ref) >= _REF_DEPTH:  # (steps in branches in steps...): deeper, not proven
+            target = _UNPROVEN
+        out["allOf"] = [*out.get("allOf", []), _inline_refs(target, root, (*path, ref))]
+    return out
+
+
+_REF_DEPTH = 2  # a recursive reference inlined this many times deep
+_UNPROVEN: dict[str, Any] = {"not": {}}  # a keyword the proof does not know: never proven (jsonschema says)
 
 
 @cache
@@ -279,6 +323,8 @@ def errors(instance: Any, schema_or_validator: Any) -> list[tuple[str, str]]:
     v = schema_or_validator
     if isinstance(v, dict) and proves_valid(instance, v):
         return []
+    if isinstance(v, str) and (proof := _shipped_proof(v)) is not None and proves_valid(instance, proof):
+        return []  # (a valid workflow is settled without importing jsonschema)
     from referencing.exceptions import Unresolvable
 
     if isinstance(v, str):
@@ -438,6 +484,18 @@ def _rule(key: str, rule: Any, s: dict[str, Any]) -> Callable[[Any], bool] | Non
     if key == "items":
         item = _compiled(rule)
         return lambda x: not isinstance(x, list) or all(item(i) for i in x)
+    if key == "allOf":
+        if not isinstance(rule, list):
+            return None
+        parts = [_compiled(sub) for sub in rule]
+        return lambda x: all(part(x) for part in parts)
+    if key == "dependentRequired":
+        if not isinstance(rule, dict) or not all(isinstance(v, list) for v in rule.values()):
+            return None
+        needs = {k: frozenset(v) for k, v in rule.items()}
+        return lambda x: (
+            not isinstance(x, dict) or all(need <= x.keys() for k, need in needs.items() if k in x)
+        )
     if key == "uniqueItems":
         if rule is False:
             return _yes

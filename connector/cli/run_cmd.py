@@ -21,6 +21,7 @@ from connector.cli.common import (
     json_option,
     parse_inputs,
     say,
+    stdout_is_terminal,
 )
 
 engine_option = click.option(
@@ -71,8 +72,8 @@ def _report(result: Any, as_json: bool, engine: str = "local") -> None:
     from connector.cli.call_cmd import show_requests
     from connector.workflows.runner import summarize
 
-    if as_json:
-        emit_json(result.as_dict())
+    if as_json:  # indented on a terminal, one line elsewhere (as `call --json` prints a list)
+        emit_json(result.as_dict(), indent=stdout_is_terminal())
     else:
         head = f"run {result.run_id}" if result.run_id else "dry run"
         click.echo(f"{head}: {result.workflow}" + (f" (rerun of {result.parent})" if result.parent else ""))

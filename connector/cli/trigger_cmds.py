@@ -196,17 +196,30 @@ def poll(
         workflows = [load(workflow, conn.catalog, connections=conn.pool_names())] if workflow else []
         run_handler = workflow_handler(conn, store, workflows) if workflows else None
 
+        printed: list[str] = []  # events only printed: written a batch at a time
+
         def handle(trigger: str, payload: dict[str, Any], event: dict[str, Any]) -> str | None:
-            if as_json and "payload_json" in event:  # stored as compact JSON: printed as is
+            if run_handler is None and as_json and "payload_json" in event:
+                printed.append(clean_json(event["payload_json"]) + "\n")  # stored compact: as is
+                return None
+            if as_json and "payload_json" in event:
                 sys.stdout.write(clean_json(event["payload_json"]) + "\n")
             else:
                 _print_event(trigger, payload, as_json)
             return run_handler(trigger, payload, event) if run_handler else None
 
-        # what was printed reaches stdout before its events are marked dispatched; events
-        # only printed are quick, and claimed (and settled) in larger batches
+        def flush() -> None:
+            """What was printed reaches stdout (one write a batch, not one a line: a
+            reader is woken once) before its events are marked dispatched."""
+            if printed:
+                text = "".join(printed)
+                printed.clear()
+                sys.stdout.write(text)
+            sys.stdout.flush()
+
+        # events only printed are quick, and claimed (and settled) in larger batches
         dispatcher = Dispatcher(
-            conn, store, "poll", handle, before_settle=sys.stdout.flush, batch=32 if workflows else 256
+            conn, store, "poll", handle, before_settle=flush, batch=32 if workflows else 256
         )
         requeue_interrupted(store, "poll", dispatcher.accounts)
         requeue_parked(store, "poll", dispatcher.accounts)  # parked by an outage: tried again at start
@@ -221,7 +234,9 @@ def poll(
         dispatcher.drain(poller.name)  # events queued before a crash go first
         while True:
             try:
-                result = poller.poll(backfill=backfill)
+                # events only printed are taken as they are queued (one transaction, not a
+                # claim reading them back); a workflow's are claimed a batch at a time
+                result = poller.poll(backfill=backfill, take=not workflows)
             except ConnectorError as exc:
                 if once or failure_kind(exc) != "transient":
                     raise
@@ -229,6 +244,7 @@ def poll(
             else:
                 if result.first and not backfill and not as_json:
                     say(f"{trigger_id}: first poll recorded what exists; new items from now on")
+                dispatcher.deliver(result.taken)
             dispatcher.drain(poller.name)
             if once or stop.wait(interval):
                 break

@@ -25,6 +25,14 @@ def _in_context(fn: Callable[[Unit], Any], unit: Unit) -> Any:
         return fn(unit)
 
 
+#: Units handed to the pool per thread: a thread that finishes one takes the next at
+#: once, instead of idling until this generator (waiting for the GIL among busy
+#: threads) has seen the result and handed it another. At most ``concurrency`` units
+#: run at a time all the same (the pool has that many threads), and a queued unit that
+#: was not started when the step or run stops is not started (``start_unit``).
+AHEAD = 2
+
+
 class LocalExecutor:
     """Runs units of work on in-process threads, at most ``concurrency`` at a time."""
 
@@ -40,11 +48,12 @@ class LocalExecutor:
                     continue
                 yield unit, result, None
             return
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="willo-step") as pool:
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="willo-step")
+        try:
             pending: dict[Future[Any], Unit] = {}
             queue = list(reversed(units))
             while queue or pending:
-                while queue and len(pending) < concurrency:
+                while queue and len(pending) < concurrency * AHEAD:
                     unit = queue.pop()
                     # each worker thread runs in a copy of the run's context (run id...)
                     ctx = contextvars.copy_context()
@@ -54,3 +63,5 @@ class LocalExecutor:
                     unit = pending.pop(fut)
                     error = fut.exception()
                     yield unit, (None if error else fut.result()), error
+        finally:  # left early (a failure, Ctrl-C): units queued but not started never start
+            pool.shutdown(wait=True, cancel_futures=True)

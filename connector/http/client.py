@@ -229,7 +229,18 @@ class Transport:
         """Wait for the rate budget; never send once the step's timeout has run out."""
         step_timeout.check(f"sending {method} {url}")
         self.pacer.acquire()
-        step_timeout.check(f"sending {method} {url} (waiting for the rate limit)")
+        try:
+            step_timeout.check(f"sending {method} {url} (waiting for the rate limit)")
+        except BaseException:
+            self._release()  # never sent: not in flight
+            raise
+
+    def _release(self) -> None:
+        """The request of this thread's slot is over without an answer (the pacer then
+        stops counting it as in flight)."""
+        release = getattr(self.pacer, "release", None)
+        if release is not None:
+            release()
 
     def _retry(self, idempotent: bool) -> Retry:
         n = self.settings.max_retries
@@ -273,7 +284,11 @@ class Transport:
             self.requests_sent += 1
             began = time.monotonic()
             try:
-                resp = self._send_once(prepared, timeout, method, url)
+                try:
+                    resp = self._send_once(prepared, timeout, method, url)
+                except BaseException:
+                    self._release()
+                    raise
             except requests.RequestException as exc:
                 telemetry.inc(attempts, action=action, status="error")
                 cause = _transport_cause(exc)

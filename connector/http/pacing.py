@@ -71,7 +71,8 @@ _QUOTA_NAP = 60.0
 
 class Pacing(Protocol):
     """What the client asks of a rate budget (a pacer may also have ``observe(seconds)``,
-    told each request's round trip)."""
+    told each request's round trip, and ``release()``, told a request ended without
+    an answer: both end the request's flight)."""
 
     def acquire(self) -> None:
         """Wait for a slot (or fail: the day's quota is spent) before one attempt."""
@@ -115,8 +116,9 @@ class Pacer:
         slack: float = SLACK,
     ):
         self.windows = Limits(per_second, per_minute).windows
-        #: reserved slots, in the order reserved; each a one-item list so that
-        #: :meth:`observe` can move its request's slot to when it was answered
+        #: reserved slots, in the order reserved; each ``[at, flying]`` (a list, so that
+        #: :meth:`acquire` and :meth:`observe` can move its request's slot, and say
+        #: whether it is in flight: sent, not answered yet, so counted as now)
         self._log: deque[list[float]] = deque()
         self._mine = threading.local()  # the slot of this thread's request in flight
         self._lock = threading.Lock()
@@ -124,7 +126,8 @@ class Pacer:
         self._sleep = sleep
         self.tuning = Tuning(slack=slack, base_slack=slack)
         self.waited = 0.0
-        self.missed = 0  # slots given up by a request that woke too late for them
+        self.missed = 0  # slots given back: they no longer kept the windows when due
+        self.late = 0  # slots a request woke too late for (it went later, checked)
         self.jitter = Jitter()
 
     # the tuning's fields, as they were before the budget moved to connector.state
@@ -156,8 +159,9 @@ class Pacer:
     def throttles(self, value: int) -> None:
         self.tuning.throttles = value
 
-    def _times(self) -> list[float]:
-        return sorted(cell[0] for cell in self._log)
+    def _times(self, now: float) -> list[float]:
+        """When the server may count each slot: in flight, as now (see :meth:`_confirm`)."""
+        return sorted(max(cell[0], now) if cell[1] else cell[0] for cell in self._log)
 
     def reserve(self) -> float:
         """Reserve the earliest allowed send time; return how long to wait for it."""
@@ -170,21 +174,24 @@ class Pacer:
             self.tuning.relax(now)
             while self._log and self._log[0][0] <= now - KEEP:
                 self._log.popleft()
-            times = self._times()
+            times = self._times(now)
             at = earliest(now, self.tuning, self.windows, _nth_of(times), self.jitter.spread())
-            cell = [at]
+            cell = [at, 0]
             self._log.append(cell)
             return cell, now
 
-    def _confirm(self, cell: list[float]) -> bool:
-        """:func:`~connector.state.budget.fits`, else the slot is given back."""
+    def _confirm(self, cell: list[float], force: bool = False) -> bool:
+        """Just before sending: :func:`~connector.state.budget.fits` now (or ``force``),
+        and the slot moves to now, in flight; else it is given back."""
         with self._lock:
-            times = [c[0] for c in self._log if c is not cell]
+            now = self._clock()
+            times = [max(c[0], now) if c[1] else c[0] for c in self._log if c is not cell]
 
             def before(lo: float, hi: float) -> int:
                 return sum(1 for t in times if lo < t <= hi)
 
-            if fits(cell[0], self.tuning, self.windows, before, self.jitter.spread()):
+            if force or fits(now, self.tuning, self.windows, before, self.jitter.spread()):
+                cell[0], cell[1] = max(cell[0], now), 1
                 return True
             self._log = deque(c for c in self._log if c is not cell)
             return False
@@ -196,24 +203,26 @@ class Pacer:
             return 0.0
         with self._lock:
             now = self._clock()
-            return time_for(now, self.tuning, self.windows, self._times(), n)
+            return time_for(now, self.tuning, self.windows, self._times(now), n)
 
     def acquire(self) -> None:
-        """Wait for a slot. A request that woke too late for its slot, or whose slot no
-        longer keeps the windows because requests before it went out late
-        (:meth:`observe`), takes a new one (at most ``MAX_RESLOTS`` times)."""
+        """Wait for a slot, then check, as the request goes, that it keeps the windows
+        counting the requests in flight as now and the answered ones at their answers
+        (:meth:`observe`); a slot that no longer does is given back for a later one (at
+        most ``MAX_RESLOTS`` times). Until :meth:`observe` or :meth:`release`, the
+        request is in flight."""
         if not self.windows:
             return
+        self.release()  # a thread sends one request at a time: its last one is over
         for tries in range(1, MAX_RESLOTS + 1):
             cell, now = self._slot()
-            slept = cell[0] > now
-            if slept:
+            if cell[0] > now:
                 self.waited += cell[0] - now
                 self._sleep(cell[0] - now)
-            if tries < MAX_RESLOTS and (
-                self._clock() - cell[0] > LATE or (slept and not self._confirm(cell))
-            ):
-                self.missed += 1  # the slot stays spent (late) or was given back: take a later one
+            if self._clock() - cell[0] > LATE:
+                self.late += 1
+            if not self._confirm(cell, force=tries >= MAX_RESLOTS):
+                self.missed += 1  # given back: take a later one
                 continue
             self._mine.cell = cell
             return
@@ -223,11 +232,16 @@ class Pacer:
         later than now (its slot moves here), and how much round trips vary widens
         the slack."""
         self.jitter.observe(seconds)
+        self.release()
+
+    def release(self) -> None:
+        """This thread's request is over (answered, failed, or never sent): no longer in
+        flight; the server counted it, if at all, no later than now."""
         cell = getattr(self._mine, "cell", None)
         if cell is not None:
             self._mine.cell = None
             with self._lock:
-                cell[0] = max(cell[0], self._clock())
+                cell[0], cell[1] = max(cell[0], self._clock()), 0
 
     def throttled(self, retry_after: float | None = None) -> None:
         """The server answered 429: hold every request until ``retry_after`` and tighten."""
@@ -275,7 +289,7 @@ class Pacer:
     def restore(self, state: dict[str, Any]) -> None:
         """Take back what :meth:`state` gave (missing fields keep their defaults)."""
         with self._lock:
-            self._log = deque([float(t)] for t in state.get("log") or [])
+            self._log = deque([float(t), 0] for t in state.get("log") or [])
             t = self.tuning
             t.hold_until = float(state.get("hold") or 0.0)
             t.slack = float(state.get("slack") or t.slack)
@@ -317,7 +331,8 @@ class SharedPacer:
         self._clock = clock
         self.waited = 0.0
         self.throttles = 0
-        self.missed = 0  # slots given up by a request that woke too late for them
+        self.missed = 0  # slots given back: they no longer kept the windows when due
+        self.late = 0  # slots a request woke too late for (it went later, checked)
         self.jitter = Jitter()  # this process's round trips
         self._mine = threading.local()  # the slot of this thread's request in flight
         self._told: float | None = None  # the renewal this process already announced
@@ -327,33 +342,29 @@ class SharedPacer:
     def acquire(self) -> None:
         if not self.limits.active:
             return
+        self.release()  # a thread sends one request at a time: its last one is over
         tries = 0
         while True:
             slot = self.budget.reserve(
                 self.account, self.limits, self.label, again=tries > 0, jitter=self.jitter.spread()
             )
             if slot.renews_at is None:
-                slept = slot.delay > 0
-                if slept:
+                if slot.delay > 0:
                     self.waited += slot.delay
                     self._sleep(slot.delay)
                 tries += 1
-                if (
-                    self.windows
-                    and tries < MAX_RESLOTS
-                    and slot.slot is not None
-                    and (
-                        self._clock() - slot.at > LATE
-                        or (
-                            slept
-                            and not self.budget.confirm(
-                                self.account, self.limits, slot.slot, self.jitter.spread()
-                            )
-                        )
-                    )
-                ):
-                    self.missed += 1  # the slot stays spent (late) or was given back: take a later one
-                    continue
+                if slot.slot is not None:
+                    if self._clock() - slot.at > LATE:
+                        self.late += 1
+                    if not self.budget.confirm(
+                        self.account,
+                        self.limits,
+                        slot.slot,
+                        self.jitter.spread(),
+                        force=tries >= MAX_RESLOTS,
+                    ):
+                        self.missed += 1  # given back: take a later one
+                        continue
                 self._mine.slot = slot.slot
                 return
             spent = (
@@ -377,6 +388,11 @@ class SharedPacer:
         later than now (its slot moves here, for every process's confirmations), and how
         much round trips vary widens the slack."""
         self.jitter.observe(seconds)
+        self.release()
+
+    def release(self) -> None:
+        """This thread's request is over (answered, failed, or never sent): it is no
+        longer in flight; the server counted it, if at all, no later than now."""
         slot = getattr(self._mine, "slot", None)
         if slot is not None:
             self._mine.slot = None

@@ -24,13 +24,18 @@ cassette, a library user). One algorithm, two places to keep its log:
 - **the day**: a daily quota (a UTC calendar day) counts every reservation; when it is
   spent, :meth:`Budget.reserve` says until when, and the caller waits or fails;
 - **late requests**: a slot is a plan. A request may reach the server later than its
-  slot (its thread woke late, a cold connection, a queue in front of the server),
-  which brings the ones after it closer together there. So an answered request moves
-  its slot to the answer's time (:meth:`Budget.settle`: the server counted it no
-  later); a request that waited for its slot checks on waking that it still keeps
-  every window against those times (:meth:`Budget.confirm`), else takes a later one;
-  a request that woke too late for its slot takes a later one; and when round trips
-  vary more than the slack (:class:`Jitter`), the slack widens to match.
+  slot (its thread woke late on a loaded machine, a cold connection, a queue in front
+  of the server), which brings the ones after it closer together there. The server
+  counts a request somewhere between when it was sent and when it was answered, so
+  just before it is sent, a request checks its slot against what the server may
+  count (:meth:`Budget.confirm`): the answered requests at their answers' times
+  (:meth:`Budget.settle`: the server counted each no later), and every request in
+  flight (sent, not answered yet) as if counted now, however long ago it was sent.
+  If the windows still hold, the slot moves to now and the request is in flight;
+  else it takes a later slot. Whatever the delays, the server then never sees more
+  than a window's limit in it (when the latest-checked of them checked, it counted
+  every other). And when round trips vary more than the slack (:class:`Jitter`), the
+  slack widens to match.
 
 Times are wall-clock seconds (``time.time``): they are compared across processes.
 """
@@ -64,12 +69,12 @@ RECOVERY = 60.0
 MAX_HOLD = 60.0
 #: Slots older than this are never looked at again (the longest window, its slack, a margin).
 KEEP = 60.0 + MAX_SLACK + 1.0
-#: A request not sent within this many seconds of its slot (its thread woke late: a
-#: loaded machine) takes a new slot rather than go out late: a late request brings the
-#: ones after it closer together at the server than the windows allow.
+#: How late a request may wake for its slot and still be on time (it is checked
+#: against the windows when it goes whatever its lateness; a late one moves its slot).
 LATE = SLACK / 2
-#: New slots a late request takes at most before it goes anyway.
-MAX_RESLOTS = 3
+#: New slots a request whose slot no longer keeps the windows takes at most before it
+#: goes anyway (each is planned knowing more answers: one or two are the rule).
+MAX_RESLOTS = 20
 
 
 @dataclass(frozen=True)
@@ -162,9 +167,9 @@ def fits(
     before: Callable[[float, float], int],
     jitter: float = 0.0,
 ) -> bool:
-    """Does a slot at ``at`` still keep every window, now that some requests before it
-    went out later than planned? ``before(lo, hi)`` counts the other slots in
-    ``(lo, hi]``."""
+    """May a request go at ``at`` (now), keeping every window? ``before(lo, hi)``
+    counts the other slots the server may count in ``(lo, hi]``: the answered ones at
+    their answers' times, those in flight as at ``at``, plans due by then."""
     slack = max(tuning.slack, min(MAX_SLACK, jitter))
     return all(before(at - span - slack, at) < tuning.limit(limit) for limit, span in windows)
 
@@ -224,6 +229,11 @@ def next_day(when: float) -> float:
 
 def iso(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+#: When the server may count a slot's request, as SQL (one parameter: now): a request
+#: in flight may be counted any time until it is answered, so it counts as now.
+_COUNTED = "(CASE WHEN flying THEN MAX(at, ?) ELSE at END)"
 
 
 @dataclass(frozen=True)
@@ -351,8 +361,9 @@ class Budget:
 
                 def nth(n: int) -> float | None:
                     found = db.execute(
-                        "SELECT at FROM budget_slots WHERE account = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
-                        (account, n - 1),
+                        f"SELECT {_COUNTED} AS t FROM budget_slots WHERE account = ?"
+                        " ORDER BY t DESC LIMIT 1 OFFSET ?",
+                        (now, account, n - 1),
                     ).fetchone()
                     return None if found is None else float(found[0])
 
@@ -366,14 +377,14 @@ class Budget:
             self._save(db, account, tuning, row, now, limits=limits, label=label, day=day, used=used + 1)
             return Reservation(at - now, used + 1, at=at, slot=slot)
 
-    def confirm(self, account: str, limits: Limits, slot: int, jitter: float = 0.0) -> bool:
-        """Before sending at a reserved slot: does it still keep every window, given the
-        times the requests before it were settled at (:meth:`settle`)? If not, the slot
-        is given back (reserve another)."""
+    def confirm(
+        self, account: str, limits: Limits, slot: int, jitter: float = 0.0, *, force: bool = False
+    ) -> bool:
+        """Just before sending at a reserved slot (on time or late): does a request sent
+        now keep every window, counting what the server may count (:func:`fits`)? If so
+        (or ``force``: it goes anyway), the slot moves to now and is in flight until
+        :meth:`settle`; if not, it is given back (reserve another)."""
         with self.store.tx() as db:
-            found = db.execute("SELECT at FROM budget_slots WHERE rowid = ?", (slot,)).fetchone()
-            if found is None:  # pruned: long past
-                return True
             now = self.clock()
             tuning, _ = self._tuning(db, account, now)
             tuning.relax(now)
@@ -381,23 +392,24 @@ class Budget:
             def before(lo: float, hi: float) -> int:
                 return int(
                     db.execute(
-                        "SELECT COUNT(*) FROM budget_slots WHERE account = ? AND at > ? AND at <= ?"
-                        " AND rowid != ?",
-                        (account, lo, hi, slot),
+                        f"SELECT COUNT(*) FROM budget_slots WHERE account = ? AND {_COUNTED} > ?"
+                        f" AND {_COUNTED} <= ? AND rowid != ?",
+                        (account, now, lo, now, hi, slot),
                     ).fetchone()[0]
                 )
 
-            if fits(float(found[0]), tuning, limits.windows, before, jitter):
+            if force or fits(now, tuning, limits.windows, before, jitter):
+                db.execute("UPDATE budget_slots SET at = MAX(at, ?), flying = 1 WHERE rowid = ?", (now, slot))
                 return True
             db.execute("DELETE FROM budget_slots WHERE rowid = ?", (slot,))
             return False
 
     def settle(self, slot: int, when: float) -> None:
-        """The request of ``slot`` was answered at ``when``: the server counted it no
-        later than that, which is what later slots are confirmed against (a request
-        that went out late, or waited in the server's queue, moves its slot later)."""
+        """The request of ``slot`` was answered (or given up) at ``when``: the server
+        counted it no later than that, which is where it stays for the requests after
+        it (a request that waited in the server's queue moves its slot later)."""
         with self.store.tx() as db:
-            db.execute("UPDATE budget_slots SET at = MAX(at, ?) WHERE rowid = ?", (when, slot))
+            db.execute("UPDATE budget_slots SET at = MAX(at, ?), flying = 0 WHERE rowid = ?", (when, slot))
 
     def throttled(self, account: str, retry_after: float | None = None) -> None:
         """The server answered 429: hold every process's requests and tighten."""

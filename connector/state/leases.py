@@ -154,13 +154,31 @@ class Leases:
             self._start()
         return set(free)
 
+    def acquire_new(self, resources: list[str], *, db: sqlite3.Connection) -> None:
+        """Take ``resources`` that came to exist in ``db``'s write transaction (nobody
+        can hold them yet): :meth:`acquire_many` without looking for other holders."""
+        now = self.clock()
+        db.executemany(
+            "INSERT INTO leases (resource, owner, shared, acquired_at, heartbeat_at, expires_at)"
+            " VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (resource, owner) DO UPDATE SET"
+            " heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at",
+            [(r, self.owner, now, now, now + self.ttl) for r in resources],
+        )
+        if resources:
+            with self._lock:
+                self._held.update(resources)
+            self._start()
+
     def release_many(self, resources: list[str], *, db: sqlite3.Connection) -> None:
         """:meth:`release` of each of ``resources`` inside ``db``'s write transaction."""
         with self._lock:
             self._held.difference_update(resources)
-        db.executemany(
-            "DELETE FROM leases WHERE resource = ? AND owner = ?", [(r, self.owner) for r in resources]
-        )
+        for start in range(0, len(resources), _CHUNK):  # a statement per chunk, not per row
+            chunk = resources[start : start + _CHUNK]
+            db.execute(
+                f"DELETE FROM leases WHERE owner = ? AND resource IN ({','.join('?' * len(chunk))})",
+                (self.owner, *chunk),
+            )
 
     def release(self, resource: str, *, db: sqlite3.Connection | None = None) -> None:
         with self._lock:

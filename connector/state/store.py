@@ -242,6 +242,10 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite3.Connection], None]], ...] = (
     ("the tables of the first release", _statements(*(s for s in SCHEMA.split(";") if s.strip()))),
     ("columns added before schema versions", _add_columns(*ADDED_COLUMNS)),
     ("rows keyed by account; the shared rate budget", _keep_sequence("events", _statements(*_ACCOUNTS))),
+    (
+        "budget slots whose request is in flight",
+        _add_columns(("budget_slots", "flying", "INTEGER NOT NULL DEFAULT 0")),
+    ),
 )
 #: The version this release writes.
 VERSION = len(MIGRATIONS)
@@ -316,8 +320,12 @@ def default_dir() -> Path:
     return Path(base) / "willo-connector"
 
 
+#: One encoder for every row (``json.dumps`` with options builds one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODE(value)
 
 
 def loads(text: str | None) -> Any:

@@ -80,7 +80,6 @@ def claim(
     """Take up to ``limit`` of the oldest due queued events (of ``account``, or of any
     of several, if given), atomically, each with its lease: concurrent claimers never
     share one."""
-    leases = store.leases
     with store.tx() as db:
         # walked in id order on its index, stopping at `limit`: a claim is bounded by
         # what it takes, not by the length of the queue
@@ -96,12 +95,26 @@ def claim(
         sql += mine
         args += more
         found = db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-        taken = leases.acquire_many([event_resource(row["id"]) for row in found], db=db)
-        rows = [row for row in found if event_resource(row["id"]) in taken]
-        db.executemany(
-            "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id = ?",
-            [(row["id"],) for row in rows],
-        )
+        rows = take(store, db, found)
+    return claimed_events(rows)
+
+
+def take(store: StateStore, db: Any, found: list[Any]) -> list[Any]:
+    """Inside ``db``'s write transaction: lease the events of ``found`` (rows of
+    ``events``) and mark them ``dispatching``; the rows taken (an event whose lease a
+    live owner holds is left alone)."""
+    taken = store.leases.acquire_many([event_resource(row["id"]) for row in found], db=db)
+    rows = [row for row in found if event_resource(row["id"]) in taken]
+    _each_chunk(
+        db,
+        "UPDATE events SET status = 'dispatching', attempts = attempts + 1 WHERE id IN ({})",
+        [row["id"] for row in rows],
+    )
+    return rows
+
+
+def claimed_events(rows: list[Any]) -> list[dict[str, Any]]:
+    """Events as a dispatcher hands them on, from rows read before :func:`take` marked them."""
     events = []
     for row in rows:
         event = dict(row)
@@ -110,6 +123,48 @@ def claim(
         event["payload"] = loads(row["payload"])
         events.append(event)
     return events
+
+
+def take_inserted(
+    store: StateStore, db: Any, after: int, source: str, trigger: str, account: str, received_at: float
+) -> list[dict[str, Any]]:
+    """Inside the write transaction that inserted them ``dispatching`` (their first
+    attempt, received at ``received_at``), every event of ``source``, ``account`` and
+    ``trigger`` with an id over ``after``: leased, as :func:`claim` leases them, and
+    given as :func:`claim` gives them but for ``payload`` and ``payload_json``, which the
+    caller holds. Nobody can hold the lease of an event inserted in this transaction
+    (ids are never reused, and only existing events are leased): none is refused."""
+    ids = db.execute(
+        "SELECT id, dedupe FROM events WHERE id > ? AND source = ? AND trigger = ? ORDER BY id",
+        (after, source, trigger),
+    ).fetchall()
+    store.leases.acquire_new([event_resource(i) for i, _ in ids], db=db)
+    return [
+        {
+            "id": i,
+            "source": source,
+            "account": account,
+            "trigger": trigger,
+            "dedupe": dedupe,
+            "status": "dispatching",
+            "attempts": 1,
+            "next_at": 0,
+            "error": None,
+            "run_id": None,
+            "received_at": received_at,
+            "failure": None,
+            "failing_since": None,
+        }
+        for i, dedupe in ids
+    ]
+
+
+def _each_chunk(db: Any, sql: str, ids: list[int], chunk: int = 500) -> None:
+    """``sql`` (``... IN ({})``) run over ``ids`` a chunk at a time: one statement for
+    a batch, not one per row."""
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        db.execute(sql.format(",".join("?" * len(part))), part)
 
 
 def finish(
@@ -262,6 +317,18 @@ class Dispatcher:
         """Dispatch a batch of due events (in order); the number dispatched, 0 if none."""
         self._sweep()
         events = claim(self.store, self.source, trigger, limit=self.batch, account=self.accounts)
+        self._deliver(events)
+        return len(events)
+
+    def deliver(self, events: list[dict[str, Any]]) -> int:
+        """Dispatch events already taken (leased and marked ``dispatching``, e.g. by the
+        poll that queued them: :meth:`Poller.poll` with ``take``), a batch at a time;
+        the number handed on."""
+        for start in range(0, len(events), self.batch):
+            self._deliver(events[start : start + self.batch])
+        return len(events)
+
+    def _deliver(self, events: list[dict[str, Any]]) -> None:
         quiet: list[int] = []  # handled without a run: marked done together
         for event in events:
             if self.cancel is not None and self.cancel.is_set():
@@ -293,13 +360,13 @@ class Dispatcher:
         if quiet:
             self._settling()
             with self.store.tx() as db:
-                db.executemany(
+                _each_chunk(
+                    db,
                     "UPDATE events SET status = 'dispatched', error = NULL, failure = NULL,"
-                    " failing_since = NULL WHERE id = ?",
-                    [(i,) for i in quiet],
+                    " failing_since = NULL WHERE id IN ({})",
+                    quiet,
                 )
                 self.store.leases.release_many([event_resource(i) for i in quiet], db=db)
-        return len(events)
 
     def _settling(self) -> None:
         if self.before_settle is not None:

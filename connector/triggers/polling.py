@@ -12,7 +12,8 @@ dispatched from the queue (:mod:`.dispatch`); a queued event survives a crash an
 dispatched at the next start.
 
 Seen keys are pruned only when both older than ``WILLO_SEEN_WINDOW_DAYS`` (default
-90) and older than the cursor, which excludes them anyway.
+90) and older than the cursor, which excludes them anyway; a poller prunes after a
+poll at most hourly (a prune reads the ledger's every key).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 30
 DEFAULT_WINDOW_DAYS = 90.0
+PRUNE_EVERY = 3600.0  # seconds between a poller's prunes of its seen keys
+#: A timestamp already in the form :func:`order_key` gives (UTC, six-digit fraction; a
+#: year before 1000 comes back unpadded from strftime, so it takes the long way)
+_CANONICAL = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
 def order_key(value: Any) -> str | None:
@@ -56,6 +62,8 @@ def order_key(value: Any) -> str | None:
     if isinstance(value, int) and abs(value) < 10**30:
         return f"{value + 10**30:031d}"
     text = str(value)
+    if _CANONICAL.fullmatch(text):  # as it would come back (or, not a date, as it is)
+        return text
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -118,6 +126,9 @@ class PollResult:
     events: list[dict[str, Any]]
     requests: int
     first: bool
+    #: with ``poll(take=True)``: the events queued, already taken for dispatch
+    #: (:meth:`connector.triggers.dispatch.Dispatcher.deliver`)
+    taken: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Poller:
@@ -136,6 +147,7 @@ class Poller:
         self.window_days = seen_window_days()
         self.spec = self.manifest.data["polling"]
         self._ordering_honoured: bool | None = None
+        self._pruned_at: float | None = None  # (monotonic) the last prune after a poll
         self.account = conn.account.id
         self.name = ledger_name(self.manifest.id, self.options, self.account)
         if conn.connection_name == DEFAULT:
@@ -279,8 +291,12 @@ class Poller:
 
     # ------------------------------------------------------------------ polling
 
-    def poll(self, backfill: bool = False) -> PollResult:
-        """Fetch, and commit new items as queued events in one transaction."""
+    def poll(self, backfill: bool = False, take: bool = False) -> PollResult:
+        """Fetch, and commit new items as queued events in one transaction. With
+        ``take``, that transaction also takes them for this process's dispatcher (leased
+        and marked ``dispatching``, as a claim does: a crash leaves them to be queued
+        again, see :func:`~connector.triggers.dispatch.requeue_interrupted`), and they
+        come back in :attr:`PollResult.taken`, ready to deliver without reading them back."""
         state = self.state()
         first = not state["initialized"]
         items, requests = self.fetch(order_key(state["cursor"]), first, backfill)
@@ -297,8 +313,10 @@ class Poller:
             candidates.reverse()  # lists come newest first
         emitted: list[dict[str, Any]] = []
         queued: list[tuple[int, str]] = []  # (event id, item key) for the log
+        taken: list[dict[str, Any]] = []
         now = time.time()
         with self.store.tx() as db:
+            last_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0] if take else 0
             row = db.execute(
                 "SELECT initialized, cursor FROM triggers WHERE name = ?", (self.name,)
             ).fetchone()
@@ -325,11 +343,18 @@ class Poller:
                 "INSERT INTO seen (name, item, ord, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 new_seen,
             )
+            # taken: queued and claimed at once (``dispatching``, its first attempt)
+            status, attempts = ("dispatching", 1) if take else ("queued", 0)
             added = db.executemany(
-                "INSERT INTO events (source, account, trigger, dedupe, payload, status, received_at)"
-                " VALUES ('poll', ?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO events (source, account, trigger, dedupe, payload, status, attempts,"
+                f" received_at) VALUES ('poll', ?, ?, ?, ?, '{status}', {attempts}, ?)"
+                " ON CONFLICT DO NOTHING",
                 new_events,
             ).rowcount
+            if added > 0 and take:  # every event after last_id is this transaction's: the only writer
+                from connector.triggers.dispatch import take_inserted
+
+                taken = take_inserted(self.store, db, last_id, "poll", self.name, self.account, now)
             if added > 0 and log.isEnabledFor(logging.INFO):  # each event's id, for its log line
                 queued = self._event_ids(db, [e[2] for e in new_events], now)
             newest = max(filter(None, (c[2] for c in candidates)), default=None)
@@ -339,7 +364,7 @@ class Poller:
                 " requests = requests + ?, updated_at = ? WHERE name = ?",
                 (new_cursor, requests, now, self.name),
             )
-        self.prune()
+        self._prune_now_and_then(first)
         telemetry.inc("polls", trigger=self.manifest.id)
         if added > 0:
             telemetry.inc("events_emitted", added, source="poll")
@@ -347,7 +372,11 @@ class Poller:
             for event_id, key in queued:
                 with telemetry.bind(account=self.account, trigger=self.manifest.id, event_id=event_id):
                     log.info("event %s emitted: %s %s", event_id, self.spec["id"], short(key, 80))
-        return PollResult(emitted, requests, first)
+        if taken:  # each with its payload as queued, and parsed: the item itself
+            by_key = {e[2]: (e[3], item) for e, item in zip(new_events, emitted, strict=True)}
+            for event in taken:
+                event["payload_json"], event["payload"] = by_key[event["dedupe"]]
+        return PollResult(emitted, requests, first, taken)
 
     def _event_ids(self, db: Any, keys: list[str], received_at: float) -> list[tuple[int, str]]:
         """``(id, key)`` of the events this poll queued (for the log)."""
@@ -388,6 +417,17 @@ class Poller:
                 "; ".join(f"{p}: {m}" for p, m in report[:3]),
             )
         return item
+
+    def _prune_now_and_then(self, first: bool) -> None:
+        """Prune after a poll, at most every ``PRUNE_EVERY`` seconds: a prune reads every
+        seen key of the ledger, and keys becoming old enough to go (days old, and behind
+        the cursor, which excludes them anyway) can wait that long. Not after a first
+        poll: every key is this poll's."""
+        now = time.monotonic()
+        if first or (self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY):
+            return
+        self._pruned_at = now
+        self.prune()
 
     def prune(self) -> int:
         days = self.window_days

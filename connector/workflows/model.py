@@ -316,6 +316,8 @@ class _Checker:
             # a name the action does not take is wrong whatever its value: checked with
             # a stand-in value, which only additionalProperties judges
             literal.update((k, None) for k in dynamic if not _takes(schema, k))
+        if dynamic and schemas.proves_valid(literal, _without_given(schema, frozenset(dynamic))):
+            return  # nothing but what the expressions give is missing: no validator needed
         for ptr, msg in schemas.errors(literal, schema):
             if not ptr and any(msg.startswith(f"{k!r} is a required") for k in dynamic):
                 continue
@@ -701,3 +703,23 @@ def deprecations(doc: Document, catalog: Catalog) -> list[str]:
         for key in ("trigger", "steps"):
             visit(doc.data.get(key), f"/{key}")
     return found
+
+
+_RELAXED: dict[tuple[int, frozenset[str]], tuple[Any, dict[str, Any]]] = {}
+
+
+def _without_given(schema: dict[str, Any], given: frozenset[str]) -> dict[str, Any]:
+    """``schema`` as the literal inputs of a step must meet when ``given`` come from
+    expressions: those not required, no minProperties (what ``_literal_inputs`` leaves
+    out of the errors); the same object for the same schema and names."""
+    key = (id(schema), given)
+    found = _RELAXED.get(key)
+    if found is not None and found[0] is schema:
+        return found[1]
+    relaxed = {k: v for k, v in schema.items() if k != "minProperties"}
+    if isinstance(schema.get("required"), list):
+        relaxed["required"] = [r for r in schema["required"] if r not in given]
+    if len(_RELAXED) >= 1024:
+        _RELAXED.clear()
+    _RELAXED[key] = (schema, relaxed)
+    return relaxed

@@ -1178,7 +1178,22 @@ class Runner:
             bar.advance(failed=True) if bar else None
         stop = threading.Event()  # start no further items
         stop_on_error = step.get("on_error", "stop") == "stop"
-        fn = functools.partial(start_unit, ctx, run_id, stop)
+
+        def fn(unit: Unit) -> UnitResult:
+            """An item; one that stops the step sets ``stop`` at once, in its own thread,
+            so that no item queued behind it starts meanwhile."""
+            try:
+                return start_unit(ctx, run_id, stop, unit)
+            except _NotStarted:
+                raise
+            except (Interrupted, LeaseLost):
+                stop.set()
+                raise
+            except Exception as exc:
+                if stop_on_error or failure_kind(exc) == "interrupted":
+                    stop.set()
+                raise
+
         skipped: set[int] = set()
         cut: str | None = None  # why items were left for later: the run stops, or its lease was lost
         try:
