@@ -126,8 +126,11 @@ class Service:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
         say: Callable[[str], None] = lambda text: log.info("%s", text),
+        handler: Callable[[list[Workflow]], Callable[..., str | None]] | None = None,
     ):
         self.conn = conn
+        #: what runs an event's workflows: here (the default), or another engine's starter
+        self.handler = handler
         self.store = store
         self.clock = clock
         self.say = say
@@ -195,6 +198,8 @@ class Service:
                     "event %s: no workflow of this folder takes %s; left done", event["id"], event["trigger"]
                 )
                 return None
+            if self.handler is not None:
+                return self.handler(workflows)(trigger_id, payload, event)
             run = workflow_handler(self.conn, self.store, workflows, cancel=self.stopping)
             return run(trigger_id, payload, event)
 

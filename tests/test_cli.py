@@ -100,6 +100,7 @@ def test_a_cold_call_imports_only_what_it_needs(sandbox, tmp_path: Path) -> None
     neither PyYAML nor the "uri"/"date-time" libraries load for a call that needs none."""
     env = script_env(
         XDG_CACHE_HOME=str(tmp_path / "c"),
+        WILLO_STATE_DIR=str(tmp_path / "state"),  # not the machine's default store
         WILLO_BASE_URL=sandbox.base_url,
         WILLO_API_KEY=sandbox.api_key,
         WILLO_RATE_LIMIT="0",

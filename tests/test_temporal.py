@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.sandbox.seed import stable
 from tests.conftest import EXAMPLES, ROOT, TemporalWorker, _die_with_parent, script, script_env
+from tests.test_exactly_once import named
 
 BACKEND = stable("interview:Backend Engineer")
 
@@ -199,8 +200,7 @@ def test_a_try_that_surely_did_not_land_is_resent_even_without_a_lookup(
     sandbox, temporal_worker: TemporalWorker, tmp_path: Path, monkeypatch
 ) -> None:
     """create_interview has no reconcile lookup: after a 503 (not taken) the next
-    Temporal attempt sends it again, because the failed try said so in its heartbeat;
-    after a connection lost once sent it is not tried again, never resent blindly."""
+    Temporal attempt sends it again, because the failed try said so in its heartbeat."""
     wf = tmp_path / "wf.yaml"
     wf.write_text(
         "workflow: 1\nname: create\nsteps:\n  - id: make\n    use: willo.create_interview\n"
@@ -219,19 +219,144 @@ def test_a_try_that_surely_did_not_land_is_resent_even_without_a_lookup(
     titles = [i["title"] for i in sandbox.store.table("interviews").values()]
     assert titles.count("Temporal Engineer") == 1
     assert json.loads(r.stdout)["steps"][0]["retries"] == 1
-    seen[0], plan = 0, {1: "drop_after"}
-    r = invoke("run", str(wf), "--engine", "temporal", "--json")
-    assert r.exit_code == 1
-    result = json.loads(r.stdout)
-    assert result["status"] == "failed"
-    assert (
-        "not tried again: it may have landed, and willo.create_interview is not idempotent" in result["error"]
+
+
+WF_AMBIGUOUS = """\
+workflow: 1
+name: ambiguous
+steps:
+  - id: make
+    use: willo.create_interview
+    retry: {attempts: 3, backoff: 0.05}
+    with: {title: "{{ inputs.title }}"}
+  - id: check
+    use: willo.get_interview
+    with: {interview: "{{ steps.make.output.key }}"}
+inputs:
+  type: object
+  properties: {title: {type: string}}
+"""
+
+
+def _drop_next(sandbox) -> None:
+    """The next request Willo takes, its answer lost (the sandbox's fault plan)."""
+    r = requests.post(
+        f"{sandbox.base_url}/_sandbox/faults",
+        json={"next": ["drop_after"]},
+        headers={"Authorization": sandbox.api_key},
     )
-    assert (
-        "does not resend it" in result["error"] and "runs resolve" not in result["error"].split(";")[-1][:20]
+    assert r.status_code == 200, r.text
+
+
+def _blocked_run(sandbox, wf: Path, title: str, detach: bool = True) -> tuple[str, dict]:
+    """Start ``wf`` with its create's answer lost (detached, or waiting as a local run
+    does: it returns blocked, exit 1); wait until it waits."""
+    _drop_next(sandbox)
+    if detach:
+        r = invoke("run", str(wf), "--engine", "temporal", "--detach", "-i", f"title={title}")
+        assert r.exit_code == 0, r.stderr
+        run_id = r.stdout.strip()
+    else:
+        r = invoke("run", str(wf), "--engine", "temporal", "--json", "-i", f"title={title}")
+        assert r.exit_code == 1, r.output
+        result = json.loads(r.stdout)
+        assert result["status"] == "blocked" and result["steps"][0]["status"] == "blocked", result
+        assert "runs resolve" in result["error"], result
+        run_id = result["run_id"]
+
+    def shown() -> dict:
+        out = invoke("runs", "show", run_id, "--json")
+        return json.loads(out.stdout) if out.exit_code == 0 else {}
+
+    wait_for(lambda: shown().get("status") == "blocked", what="the run to wait for an operator")
+    return run_id, shown()
+
+
+def _result_of(run_id: str) -> dict:
+    """``runs show --json`` of ``run_id`` once it has finished."""
+    shown: list[dict] = [{}]
+
+    def over() -> bool:
+        out = invoke("runs", "show", run_id, "--json")
+        shown[0] = json.loads(out.stdout) if out.exit_code == 0 else {}
+        return shown[0].get("status") in ("succeeded", "failed")
+
+    wait_for(over, what=f"run {run_id} to finish")
+    return shown[0]
+
+
+def test_an_ambiguous_unit_waits_blocked_until_runs_resolve_settles_it(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path
+) -> None:
+    """As a local run: a create whose answer was lost, with no lookup, is never resent
+    blindly. On Temporal the run waits (not fails) with the unit blocked; `runs show`
+    says so and how to settle it; `runs resolve --sent --output-json` settles it with
+    what Willo shows and the run goes on to use that output."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF_AMBIGUOUS)
+    run_id, info = _blocked_run(sandbox, wf, "Blocked Role")
+    made = named(sandbox, "interviews", "title", "Blocked Role")
+    assert len(made) == 1  # it landed; its answer was lost
+    (waiting,) = info["waiting"]
+    assert (waiting["step"], waiting["item"], waiting["account"]) == ("make", -1, "default")
+    assert waiting["not_sent"] == f"willo-connector runs resolve {run_id} --step make --not-sent"
+    make = next(s for s in info["steps"] if s["id"] == "make")
+    assert make["status"] == "blocked" and "no reconcile lookup" in make["error"]
+    human = invoke("runs", "show", run_id)
+    assert "waiting for an operator: step make" in human.stdout and "--sent" in human.stdout
+    time.sleep(1.0)  # it waits, and sends nothing meanwhile
+    assert len(named(sandbox, "interviews", "title", "Blocked Role")) == 1
+    # refusals: one line each, the run unchanged
+    early = invoke("resume", run_id)
+    assert early.exit_code == 1 and "waits for an operator" in early.stderr and "runs resolve" in early.stderr
+    unknown = invoke("runs", "resolve", run_id, "--step", "nope", "--sent")
+    assert unknown.exit_code == 1 and "nope" in unknown.stderr and "Traceback" not in unknown.output
+    item = invoke("runs", "resolve", run_id, "--step", "make", "--item", "2", "--not-sent")
+    assert item.exit_code == 1 and "not a foreach" in item.stderr
+    bare = invoke("runs", "resolve", run_id, "--step", "make", "--sent")
+    assert bare.exit_code == 1 and "--output-json" in bare.stderr
+    wrong = invoke("runs", "resolve", run_id, "--step", "make", "--sent", "--output-json", '{"key": 5}')
+    assert wrong.exit_code == 1 and "/key" in wrong.stderr
+    real = sandbox.app.interview_out(made[0])
+    settled = invoke("runs", "resolve", run_id, "--step", "make", "--sent", "--output-json", json.dumps(real))
+    assert settled.exit_code == 0, settled.output
+    assert "settled as sent" in settled.stdout
+    result = _result_of(run_id)
+    assert result["status"] == "succeeded", result
+    assert result["steps"][1]["output"]["key"] == made[0]["key"]
+    assert len(named(sandbox, "interviews", "title", "Blocked Role")) == 1  # never resent
+    again = invoke("runs", "resolve", run_id, "--step", "make", "--not-sent")
+    assert again.exit_code == 1 and "is over" in again.stderr
+    shown = json.loads(invoke("runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "succeeded" and shown["waiting"] == []
+
+
+def test_not_sent_sends_the_waiting_unit_again_and_the_run_goes_on(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path
+) -> None:
+    """The operator checked Willo and the create is not there: `--not-sent` (as
+    JSON, through the installed script too) sends it again, once."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF_AMBIGUOUS)
+    run_id, _info = _blocked_run(sandbox, wf, "Lost Role", detach=False)
+    for row in named(sandbox, "interviews", "title", "Lost Role"):
+        del sandbox.store.table("interviews")[row["key"]]  # it is not in Willo
+    proc = subprocess.run(
+        [*script(), "runs", "resolve", run_id, "--step", "make", "--not-sent", "--json"],
+        env=script_env(**{k: v for k, v in os.environ.items() if k.startswith("WILLO_")}),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    titles = [i["title"] for i in sandbox.store.table("interviews").values()]
-    assert titles.count("Temporal Engineer") == 2  # the one that landed, once
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)
+    assert done["status"] == "not sent" and done["engine"] == "temporal"
+    result = _result_of(run_id)
+    assert result["status"] == "succeeded", result
+    made = named(sandbox, "interviews", "title", "Lost Role")
+    assert len(made) == 1 and result["steps"][1]["output"]["key"] == made[0]["key"]
+    twice = invoke("runs", "resolve", run_id, "--step", "make", "--not-sent")
+    assert twice.exit_code == 1
 
 
 # --------------------------------------------------------------------------- 5. deliveries
@@ -621,6 +746,42 @@ def test_a_poller_on_temporal_is_one_workflow_with_a_durable_cursor(
         asyncio.run(_terminate(settings, poller))
 
 
+def test_a_stopped_poller_hands_its_cursor_to_the_next(
+    sandbox, temporal_worker: TemporalWorker, temporal_env: str, tmp_path: Path
+) -> None:
+    """The poller's `stop` signal ends it after the poll in hand with its ledger; the
+    next `poll` starts from that ledger: what came meanwhile runs once, what it had
+    seen does not run again."""
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+    from tests.test_triggers import invite
+
+    wf = tmp_path / "new.yaml"
+    wf.write_text(WF_NEW)
+    settings = TemporalSettings.from_env()
+    args = ("poll", "willo.new_participant", "--engine", "temporal", "--run", str(wf), "--interval", "1")
+    first = invoke(*args, "--json")
+    assert first.exit_code == 0, first.stderr
+    poller = json.loads(first.stdout)["poller"]
+    wait_for(lambda: asyncio.run(_polls(settings, poller)) >= 1, what="the first poll")
+    invite(sandbox, "before-stop@example.com")
+    wait_for(lambda: len(asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))) == 1)
+
+    async def stop() -> dict:
+        client = await tc.connect(settings)
+        handle = client.get_workflow_handle(poller)
+        await handle.signal("stop")
+        return await handle.result()
+
+    ended = asyncio.run(stop())
+    assert ended["stopped"] is True and ended["ledger"]
+    invite(sandbox, "while-stopped@example.com")
+    again = invoke(*args, "--once", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["runs_started"] == 1  # only the one that came meanwhile
+    assert len(asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))) == 2
+
+
 def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, tmp_path: Path) -> None:
     wf = tmp_path / "w.yaml"
     wf.write_text(
@@ -633,3 +794,484 @@ def test_inputs_over_the_payload_limit_are_one_line(sandbox, temporal_env: str, 
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("error: Temporal did not start the run: ")
     assert "over the cluster's payload limit" in r.stderr and "split the inputs" in r.stderr
+
+
+def test_two_operators_settling_one_unit_at_once_one_wins(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path
+) -> None:
+    """Two `runs resolve --sent` of one waiting unit at once (two processes): one
+    settles it, the other is refused in one line; the run goes on once."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF_AMBIGUOUS)
+    run_id, _info = _blocked_run(sandbox, wf, "Raced Role")
+    (made,) = named(sandbox, "interviews", "title", "Raced Role")
+    real = json.dumps(sandbox.app.interview_out(made))
+    env = script_env(**{k: v for k, v in os.environ.items() if k.startswith("WILLO_")})
+    args = [*script(), "runs", "resolve", run_id, "--step", "make", "--sent", "--output-json", real]
+    procs = [
+        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _out, _err in outs)
+    assert codes == [0, 1], outs
+    (refused,) = [err for code, _out, err in outs if code == 1]
+    assert "Traceback" not in refused and len(refused.strip().splitlines()) == 1, refused
+    result = _result_of(run_id)
+    assert result["status"] == "succeeded" and len(named(sandbox, "interviews", "title", "Raced Role")) == 1
+
+
+def test_a_local_run_is_settled_locally_whatever_the_default_engine(sandbox, tmp_path: Path) -> None:
+    """WILLO_ENGINE=temporal is only the default: a run the local store has is settled
+    in the local store (no Temporal cluster is asked)."""
+    from connector.state.store import StateStore
+    from connector.workflows.model import load
+    from connector.workflows.runtime import Connector
+    from tests.test_exactly_once import ONE_DEPT, write
+
+    wf_path = write(tmp_path, ONE_DEPT)
+    store = StateStore()
+    conn = Connector()
+    wf = load(wf_path, conn.catalog)
+    run_id = store.new_run(wf.path, wf.name, wf.text, {}, None, {})
+    store.mark_unit(run_id, "dept", -1, "willo.create_department", "sending", inputs={"name": "Ops"})
+    conn.call("willo.create_department", {"name": "Ops"})
+    settled = invoke("runs", "resolve", run_id, "--step", "dept", "--sent", WILLO_ENGINE="temporal")
+    assert settled.exit_code == 0, settled.output
+    assert store.units(run_id)[("dept", -1)]["status"] == "succeeded"
+
+
+WF_FOREACH_AMBIGUOUS = """\
+workflow: 1
+name: roles
+steps:
+  - id: make
+    use: willo.create_interview
+    foreach: "{{ ['Role A', 'Role B', 'Role C'] }}"
+    concurrency: 1
+    with: {title: "{{ item }}"}
+"""
+
+
+def test_a_waiting_foreach_item_holds_the_next_under_on_error_stop_and_survives_its_workers(
+    sandbox, temporal_env: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Item 1's answer is lost: it waits, item 2 does not start (on_error: stop), and
+    the wait outlives every worker (stopped, a new one started). `--item` is required
+    and checked; `--item 1 --not-sent` sends it again and the run finishes the rest."""
+    seen = [0]
+
+    def next_fault() -> str | None:
+        seen[0] += 1
+        return "drop_after" if seen[0] == 2 else None
+
+    monkeypatch.setattr(sandbox.app.faults, "next", next_fault)
+    wf = tmp_path / "roles.yaml"
+    wf.write_text(WF_FOREACH_AMBIGUOUS)
+    worker = TemporalWorker()
+    try:
+        r = invoke("run", str(wf), "--engine", "temporal", "--detach")
+        assert r.exit_code == 0, r.stderr
+        run_id = r.stdout.strip()
+
+        def shown() -> dict:
+            out = invoke("runs", "show", run_id, "--json")
+            return json.loads(out.stdout) if out.exit_code == 0 else {}
+
+        wait_for(lambda: shown().get("status") == "blocked", what="item 1 to wait")
+        assert [w["item"] for w in shown()["waiting"]] == [1]
+    finally:
+        worker.stop()
+
+    def titles() -> list[str]:
+        interviews = sandbox.store.table("interviews").values()
+        return sorted(i["title"] for i in interviews if i["title"].startswith("Role "))
+
+    assert titles() == ["Role A", "Role B"]  # Role C never started
+    worker = TemporalWorker()  # every worker was gone; the run still waits
+    try:
+        bare = invoke("runs", "resolve", run_id, "--step", "make", "--not-sent")
+        assert bare.exit_code == 1 and "give --item N (items to settle: 1)" in bare.stderr
+        done = invoke("runs", "resolve", run_id, "--step", "make", "--item", "0", "--not-sent")
+        assert done.exit_code == 1 and "item 0 is succeeded; nothing to settle" in done.stderr
+        for key, row in list(sandbox.store.table("interviews").items()):
+            if row["title"] == "Role B":
+                del sandbox.store.table("interviews")[key]  # the operator checked: not in Willo
+        settled = invoke("runs", "resolve", run_id, "--step", "make", "--item", "1", "--not-sent")
+        assert settled.exit_code == 0, settled.output
+        result = _result_of(run_id)
+        assert result["status"] == "succeeded", result
+        assert titles() == ["Role A", "Role B", "Role C"]
+    finally:
+        worker.stop()
+
+
+# --------------------------------------------------------------------------- two accounts
+
+WF_TWO_ACCOUNTS = """\
+workflow: 1
+name: two-accounts
+steps:
+  - id: on_a
+    use: willo.list_languages
+    connection: a
+    foreach: "{{ [1, 2, 3, 4, 5, 6, 7, 8] }}"
+    concurrency: 8
+    with: {page: 1, page_size: "{{ item }}"}
+  - id: on_b
+    use: willo.list_languages
+    connection: b
+    foreach: "{{ [1, 2, 3, 4, 5, 6, 7, 8] }}"
+    concurrency: 8
+    with: {page: 1, page_size: "{{ item }}"}
+"""
+
+
+def test_two_connections_on_temporal_each_on_its_own_queue_and_budget(
+    temporal_env: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A config file with two accounts (two sandboxes throttling at 4/s; each
+    connection's limit 3/s, the slack a loaded machine's round trips need): a run
+    whose steps name one each puts each account's units on that account's task queue,
+    each request through that account's budget workflow with its connection's limits,
+    and neither sandbox answers a 429 to 8 requests sent 8 at a time."""
+    from connector import connections
+    from connector.engines.temporal import TemporalSettings, accounts
+    from connector.engines.temporal import client as tc
+    from connector.sandbox import Sandbox, SandboxOptions
+    from tests.test_accounts_e2e import KEY_A, KEY_B
+
+    boxes = {
+        "a": Sandbox(SandboxOptions(api_key=KEY_A, rate_limit=(4, 0))).start(),
+        "b": Sandbox(SandboxOptions(api_key=KEY_B, rate_limit=(4, 0))).start(),
+    }
+    quota = {"a": 1000, "b": 2000}  # each connection's own daily quota reaches its budget
+    config = tmp_path / "connections.yaml"
+    config.write_text(
+        "connections:\n"
+        + "".join(
+            f'  {n}: {{base_url: "{box.base_url}", api_key_env: KEY_{n.upper()}, rate_limit: "3/0", '
+            f"daily_quota: {quota[n]}}}\n"
+            for n, box in boxes.items()
+        )
+    )
+    monkeypatch.setenv("WILLO_CONFIG", str(config))
+    monkeypatch.setenv("KEY_A", KEY_A)
+    monkeypatch.setenv("KEY_B", KEY_B)
+    worker = None
+    try:
+        worker = TemporalWorker(accounts.fleet_of(connections.load(), ["a", "b"]), accounts=["a", "b"])
+        wf = tmp_path / "two.yaml"
+        wf.write_text(WF_TWO_ACCOUNTS)
+        r = invoke("run", str(wf), "--engine", "temporal", "--json", "-c", "a")
+        assert r.exit_code == 0, r.stderr
+        result = json.loads(r.stdout)
+        assert result["status"] == "succeeded"
+        settings = TemporalSettings.from_env()
+
+        async def queues() -> dict[str, set[str]]:
+            client = await tc.connect(settings)
+            found: dict[str, set[str]] = {}
+            async for event in client.get_workflow_handle(result["run_id"]).fetch_history_events():
+                attrs = event.activity_task_scheduled_event_attributes
+                if event.HasField("activity_task_scheduled_event_attributes") and (
+                    attrs.activity_type.name == "willo.unit"
+                ):
+                    step = json.loads(attrs.input.payloads[0].data)["unit"]["step"]
+                    found.setdefault(step, set()).add(attrs.task_queue.name)
+            return found
+
+        assert asyncio.run(queues()) == {
+            "on_a": {settings.unit_queue("a")},
+            "on_b": {settings.unit_queue("b")},
+        }
+        for name, box in boxes.items():
+            usage = asyncio.run(_query(settings, settings.budget_id(name), "usage"))
+            assert usage["used"] == 8 and usage["limits"] == [3, 0, quota[name]], (name, usage)
+            assert box.app.stats()["by_status"] == {"200": 8}, (name, box.app.stats())  # zero 429s
+        # a poller of connection b polls b (its own workflow id, on b's queue), not a
+        new = tmp_path / "new.yaml"
+        new.write_text(WF_NEW)
+        polled = invoke(
+            "poll",
+            "willo.new_participant",
+            "--engine",
+            "temporal",
+            "--run",
+            str(new),
+            "-c",
+            "b",
+            "--once",
+            "--json",
+        )
+        assert polled.exit_code == 0, polled.stderr
+        assert json.loads(polled.stdout)["poller"] == settings.poller_id(
+            "b", "willo.new_participant", {}, "on-new"
+        )
+        assert boxes["a"].app.stats()["requests"] == 8 and boxes["b"].app.stats()["requests"] > 8
+        unknown = invoke(
+            "poll", "willo.new_participant", "--engine", "temporal", "--run", str(new), "-c", "nope"
+        )
+        assert unknown.exit_code != 0 and "unknown connection 'nope'" in unknown.stderr
+    finally:
+        if worker is not None:
+            worker.stop()
+        for box in boxes.values():
+            box.stop()
+
+
+# --------------------------------------------------------------------------- rerun and resume
+
+WF_RERUN = """\
+workflow: 1
+name: rerun-me
+inputs:
+  type: object
+  properties: {who: {type: string}}
+steps:
+  - id: dept
+    use: willo.create_department
+    with: {name: Rerun Dept}
+  - id: who
+    use: willo.get_participant
+    with: {participant: "{{ inputs.who }}"}
+"""
+
+
+def test_rerun_and_resume_of_a_failed_temporal_run(
+    sandbox, temporal_worker: TemporalWorker, tmp_path: Path
+) -> None:
+    """A run fails on its second step (the participant is gone: a 404, not retried).
+    `rerun --failed` and `resume` start a new Temporal run linked to it that reuses the
+    department made (not created again) and runs the failed step; `rerun` runs it all
+    again from the same file and inputs."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WF_RERUN)
+    ada = stable("participant:ada@example.com")
+    table = sandbox.store.table("participants")
+
+    def failed_run() -> str:
+        saved = table.pop(ada)
+        try:
+            r = invoke("run", str(wf), "--engine", "temporal", "--json", "-i", f"who={ada}")
+        finally:
+            table[ada] = saved
+        assert r.exit_code == 1, r.output
+        result = json.loads(r.stdout)
+        assert result["status"] == "failed" and result["run_id"].startswith(
+            os.environ["WILLO_TEMPORAL_TASK_QUEUE"]
+        )
+        return result["run_id"]
+
+    def depts() -> int:
+        return len(named(sandbox, "departments", "name", "Rerun Dept"))
+
+    first = failed_run()
+    assert depts() == 1
+    again = invoke("rerun", first, "--failed", "--json")
+    assert again.exit_code == 0, again.output
+    result = json.loads(again.stdout)
+    assert result["status"] == "succeeded" and result["run_id"] != first
+    assert result["steps"][1]["output"]["key"] == ada
+    assert depts() == 1  # reused, not created again
+    shown = json.loads(invoke("runs", "show", result["run_id"], "--json").stdout)
+    assert shown["rerun_of"] == first and shown["engine"] == "temporal"
+    nothing = invoke("rerun", result["run_id"], "--failed")
+    assert nothing.exit_code == 1 and "nothing failed" in nothing.stderr
+
+    second = failed_run()
+    assert depts() == 2
+    resumed = invoke("resume", second, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["status"] == "succeeded" and depts() == 2
+
+    whole = invoke("rerun", first, "--json")  # all of it, from the same file and inputs
+    assert whole.exit_code == 0, whole.output
+    assert json.loads(whole.stdout)["status"] == "succeeded" and depts() == 3
+
+
+# --------------------------------------------------------------------------- serve on Temporal
+
+WF_NIGHTLY = """\
+workflow: 1
+name: nightly
+trigger:
+  use: schedule
+  with: {cron: "0 3 * * *", timezone: Europe/Paris, catch_up: false}
+steps:
+  - id: mark
+    use: willo.create_department
+    with: {name: "nightly {{ trigger.timezone }} {{ trigger.missed }} {{ trigger.scheduled_at[:4] }}"}
+"""
+
+WF_NEW_FAST = WF_NEW.replace("{use: willo.new_participant}", "{use: willo.new_participant, interval: 1}")
+
+
+class ServeProcess:
+    """``willo-connector serve DIR --engine temporal`` as a subprocess (a machine of its own)."""
+
+    def __init__(self, sandbox, home: Path, directory: Path, temporal_env: str):
+        env = script_env(
+            WILLO_BASE_URL=sandbox.base_url,
+            WILLO_API_KEY=sandbox.api_key,
+            WILLO_RATE_LIMIT="0",
+            WILLO_STATE_DIR=str(home / "state"),
+            XDG_CACHE_HOME=str(home / "cache"),
+            WILLO_TEMPORAL_ADDRESS=os.environ["WILLO_TEMPORAL_ADDRESS"],
+            WILLO_TEMPORAL_TASK_QUEUE=temporal_env,
+        )
+        self.proc = subprocess.Popen(
+            [*script(), "serve", str(directory), "--engine", "temporal", "--port", "0", "--no-subscribe"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            self.lines.append(line)
+            if "SIGTERM or Ctrl-C stops" in line:
+                return
+            assert self.proc.poll() is None, "".join(self.lines) + self.proc.stderr.read()
+        raise AssertionError("serve did not start: " + "".join(self.lines))
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
+        return "".join(self.lines) + err
+
+
+def test_two_serves_on_temporal_make_one_schedule_and_one_poller_each_item_runs_once(
+    sandbox, temporal_worker: TemporalWorker, temporal_env: str, tmp_path: Path
+) -> None:
+    """Two `serve --engine temporal` of one folder (two machines): one Temporal
+    Schedule and one poller between them; each new participant starts one run however
+    many polls see it; a scheduled time starts one run whose trigger event is the
+    local scheduler's."""
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+    from tests.test_triggers import invite
+
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "nightly.yaml").write_text(WF_NIGHTLY)
+    (folder / "new.yaml").write_text(WF_NEW_FAST)
+    settings = TemporalSettings.from_env()
+    serves = []
+    try:
+        for n in (1, 2):
+            home = tmp_path / f"machine{n}"
+            home.mkdir()
+            serves.append(ServeProcess(sandbox, home, folder, temporal_env))
+        said = "".join(serves[0].lines) + "".join(serves[1].lines)
+        sid = settings.schedule_id("default", "nightly")
+        assert said.count(f"nightly on Temporal ({sid}, created)") == 1
+        assert said.count(f"nightly on Temporal ({sid}, updated)") == 1
+        assert said.count(", started)") == 1 and said.count("polling already; updated)") == 1
+
+        async def schedules() -> list[str]:
+            client = await tc.connect(settings)
+            return [s.id async for s in await client.list_schedules() if s.id.startswith(f"{temporal_env}-")]
+
+        assert asyncio.run(schedules()) == [sid]
+        poller = settings.poller_id("default", "willo.new_participant", {}, "on-new")
+        wait_for(lambda: asyncio.run(_polls(settings, poller)) >= 1, what="the first poll")
+        for e in ("s1@example.com", "s2@example.com"):
+            invite(sandbox, e)
+
+        def done() -> list[tuple[str, str]]:
+            return [
+                r
+                for r in asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))
+                if r[1] == "COMPLETED"
+            ]
+
+        wait_for(lambda: len(done()) == 2, what="a run per new participant")
+
+        async def trigger() -> None:
+            client = await tc.connect(settings)
+            await client.get_schedule_handle(sid).trigger()
+
+        asyncio.run(trigger())
+        wait_for(
+            lambda: [
+                d for d in sandbox.store.table("departments").values() if d["name"].startswith("nightly")
+            ],
+            what="the scheduled run",
+        )
+        time.sleep(2.5)  # more polls see the same participants; nothing more starts
+        assert len(asyncio.run(_runs_with_prefix(settings, f"{temporal_env}-event-"))) == 2
+        (made,) = [d for d in sandbox.store.table("departments").values() if d["name"].startswith("nightly")]
+        assert made["name"].startswith("nightly Europe/Paris False 20"), made["name"]
+    finally:
+        errs = [s.stop() for s in serves]
+        asyncio.run(_cleanup(settings, temporal_env))
+    assert all("Traceback" not in e and "serve: stopped" in e for e in errs), errs
+
+
+async def _polls(settings, wf_id: str) -> int:
+    """Polls a poller workflow has made (completed ``willo.poll`` activities)."""
+    from connector.engines.temporal import client as tc
+
+    client = await tc.connect(settings)
+    found = 0
+    async for event in client.get_workflow_handle(wf_id).fetch_history_events():
+        found += event.HasField("activity_task_completed_event_attributes")
+    return found
+
+
+async def _cleanup(settings, prefix: str) -> None:
+    """Delete the test's schedules and end its pollers (they live on the server)."""
+    from connector.engines.temporal import client as tc
+
+    client = await tc.connect(settings)
+    async for s in await client.list_schedules():
+        if s.id.startswith(f"{prefix}-"):
+            await client.get_schedule_handle(s.id).delete()
+    for wf_id, status in await _runs_with_prefix(settings, f"{prefix}-poll-"):
+        if status == "RUNNING":
+            await _terminate(settings, wf_id)
+
+
+def test_a_schedule_is_created_once_then_updated_to_the_file_as_it_is(
+    temporal_env: str, tmp_path: Path
+) -> None:
+    """ensure_schedule: the first call creates the one schedule of the workflow on the
+    account (catch_up by default: the latest missed time, once), a second one updates
+    it to the file as it is now (its cron, its zone, catch_up: false)."""
+    from datetime import timedelta
+
+    from temporalio.client import ScheduleOverlapPolicy
+
+    from connector.catalog.index import get_catalog
+    from connector.engines.temporal import TemporalSettings
+    from connector.engines.temporal import client as tc
+    from connector.workflows.model import load
+
+    settings = TemporalSettings.from_env()
+    path = tmp_path / "nightly.yaml"
+    path.write_text(WF_NIGHTLY.replace(", catch_up: false", ""))
+    first = load(path, get_catalog())
+    path.write_text(WF_NIGHTLY.replace("0 3 * * *", "30 6 * * 1-5").replace("Europe/Paris", "Asia/Tokyo"))
+    second = load(path, get_catalog())
+
+    async def go() -> list:
+        client = await tc.connect(settings)
+        made = await tc.ensure_schedule(client, settings, first, "default", str(tmp_path))
+        before = await client.get_schedule_handle(made[0]).describe()
+        again = await tc.ensure_schedule(client, settings, second, "default", str(tmp_path))
+        after = await client.get_schedule_handle(made[0]).describe()
+        await client.get_schedule_handle(made[0]).delete()
+        return [made, again, before.schedule, after.schedule]
+
+    made, again, before, after = asyncio.run(go())
+    assert made == (settings.schedule_id("default", "nightly"), True) and again == (made[0], False)
+    assert before.policy.catchup_window == timedelta(days=365)
+    assert before.policy.overlap == ScheduleOverlapPolicy.BUFFER_ONE
+    assert before.spec.time_zone_name == "Europe/Paris"
+    assert after.spec.time_zone_name == "Asia/Tokyo" and after.policy.catchup_window == timedelta(seconds=10)
+    assert after.spec != before.spec

@@ -504,6 +504,9 @@ def test_sigkill_after_2xx_then_restart_processes_the_event(sandbox, tmp_path: P
     wait_for(
         lambda: store.query("SELECT COUNT(*) AS n FROM events WHERE status = 'dispatching'")[0]["n"] == 1
     )
+    # killed once its run's request is out (on a loaded machine the event can be taken
+    # well before its run is written: a kill then would leave no run to resume)
+    wait_for(lambda: store.query("SELECT COUNT(*) AS n FROM units WHERE status = 'sending'")[0]["n"] == 1)
     lp.stop(signal.SIGKILL)
     hooks = requests.get(sandbox.base_url + "/webhooks/", headers={"Authorization": sandbox.api_key}).json()
     first_key = hooks["results"][0]["key"]

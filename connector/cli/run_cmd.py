@@ -530,9 +530,13 @@ def _describe_temporal_run(run_id: str) -> dict[str, Any]:
             output = whole[item] if isinstance(whole, list) and item < len(whole) else None
         else:
             output = outputs.get(step)
+        status = row.get("status")
+        if status == "failed" and row.get("landing"):  # it may have landed (or did): as a local journal says
+            status = row["landing"]
         rows.setdefault(step, []).append(
             {
                 **row,
+                "status": status,
                 "item": item,
                 "tries": row.get("tries") or 0,
                 "output": json.dumps(output),
@@ -559,6 +563,9 @@ def _describe_temporal_run(run_id: str) -> dict[str, Any]:
     ]
     started, finished = data["started_at"], data["finished_at"]
     status = result.get("status") or data["execution"]
+    waiting = [_waiting_entry(run_id, w) for w in (data.get("waiting") or {}).values()]
+    if waiting:
+        status = "blocked"  # running, and waiting for an operator
     return scrub_value(
         {
             "id": run_id,
@@ -567,8 +574,9 @@ def _describe_temporal_run(run_id: str) -> dict[str, Any]:
             "file": data["file"],
             "status": status,
             "error": result.get("error"),
+            "waiting": waiting,
             "attempts": 1,
-            "rerun_of": None,
+            "rerun_of": result.get("rerun_of") or data.get("rerun_of"),
             "started_at": _when(started),
             "finished_at": _when(finished),
             "duration_s": round(finished - started, 3) if finished and started else None,
@@ -577,6 +585,24 @@ def _describe_temporal_run(run_id: str) -> dict[str, Any]:
             "steps": out_steps,
         }
     )
+
+
+def _waiting_entry(run_id: str, w: dict[str, Any]) -> dict[str, Any]:
+    """A unit a Temporal run waits on, and the commands that settle it."""
+    item = int(w["item"])
+    base = f"willo-connector runs resolve {run_id} --step {w['step']}" + (
+        f" --item {item}" if item >= 0 else ""
+    )
+    return {
+        "step": w["step"],
+        "item": item,
+        "label": w.get("label") or "",
+        "action": w["action"],
+        "account": w["account"],
+        "error": w["error"],
+        "sent": f"{base} --sent",
+        "not_sent": f"{base} --not-sent",
+    }
 
 
 def _unit_dict(u: Any) -> dict[str, Any]:
@@ -655,6 +681,11 @@ def _print_run(info: dict[str, Any]) -> None:
     if info["error"]:
         echo(f"  error: {info['error']}")
     echo("  steps:")
+    for w in info.get("waiting") or []:
+        where = f"step {w['step']}" + (f" {w['label'] or 'item ' + str(w['item'])}" if w["item"] >= 0 else "")
+        echo(f"  waiting for an operator: {where} ({w['action']}, account {w['account']}): {w['error']}")
+        echo(f"    check Willo, then: {w['sent']} [--output-json JSON]")
+        echo(f"                  or: {w['not_sent']}")
     for step in info["steps"]:
         took = f"{step['duration_s']}s" if step.get("duration_s") is not None else ""
         if "items" in step:
@@ -686,6 +717,7 @@ def _print_run(info: dict[str, Any]) -> None:
     "action's output schema). Default: the 2xx body kept when it was sent, else the action's "
     "reconcile lookup.",
 )
+@engine_option
 @state_dir_option
 @json_option
 def resolve(
@@ -694,10 +726,13 @@ def resolve(
     item: int | None,
     sent: bool | None,
     output_json: str | None,
+    engine: str,
     state_dir: str | None,
     as_json: bool,
 ) -> None:
-    """Settle a unit that may have been sent (after checking Willo), so `resume` can go on."""
+    """Settle a unit that may have been sent (after checking Willo), so `resume` can go
+    on. A Temporal run (an id such as willo-run-..., or --engine temporal) waits for
+    this and goes on by itself."""
     import json
 
     from connector.cli.context import connector_for
@@ -717,6 +752,9 @@ def resolve(
         except (ValueError, RecursionError) as exc:
             raise InputError(f"--output-json: not JSON ({str(exc)[:80]})") from None
     store = StateStore(state_dir)
+    if _on_temporal(store, run_id, engine):
+        _resolve_on_temporal(run_id, step, item, sent, output, as_json)
+        return
     row = _find_run(store, run_id)
     with connector_for(connection=_run_connection(row), store=store) as conn:
         done = settle(
@@ -742,12 +780,41 @@ def resolve(
         click.echo(f"continue with: willo-connector resume {row['id']}")
 
 
+def _on_temporal(store: Any, run_id: str, engine: str) -> bool:
+    """Is ``run_id`` a Temporal run: no local run has it, and ``--engine temporal``
+    (or ``WILLO_ENGINE``) says so or its id does? A local run stays local whatever the
+    default engine is."""
+    from connector.engines.temporal import looks_like_run_id
+
+    if store.find_run(run_id):
+        return False
+    return engine == "temporal" or looks_like_run_id(run_id)
+
+
+def _resolve_on_temporal(
+    run_id: str, step: str, item: int | None, sent: bool, output: Any, as_json: bool
+) -> None:
+    """Settle the unit a Temporal run waits on; the run goes on by itself."""
+    from connector.engines.temporal import client as tc
+
+    done = _temporal(lambda client, _settings: tc.resolve(client, run_id, step, item, sent, output))
+    done = {"run_id": run_id, "engine": "temporal", **done}
+    if as_json:
+        emit_json(done)
+        return
+    where = f"step {step}" + (f" item {done['item']}" if done["item"] != -1 else "")
+    click.echo(f"run {run_id}: {where} settled as {done['status']}; the run goes on")
+    click.echo(f"follow it with: willo-connector runs show {run_id}")
+
+
 @click.command()
 @click.argument("run_id")
 @state_dir_option
 @json_option
 def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
-    """Continue RUN_ID without resending any step or item that completed."""
+    """Continue RUN_ID without resending any step or item that completed. A failed
+    Temporal run goes on in a new run linked to it (as `rerun --failed`); a running one
+    goes on by itself (see `runs resolve`)."""
     import json
 
     from connector.cli.context import connector_for
@@ -759,6 +826,12 @@ def resume(run_id: str, state_dir: str | None, as_json: bool) -> None:
     from connector.workflows.runner import Runner
 
     store = StateStore(state_dir)
+    if _on_temporal(store, run_id, "local"):
+        # a running one goes on by itself (a lost worker's units go to another; a unit that
+        # may have landed waits for `runs resolve`); a finished one cannot be reopened, so
+        # what failed runs again in a new run linked to it, as `rerun --failed`
+        _rerun_on_temporal(run_id, True, as_json)
+        return
     row = _find_run(store, run_id)
     if row["status"] == "succeeded":
         raise ConnectorError(f"run {row['id']} already succeeded; nothing to resume")
@@ -799,6 +872,9 @@ def rerun(run_id: str, only_failed: bool, state_dir: str | None, as_json: bool) 
     from connector.workflows.runner import Runner
 
     store = StateStore(state_dir)
+    if _on_temporal(store, run_id, "local"):
+        _rerun_on_temporal(run_id, only_failed, as_json)
+        return
     row = _find_run(store, run_id)
     status = _status(row, store)
     if status in ("running", "interrupted"):
@@ -827,3 +903,35 @@ def rerun(run_id: str, only_failed: bool, state_dir: str | None, as_json: bool) 
             reuse=only_failed,
         )
     _report(result, as_json)
+
+
+def _rerun_on_temporal(run_id: str, only_failed: bool, as_json: bool) -> None:
+    """A finished Temporal run again, as a new Temporal run linked to it; with
+    ``--failed``, reusing what succeeded and settling first what may have landed."""
+    import asyncio
+
+    from connector.cli.temporal_cmd import temporal_settings
+    from connector.errors import ConnectorError
+
+    settings = temporal_settings()
+    from connector.engines.temporal import client as tc
+
+    async def go() -> Any:
+        client = await tc.connect(settings)
+        request, journal = await tc.rerun_source(client, run_id)
+        if only_failed and not tc.needs_rerun(journal):
+            raise ConnectorError(f"run {run_id}: nothing failed; nothing to run again")
+        req = tc.rerun_request(request, journal, run_id, only_failed)
+        handle = await tc.start_run(client, settings, req)
+        _announce(handle.id)
+        try:
+            return await tc.wait(handle)
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+
+    try:
+        result = asyncio.run(go())
+    except KeyboardInterrupt:
+        click.echo("stopped waiting; the run goes on on Temporal (willo-connector runs show ID)", err=True)
+        raise SystemExit(130) from None
+    _report(result, as_json, engine="temporal")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from connector.cli.common import connection_option, say
-from connector.cli.run_cmd import state_dir_option
+from connector.cli.run_cmd import engine_option, state_dir_option
 
 
 @click.command()
@@ -25,6 +25,7 @@ from connector.cli.run_cmd import state_dir_option
     help="Serve /health, /ready and /metrics on this port (they are on the receiver's port as well).",
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port.")
+@engine_option
 @connection_option
 @state_dir_option
 def serve(
@@ -35,6 +36,7 @@ def serve(
     no_subscribe: bool,
     metrics_port: int | None,
     metrics_host: str,
+    engine: str,
     connection: str | None,
     state_dir: str | None,
 ) -> None:
@@ -48,6 +50,13 @@ def serve(
     READY and pings the watchdog from its own probes. --connection names the account
     polled and whose webhooks are received (and the workflows' connection unless they
     name one).
+
+    With --engine temporal, schedules are Temporal Schedules and polling triggers
+    Temporal pollers (one per account and workflow, however many serve processes
+    run, here or on other machines: a time or an item never starts two runs); serve
+    creates or updates them at start, and each webhook delivery starts a Temporal run.
+    `willo-connector worker` processes run them all. Stopping serve leaves them on
+    Temporal.
     """
     from connector.cli.context import connector_for
     from connector.errors import ConnectorError
@@ -65,7 +74,11 @@ def serve(
         receiver = Receiver(
             host, port, public_url, not no_subscribe, webhook_secret(), metrics_port, metrics_host
         )
-        service = Service(conn, store, workflows, receiver=receiver, say=say)
+        starter = None
+        handler = None
+        if engine == "temporal":
+            starter, handler, workflows = _on_temporal(conn, workflows, directory)
+        service = Service(conn, store, workflows, receiver=receiver, say=say, handler=handler)
 
         def stop(signum: int, _frame: Any) -> None:
             say("serve: stopping")
@@ -87,4 +100,62 @@ def serve(
             if notifier is not None:
                 notifier.stop()
             service.shutdown()
+            if starter is not None:
+                starter.close()
         say("serve: stopped")
+
+
+def _on_temporal(conn: Any, workflows: list[Any], directory: str) -> tuple[Any, Any, list[Any]]:
+    """Create or update the folder's schedules and pollers on Temporal; ``(starter, the
+    webhook handler that starts Temporal runs, the workflows left to serve here: the
+    webhook ones)``."""
+    from connector.cli.temporal_cmd import temporal_settings
+
+    settings = temporal_settings()
+    from connector.engines.temporal import client as tc
+    from connector.engines.temporal.events import Starter, event_handler
+    from connector.serve import DEFAULT_INTERVAL
+
+    account = conn.connection_name
+    starter = Starter(settings)
+    folder = str(directory)
+    hooks = []
+    try:
+        for wf in workflows:
+            trig = wf.trigger or {}
+            strategy = conn.catalog.get(trig["use"], "trigger").data["strategy"]
+            if strategy == "schedule":
+
+                def ensure(client: Any, wf: Any = wf) -> Any:
+                    return tc.ensure_schedule(client, settings, wf, account, folder)
+
+                sid, created = starter.call(ensure)
+                opts = trig.get("with") or {}
+                what = "created" if created else "updated"
+                zone = opts.get("timezone") or "UTC"
+                say(f"serve: schedule {opts['cron']!r} ({zone}): {wf.name} on Temporal ({sid}, {what})")
+            elif strategy == "polling":
+                interval = float(trig.get("interval", DEFAULT_INTERVAL))
+
+                def poller(client: Any, wf: Any = wf, trig: Any = trig, interval: float = interval) -> Any:
+                    return tc.start_poller(
+                        client,
+                        settings,
+                        wf,
+                        trig["use"],
+                        trig.get("with") or {},
+                        interval=interval,
+                        account=account,
+                        update=True,
+                        folder=folder,
+                    )
+
+                pid, started = starter.call(poller)
+                what = "started" if started else "polling already; updated"
+                say(f"serve: poll {trig['use']} every {interval:g}s: {wf.name} on Temporal ({pid}, {what})")
+            else:
+                hooks.append(wf)
+    except BaseException:
+        starter.close()
+        raise
+    return starter, (lambda wfs: event_handler(starter, wfs, account)), hooks

@@ -13,16 +13,6 @@ import click
 from connector.cli.common import echo
 
 
-def connector_of(known: Any, name: str) -> Any:
-    """The connector of connection ``name`` (the config file's, or the environment's
-    ``default``) for a worker: its key read now; its pace is set by the Temporal
-    engine's budget (:meth:`~connector.engines.temporal.accounts.Fleet.connector`)."""
-    from connector.workflows.runtime import Connector
-
-    conn = known.get(name)
-    return Connector(settings=conn.settings(api_key=conn.api_key()), connection=conn)
-
-
 def temporal_settings() -> Any:
     """The cluster's settings from the environment; one-line errors for a missing extra
     or setting."""
@@ -80,19 +70,7 @@ def worker(names: tuple[str, ...], concurrency: int, drain_timeout: float, unit_
         drain=drain_timeout,
         unit_rate=unit_rate,
     )
-    from connector.workflows.runtime import ConnectorPool
-
-    fleet = accounts.Fleet(make=lambda name: connector_of(known, name), names=options.accounts)
-    # a step's connection: reaches the other accounts' connectors through the fleet
-    pool = ConnectorPool(fleet.connector, known.names())
-    fleet_connector = fleet.connector
-
-    def pooled(name: str) -> Any:
-        conn = fleet_connector(name)
-        conn.pool = pool
-        return conn
-
-    fleet.connector = pooled  # type: ignore[method-assign]
+    fleet = accounts.fleet_of(known, options.accounts)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -174,7 +174,7 @@ def poll(
     name one); each account has its own ledger.
     """
     if engine == "temporal":
-        _poll_on_temporal(trigger_id, with_, once, interval, backfill, workflow, as_json)
+        _poll_on_temporal(trigger_id, with_, once, interval, backfill, workflow, as_json, connection)
         return
     from connector.cli.context import connector_for
     from connector.errors import ConnectorError
@@ -258,9 +258,11 @@ def _poll_on_temporal(
     backfill: bool,
     workflow: str | None,
     as_json: bool,
+    connection: str | None = None,
 ) -> None:
     import asyncio
 
+    from connector import connections as named
     from connector.cli.temporal_cmd import temporal_settings
     from connector.errors import InputError
     from connector.workflows.model import load
@@ -270,6 +272,7 @@ def _poll_on_temporal(
         raise InputError(
             "poll --engine temporal needs --run WORKFLOW: on Temporal each new item starts a run"
         )
+    account = named.load().get(connection, "--connection: ").name  # the account polled
     settings = temporal_settings()
     from connector.engines.temporal import client as tc
     from connector.triggers.polling import check_options
@@ -285,7 +288,15 @@ def _poll_on_temporal(
     async def go() -> dict[str, Any]:
         client = await tc.connect(settings)
         wf_id, started = await tc.start_poller(
-            client, settings, wf, trigger_id, options, interval=interval, once=once, backfill=backfill
+            client,
+            settings,
+            wf,
+            trigger_id,
+            options,
+            interval=interval,
+            once=once,
+            backfill=backfill,
+            account=account,
         )
         out: dict[str, Any] = {"poller": wf_id, "started": started, "engine": "temporal"}
         if once and started:

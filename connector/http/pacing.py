@@ -168,23 +168,23 @@ class Pacer:
         cell, now = self._slot()
         return cell[0] - now
 
-    def _slot(self) -> tuple[list[float], float]:
+    def _slot(self, present: float | None = None) -> tuple[list[float], float]:
         with self._lock:
             now = self._clock()
             self.tuning.relax(now)
             while self._log and self._log[0][0] <= now - KEEP:
                 self._log.popleft()
-            times = self._times(now)
+            times = self._times(now if present is None else min(present, now))
             at = earliest(now, self.tuning, self.windows, _nth_of(times), self.jitter.spread())
             cell = [at, 0]
             self._log.append(cell)
             return cell, now
 
-    def _confirm(self, cell: list[float], force: bool = False) -> bool:
+    def _confirm(self, cell: list[float], force: bool = False, now: float | None = None) -> bool:
         """Just before sending: :func:`~connector.state.budget.fits` now (or ``force``),
         and the slot moves to now, in flight; else it is given back."""
         with self._lock:
-            now = self._clock()
+            now = self._clock() if now is None else now
             times = [max(c[0], now) if c[1] else c[0] for c in self._log if c is not cell]
 
             def before(lo: float, hi: float) -> int:
@@ -243,6 +243,33 @@ class Pacer:
             with self._lock:
                 cell[0], cell[1] = max(cell[0], self._clock()), 0
 
+    # the same steps for an engine that keeps the slots of many processes itself (the
+    # Temporal engine's budget workflow): it holds each slot (a cell) between the steps
+
+    def plan(self, present: float | None = None) -> list[float]:
+        """Reserve the earliest allowed slot, planned (not in flight): ``[at, flying]``,
+        for :meth:`go` and :meth:`settle`. ``present``: the time the requests in flight
+        count as, when the clock is ahead of it (slots planned ahead: they are checked
+        again as they go)."""
+        return self._slot(present)[0]
+
+    def go(self, cell: list[float], now: float, force: bool = False) -> bool:
+        """The request of ``cell`` is to go at ``now`` (no earlier): does it keep the
+        windows, counting the requests in flight as at ``now``? If so (or ``force``) it
+        is in flight from ``now``; if not, its slot is given back (plan another)."""
+        return self._confirm(cell, force, now)
+
+    def settle(self, cell: list[float], when: float) -> None:
+        """The request of ``cell`` was answered, or ended unanswered, at ``when``: the
+        server counted it, if at all, no later; no longer in flight."""
+        with self._lock:
+            cell[0], cell[1] = max(cell[0], when), 0
+
+    def cells(self) -> list[list[float]]:
+        """The slots kept, oldest first (the cells :meth:`plan` gave)."""
+        with self._lock:
+            return list(self._log)
+
     def throttled(self, retry_after: float | None = None) -> None:
         """The server answered 429: hold every request until ``retry_after`` and tighten."""
         if not self.windows:
@@ -279,6 +306,7 @@ class Pacer:
             t = self.tuning
             return {
                 "log": [cell[0] for cell in self._log],
+                "flying": [i for i, cell in enumerate(self._log) if cell[1]],
                 "hold": t.hold_until,
                 "slack": t.slack,
                 "cut": t.cut,
@@ -289,7 +317,9 @@ class Pacer:
     def restore(self, state: dict[str, Any]) -> None:
         """Take back what :meth:`state` gave (missing fields keep their defaults)."""
         with self._lock:
-            self._log = deque([float(t), 0] for t in state.get("log") or [])
+            flying = {int(i) for i in state.get("flying") or []}
+            log = state.get("log") or []
+            self._log = deque([float(t), 1 if i in flying else 0] for i, t in enumerate(log))
             t = self.tuning
             t.hold_until = float(state.get("hold") or 0.0)
             t.slack = float(state.get("slack") or t.slack)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 TRIGGER = "schedule.cron"
 SOURCE = "schedule"
+#: on Temporal, a run started this long after its scheduled time is a missed one (the
+#: cluster could not start it at its time, and its catch-up did)
+LATE_AFTER = 60.0
 
 
 def utc_now() -> datetime:
@@ -61,6 +64,21 @@ class Schedule:
 
     def next_after(self, moment: datetime) -> datetime:
         return next(cron_times(self.cron, self.timezone, moment))
+
+
+def slot_event(timezone: str, slot: datetime, fired: datetime, missed: bool) -> dict[str, Any]:
+    """The event of one scheduled time, as a run sees it (``trigger``): ``scheduled_at``
+    in the schedule's zone, ``fired_at`` in UTC, the zone, and whether the time was
+    missed (run late, by a catch-up). The local scheduler and Temporal's schedules
+    give their runs the same event."""
+    from connector.catalog.formats import zone
+
+    return {
+        "scheduled_at": slot.astimezone(zone(timezone)).isoformat(),
+        "fired_at": fired.astimezone(UTC).isoformat(),
+        "timezone": timezone,
+        "missed": missed,
+    }
 
 
 class Scheduler:
@@ -127,12 +145,7 @@ class Scheduler:
 
     def _queue(self, s: Schedule, slot: datetime, now: datetime, missed: bool) -> dict[str, Any] | None:
         """Queue one slot's event and record the slot, in one transaction."""
-        event = {
-            "scheduled_at": slot.isoformat(),
-            "fired_at": now.astimezone(UTC).isoformat(),
-            "timezone": s.timezone,
-            "missed": missed,
-        }
+        event = slot_event(s.timezone, slot, now, missed)
         with self.store.tx() as db:
             cur = db.execute(
                 "INSERT INTO events (source, trigger, dedupe, payload, status, received_at)"

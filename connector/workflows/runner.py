@@ -1350,31 +1350,52 @@ def settle(
                 error="settled by an operator: not sent (resume sends it)",
             )
             return {"step": step, "item": item, "status": "not sent", "output": None}
-        if output is not None:
-            problems = schemas.errors(output, manifest.output_schema)
-            if problems:
-                text = "; ".join(f"{p or '/'}: {m}" for p, m in problems[:5])
-                raise InputError(f"--output-json is not a {manifest.id} output: {_short(text, 400)}")
-        elif row["status"] == "sent" and row["output"] is not None:
-            output = loads(row["output"])
-        elif manifest.data.get("reconcile") is not None:
-            output = reconcile(connector(), manifest, loads(row["inputs"]) or {}, where)
-            if output is None:
-                raise InputError(
-                    f"{where}: the {manifest.data['reconcile']['action']} lookup does not find it in "
-                    f"Willo; if it was sent, give its output with --output-json (as Willo shows it), "
-                    "else settle with --not-sent"
-                )
-        else:
-            raise InputError(
-                f"{where}: {manifest.id} has no reconcile lookup and no output was kept: give the "
-                "resource as Willo shows it with --output-json JSON (it must match the action's "
-                "output schema), or settle with --not-sent"
-            )
+        kept = loads(row["output"]) if row["status"] == "sent" and row["output"] is not None else None
+        output = operator_output(
+            connector, manifest, where, lambda: loads(row["inputs"]) or {}, output=output, kept=kept
+        )
         store.mark_unit(run_id, step, item, row["action"], "succeeded", output=output)
         return {"step": step, "item": item, "status": "sent", "output": output}
     finally:
         store.leases.release(run_resource(run_id))
+
+
+def operator_output(
+    connector: Callable[[], Connector],
+    manifest: Manifest,
+    where: str,
+    inputs: Callable[[], dict[str, Any]],
+    *,
+    output: Any = None,
+    kept: Any = None,
+) -> Any:
+    """The output of a unit an operator says was sent: ``output`` as given (checked
+    against the action's output schema), else the 2xx body ``kept`` when it was sent,
+    else what the action's ``reconcile`` lookup finds for the ``inputs`` it was sent
+    with. A one-line :class:`InputError` saying what to give instead when none
+    applies. Both engines' ``runs resolve`` settle through it."""
+    if output is not None:
+        problems = schemas.errors(output, manifest.output_schema)
+        if problems:
+            text = "; ".join(f"{p or '/'}: {m}" for p, m in problems[:5])
+            raise InputError(f"--output-json is not a {manifest.id} output: {_short(text, 400)}")
+        return output
+    if kept is not None:
+        return kept
+    if manifest.data.get("reconcile") is not None:
+        found = reconcile(connector(), manifest, inputs(), where)
+        if found is None:
+            raise InputError(
+                f"{where}: the {manifest.data['reconcile']['action']} lookup does not find it in "
+                f"Willo; if it was sent, give its output with --output-json (as Willo shows it), "
+                "else settle with --not-sent"
+            )
+        return found
+    raise InputError(
+        f"{where}: {manifest.id} has no reconcile lookup and no output was kept: give the "
+        "resource as Willo shows it with --output-json JSON (it must match the action's "
+        "output schema), or settle with --not-sent"
+    )
 
 
 def _message(exc: BaseException) -> str:
@@ -1412,6 +1433,7 @@ __all__ = [
     "Unit",
     "UnitContext",
     "failure_kind",
+    "operator_output",
     "retry_kind",
     "run_unit",
     "settle",

@@ -141,6 +141,10 @@ class TemporalSettings:
         """The one budget workflow of an account (started by the first request that needs it)."""
         return f"{self.prefix}-budget-{safe_id(account)}"
 
+    def schedule_id(self, account: str, workflow: str) -> str:
+        """The one Temporal Schedule of a workflow's ``schedule`` trigger on an account."""
+        return f"{self.prefix}-schedule-{safe_id(account)}-{safe_id(workflow)}"
+
     def poller_id(self, account: str, trigger: str, options: Any, workflow: str) -> str:
         """One poller per account, trigger, options and workflow: a second is refused."""
         digest = hashlib.sha256(repr((options, workflow)).encode()).hexdigest()[:16]

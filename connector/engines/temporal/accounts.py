@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from connector.errors import ConfigError
 
 if TYPE_CHECKING:
+    from connector.connections import Connections
     from connector.workflows.runtime import Connector
 
 DEFAULT = "default"
@@ -42,10 +43,18 @@ def build_default(name: str) -> Connector:
 
 
 class Fleet:
-    """This process's accounts: ``make(name)`` builds one's connector on first use."""
+    """This process's accounts: ``make(name)`` builds one's connector on first use;
+    ``plan(name)`` one that only plans (expressions, branches: no request, no key),
+    for runs of any account, whose plans every worker makes (default: ``make``)."""
 
-    def __init__(self, make: Callable[[str], Connector] = build_default, names: Iterable[str] = (DEFAULT,)):
+    def __init__(
+        self,
+        make: Callable[[str], Connector] = build_default,
+        names: Iterable[str] = (DEFAULT,),
+        plan: Callable[[str], Connector] | None = None,
+    ):
         self._make = make
+        self._plan = plan
         self.names = list(dict.fromkeys(names))
         self._built: dict[str, Connector] = {}
         self._lock = threading.Lock()
@@ -66,6 +75,14 @@ class Fleet:
                 self._pace_shared(name, found)
             return found
 
+    def planner(self, name: str) -> Connector:
+        """The connector a run of account ``name`` is planned with: it renders
+        expressions and reads the catalog, and never sends, so a worker plans the runs
+        of accounts whose keys it does not hold."""
+        if self._plan is None:
+            return self.connector(name)
+        return self._plan(name)
+
     def _pace_shared(self, name: str, conn: Connector) -> None:
         limits = self._limits_of(conn)
         if self._shared is None or not any(limits) or conn.dry_run:
@@ -84,10 +101,14 @@ class Fleet:
 
     @staticmethod
     def _limits_of(conn: Connector) -> tuple[int, int, int]:
+        """The account's per-second and per-minute limits and daily quota: its
+        connection's (``rate_limit``, ``daily_quota``; the environment's for
+        ``default``), or ``WILLO_DAILY_QUOTA`` for a connector built from settings."""
         from connector.http.pacing import parse_rate
 
         per_s, per_m = parse_rate(conn.client.settings.rate)
-        return per_s, per_m, daily_quota()
+        quota = conn.connection.daily_quota if conn.connection is not None else daily_quota()
+        return per_s, per_m, quota
 
     def limits(self, name: str) -> tuple[int, int, int]:
         """``(per second, per minute, per day)`` of the account (0: none)."""
@@ -108,6 +129,35 @@ class Fleet:
                 if conn._client is not None:
                     conn._client.close()
             self._built.clear()
+
+
+def fleet_of(known: Connections, names: Iterable[str]) -> Fleet:
+    """The accounts of ``worker -c NAME ...``: each a connection of ``known`` (the
+    config file's, or the environment's ``default``), its key read when first used;
+    a step's ``connection:`` reaches the others through the fleet; plans use
+    connectors that need no key."""
+    from connector.workflows.runtime import Connector, ConnectorPool
+
+    def make(name: str) -> Connector:
+        conn = known.get(name)
+        return Connector(settings=conn.settings(api_key=conn.api_key()), connection=conn)
+
+    def plan(name: str) -> Connector:
+        conn = known.get(name)
+        return Connector(settings=conn.settings(key=False), connection=conn)
+
+    plans = ConnectorPool(plan, known.names())
+    fleet = Fleet(make=make, names=names, plan=plans.get)
+    pool = ConnectorPool(fleet.connector, known.names())
+    build = fleet.connector
+
+    def pooled(name: str) -> Connector:
+        conn = build(name)
+        conn.pool = pool  # a step's connection: the other accounts' connectors, through the fleet
+        return conn
+
+    fleet.connector = pooled  # type: ignore[method-assign]
+    return fleet
 
 
 def daily_quota(env: Any = None) -> int:

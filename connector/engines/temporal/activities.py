@@ -47,6 +47,7 @@ from connector.workflows.runner import (
     UnitResult,
     UnitState,
     _NotStarted,
+    operator_output,
     secret_scope,
     try_unit,
 )
@@ -147,7 +148,7 @@ def plan(req: dict[str, Any]) -> dict[str, Any]:
     failure stops the rest (``on_error: stop``). Rows it journaled on the way (branch
     decisions, skipped steps, inputs that did not render) come back as ``written``."""
     run_id = str(req["run_id"])
-    conn = accounts.current().connector(req["account"])
+    conn = accounts.current().planner(req["account"])
     try:
         wf = _workflow(conn, req["path"], req["source"])
     except ConnectorError as exc:
@@ -161,6 +162,8 @@ def plan(req: dict[str, Any]) -> dict[str, Any]:
         found = secret_scope(wf)
         inputs = wire.unseal(req.get("inputs") or {}, lookup_secret)
         trigger = wire.unseal(req.get("trigger"), lookup_secret)
+        if trigger is None and isinstance(req.get("schedule"), dict):
+            trigger = scheduled_event(req["schedule"])
         result = runner.replay(run_id, inputs, trigger, origins=req.get("origins"), parent=req.get("parent"))
     except NeedUnits as need:
         steps = {s["id"]: s for s, _p, _path in walk_steps(wf.steps)}
@@ -189,6 +192,21 @@ def plan(req: dict[str, Any]) -> dict[str, Any]:
         return _failed(run_id, wf.name, str(exc))
     shown = redaction.scrub_value(wire.shown(wire.seal(wire.result_to_wire(result), found)))
     return {"done": True, "result": shown, "written": _written(memory)}
+
+
+def scheduled_event(schedule: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The trigger event of a run a Temporal schedule started (its slot and start
+    time, which the run took from Temporal), as the local scheduler gives it."""
+    from datetime import datetime
+
+    from connector.triggers.schedule import LATE_AFTER, slot_event
+
+    if not schedule.get("slot"):
+        return None
+    slot = datetime.fromisoformat(str(schedule["slot"]))
+    fired = datetime.fromisoformat(str(schedule.get("fired") or schedule["slot"]))
+    late = (fired - slot).total_seconds() > LATE_AFTER
+    return slot_event(str(schedule.get("timezone") or "UTC"), slot, fired, late)
 
 
 def _written(memory: MemoryJournal) -> dict[str, Any]:
@@ -275,12 +293,17 @@ class _BeatJournal(MemoryJournal):
             self.beat.update(state="sending")
 
 
-def settle_hint(run_id: str | None, unit: Unit) -> str:
-    """How an operator goes on after a unit of a Temporal run that may have landed."""
-    return (
-        f"run {run_id} does not resend it: if it is missing from Willo, run what is missing again "
-        "(`runs resolve` and `resume` work on local runs only)"
-    )
+def settle_hint(run_id: str | None, unit: Unit, waits: bool = True) -> str:
+    """How an operator goes on after a unit of a Temporal run that may have landed: the
+    run waits for their word (``on_error: stop``), or went past it (``continue``)."""
+    if not waits:
+        return (
+            "send it again yourself if Willo does not have it:"
+            " the run goes on without it (on_error: continue)"
+        )
+    item = f" --item {unit.item}" if unit.item >= 0 else ""
+    command = f"willo-connector runs resolve {run_id or 'RUN'} --step {unit.step}{item}"
+    return f"settle it with `{command} --sent` (or `--not-sent`): the run waits for it, then goes on"
 
 
 @activity.defn(name="willo.unit")
@@ -307,28 +330,63 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
         )
     heartbeat = float(req.get("heartbeat") or 15.0)
     details0 = {"attempt": info.attempt, "state": "started", **start}
+    asked: list[bool] = []  # the unit asked for an operator's word: the run waits for it
+
+    waits = req.get("waits", True)
+
+    def hint(run_id: str | None, the: Unit) -> str:
+        asked.append(True)
+        return settle_hint(run_id, the, waits)
+
     with _Beat(details0, max(0.2, heartbeat / 3)) as beat:
-        ctx = UnitContext(
-            conn, _BeatJournal(beat), {}, threading.Event(), random.Random(), settle_hint=settle_hint
-        )
+        ctx = UnitContext(conn, _BeatJournal(beat), {}, threading.Event(), random.Random(), settle_hint=hint)
         pending = wire.pending_from_wire(
             wire.unseal(start["pending"], lookup_secret) if start["pending"] else None
         )
+        state: UnitState | None = None
+
+        def landing() -> Any:
+            """What may have landed, as the journal keeps it (secrets sealed)."""
+            now = state.pending if state is not None else pending
+            return wire.seal(wire.pending_to_wire(now), sealing) if now is not None else None
+
         try:
             state = UnitState.begin(ctx, the_unit, None, pending)
             state.tries = start["tries"]
             outcome = try_unit(ctx, str(req["run_id"]), the_unit, state)
         except UnitFailed as exc:
+            if asked or _unsettleable(state):  # it may have landed, and no lookup can tell
+                message = str(exc)
+                if not asked:
+                    message += (
+                        f"; it may have landed and {the_unit.action} has no reconcile lookup: check Willo, "
+                        f"then {settle_hint(str(req['run_id']), the_unit, waits)}"
+                    )
+                raise ApplicationError(
+                    message,
+                    {"kind": "blocked", "tries": exc.tries, "pending": landing()},
+                    type="Blocked",
+                    non_retryable=True,
+                    category=BENIGN,
+                ) from None
             raise ApplicationError(
                 str(exc),
-                {"kind": exc.kind, "tries": exc.tries, "reason": exc.reason},
+                {"kind": exc.kind, "tries": exc.tries, "reason": exc.reason, "pending": landing()},
                 type="UnitFailed",
                 non_retryable=True,
                 category=BENIGN,
             ) from None
         except Blocked as exc:
             raise ApplicationError(
-                str(exc), {"kind": "blocked", "tries": start["tries"] + 1}, type="Blocked", non_retryable=True
+                str(exc),
+                {
+                    "kind": "blocked",
+                    "tries": (state.tries if state else start["tries"]),
+                    "pending": landing(),
+                },
+                type="Blocked",
+                non_retryable=True,
+                category=BENIGN,
             ) from None
         except ConnectorError as exc:  # could not even begin (an unknown action on this worker)
             raise ApplicationError(
@@ -352,6 +410,44 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
                 category=BENIGN,
             )
     return {"output": wire.seal(outcome.output, sealing), "tries": outcome.tries}
+
+
+def _unsettleable(state: UnitState | None) -> bool:
+    """A unit that failed for good having perhaps landed (``ambiguous``: its tries or its
+    retryable failures spent) with no lookup to tell: only an operator can settle it.
+    One whose 2xx came back (``sent``) or that a lookup can find is left failed: `rerun
+    --failed` settles it without anyone."""
+    pending = state.pending if state is not None else None
+    return (
+        state is not None
+        and pending is not None
+        and pending.status != "sent"
+        and not state.idempotent
+        and state.manifest.data.get("reconcile") is None
+    )
+
+
+# --------------------------------------------------------------------------- an operator's word
+
+
+@activity.defn(name="willo.settle")
+def settle(req: dict[str, Any]) -> dict[str, Any]:
+    """The output of a unit an operator says was sent (``runs resolve --sent``), on a
+    worker of the unit's account (its key, its catalog): the output given, checked
+    against the action's output schema, else what the action's ``reconcile`` lookup
+    finds; a ``SettleRefused`` error saying what to give instead, as locally."""
+    conn = accounts.current().connector(req["account"])
+    the_unit = wire.unit_from_wire(wire.unseal(req["unit"], lookup_secret))
+    sealing = {n: v for n in req.get("secrets") or [] if (v := secrets.lookup(n))}
+    where = f"step {the_unit.step}" + (f" item {the_unit.item}" if the_unit.item >= 0 else "")
+    try:
+        manifest = conn.catalog.get(the_unit.action, "action")
+        output = operator_output(
+            lambda: conn, manifest, where, lambda: the_unit.inputs, output=req.get("output")
+        )
+    except ConnectorError as exc:
+        raise ApplicationError(str(exc), type="SettleRefused", non_retryable=True, category=BENIGN) from None
+    return {"output": wire.seal(output, sealing)}
 
 
 # --------------------------------------------------------------------------- polling triggers

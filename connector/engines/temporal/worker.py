@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from temporalio.worker import Worker
 
 from connector.engines.temporal import TemporalSettings, accounts
-from connector.engines.temporal.activities import plan, poll, unit
+from connector.engines.temporal.activities import plan, poll, settle, unit
 from connector.engines.temporal.client import connect
 from connector.engines.temporal.workflows import WilloBudget, WilloPoller, WilloRun
 
@@ -70,7 +70,7 @@ def build_workers(
             Worker(
                 client,  # type: ignore[arg-type]
                 task_queue=settings.unit_queue(name),
-                activities=[unit, poll],
+                activities=[unit, poll, settle],
                 activity_executor=pool,
                 max_concurrent_activities=options.concurrency,
                 max_task_queue_activities_per_second=rate,
