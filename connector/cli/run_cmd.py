@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -254,34 +254,44 @@ def _run_on_temporal(
     prepared = prepare_inputs(wf, values, origins)
     req = tc.run_request(settings, wf, prepared, trigger, origins, account)
 
+    async def start() -> Any:
+        return await tc.start_run(await tc.connect(settings), settings, req)
+
+    if detach:
+        import asyncio
+
+        run_id = asyncio.run(start()).id
+        if as_json:
+            emit_json({"run_id": run_id, "engine": "temporal", "status": "started"})
+        else:
+            click.echo(run_id)
+        return
+    _report(_follow_on_temporal(start), as_json, engine="temporal")
+
+
+def _follow_on_temporal(start: Callable[[], Awaitable[Any]]) -> Any:
+    """Start a run on Temporal (``start`` gives its handle), say so, and wait for its
+    result as a local run is waited for; Ctrl-C stops the waiting, not the run."""
+    import asyncio
+
+    from connector.engines.temporal import client as tc
+
     async def go() -> Any:
-        client = await tc.connect(settings)
-        handle = await tc.start_run(client, settings, req)
-        if detach:
-            return handle.id
+        handle = await start()
         _announce(handle.id)
         try:
             return await tc.wait(handle)
         except asyncio.CancelledError:
             raise KeyboardInterrupt from None
 
-    import asyncio
-
     try:
-        result = asyncio.run(go())
+        return asyncio.run(go())
     except KeyboardInterrupt:
         click.echo(
             "stopped waiting; the run goes on on Temporal (willo-connector runs show --engine temporal ID)",
             err=True,
         )
         raise SystemExit(130) from None
-    if detach:
-        if as_json:
-            emit_json({"run_id": result, "engine": "temporal", "status": "started"})
-        else:
-            click.echo(result)
-        return
-    _report(result, as_json, engine="temporal")
 
 
 def check_connection(wf: Any, connection: str | None) -> None:
@@ -908,7 +918,6 @@ def rerun(run_id: str, only_failed: bool, state_dir: str | None, as_json: bool) 
 def _rerun_on_temporal(run_id: str, only_failed: bool, as_json: bool) -> None:
     """A finished Temporal run again, as a new Temporal run linked to it; with
     ``--failed``, reusing what succeeded and settling first what may have landed."""
-    import asyncio
 
     from connector.cli.temporal_cmd import temporal_settings
     from connector.errors import ConnectorError
@@ -916,22 +925,12 @@ def _rerun_on_temporal(run_id: str, only_failed: bool, as_json: bool) -> None:
     settings = temporal_settings()
     from connector.engines.temporal import client as tc
 
-    async def go() -> Any:
+    async def start() -> Any:
         client = await tc.connect(settings)
         request, journal = await tc.rerun_source(client, run_id)
         if only_failed and not tc.needs_rerun(journal):
             raise ConnectorError(f"run {run_id}: nothing failed; nothing to run again")
         req = tc.rerun_request(request, journal, run_id, only_failed)
-        handle = await tc.start_run(client, settings, req)
-        _announce(handle.id)
-        try:
-            return await tc.wait(handle)
-        except asyncio.CancelledError:
-            raise KeyboardInterrupt from None
+        return await tc.start_run(client, settings, req)
 
-    try:
-        result = asyncio.run(go())
-    except KeyboardInterrupt:
-        click.echo("stopped waiting; the run goes on on Temporal (willo-connector runs show ID)", err=True)
-        raise SystemExit(130) from None
-    _report(result, as_json, engine="temporal")
+    _report(_follow_on_temporal(start), as_json, engine="temporal")
