@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from connector.sandbox import validate as v
 from connector.sandbox.store import DEFAULT_STAGES, Store, question
 
 LANGUAGES = [
@@ -219,20 +220,8 @@ def demo(store: Store, api_key: str, request_host: str) -> dict[str, str]:
                         "max_characters": 1500,
                     },
                 ],
-                "settings": {
-                    "show_hints_and_tips": True,
-                    "show_availability_calendar": False,
-                    "deadline": None,
-                },
-                "message_templates": dict.fromkeys(
-                    (
-                        "invitation_email",
-                        "invitation_sms",
-                        "reminder_email",
-                        "reminder_sms",
-                        "interview_completed_email",
-                    )
-                ),
+                "settings": dict(v.SETTINGS_DEFAULTS),
+                "message_templates": dict.fromkeys(v.TEMPLATE_REF_RULES),
                 "stages": list(DEFAULT_STAGES),
                 "_owner": owner_key,
             },
@@ -294,16 +283,8 @@ def bulk(store: Store, participants: int, request_host: str) -> str:
             "description": "Many candidates, for benchmarks.",
             "salary": None,
             "questions": [question({"text": "Tell us about yourself.", "order": 0, "answer_type": "video"})],
-            "settings": {"show_hints_and_tips": True, "show_availability_calendar": False, "deadline": None},
-            "message_templates": dict.fromkeys(
-                (
-                    "invitation_email",
-                    "invitation_sms",
-                    "reminder_email",
-                    "reminder_sms",
-                    "interview_completed_email",
-                )
-            ),
+            "settings": dict(v.SETTINGS_DEFAULTS),
+            "message_templates": dict.fromkeys(v.TEMPLATE_REF_RULES),
             "stages": list(DEFAULT_STAGES),
             "_owner": owner["key"],
             "invite_link": f"{request_host}invite/{stable('interview:Bulk hiring')}",

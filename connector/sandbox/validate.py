@@ -188,6 +188,12 @@ SETTINGS_RULES: dict[str, Rule] = {
     "show_availability_calendar": boolean,
     "deadline": nullable(datetime_iso),
 }
+#: an interview's settings where the request gives none
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "show_hints_and_tips": True,
+    "show_availability_calendar": False,
+    "deadline": None,
+}
 TEMPLATE_REF_RULES: dict[str, Rule] = dict.fromkeys(
     ("invitation_email", "invitation_sms", "reminder_email", "reminder_sms", "interview_completed_email"),
     nullable(text(allow_blank=True)),

@@ -48,12 +48,7 @@ class Interviews(Resource):
             "description": data.get("description"),
             "salary": data.get("salary"),
             "questions": questions,
-            "settings": {
-                "show_hints_and_tips": True,
-                "show_availability_calendar": False,
-                "deadline": None,
-                **v.known(v.SETTINGS_RULES, data.get("settings") or {}),
-            },
+            "settings": v.SETTINGS_DEFAULTS | v.known(v.SETTINGS_RULES, data.get("settings") or {}),
             "message_templates": dict.fromkeys(v.TEMPLATE_REF_RULES)
             | v.known(v.TEMPLATE_REF_RULES, data.get("message_templates") or {}),
             "stages": list(DEFAULT_STAGES),
