@@ -11,8 +11,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,6 +263,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``cond`` until it holds (at once when it does); fail after ``timeout`` s (a
+    bound for a loaded machine, never a pause)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+#: a workflow run for each scored participant (listen, events, Temporal deliveries)
+ON_SCORE_WF = """\
+workflow: 1
+name: on-score
+trigger: {use: willo.new_score}
+steps:
+  - id: who
+    use: willo.get_participant
+    with: {participant: "{{ trigger.data.participant.key }}"}
+"""
 
 
 def _die_with_parent() -> None:

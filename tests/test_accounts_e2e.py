@@ -21,7 +21,7 @@ import requests
 
 from connector.sandbox import Sandbox, SandboxOptions
 from connector.state.store import StateStore
-from tests.conftest import script, script_env
+from tests.conftest import free_port, script, script_env, wait_for
 
 pytestmark = pytest.mark.subprocess
 
@@ -36,21 +36,6 @@ steps:
     use: willo.get_participant
     with: {participant: "{{ trigger.data.participant.key }}"}
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(cond: Any, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 class Lines:

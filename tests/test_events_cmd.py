@@ -18,18 +18,9 @@ from connector.state.store import StateStore
 from connector.triggers.dispatch import Dispatcher, workflow_handler
 from connector.triggers.receiver import Inbox
 from connector.workflows.model import load
-from tests.conftest import script, script_env
+from tests.conftest import ON_SCORE_WF, script, script_env
 
 ADA = stable("participant:ada@example.com")
-WF = """\
-workflow: 1
-name: on-score
-trigger: {use: willo.new_score}
-steps:
-  - id: who
-    use: willo.get_participant
-    with: {participant: "{{ trigger.data.participant.key }}"}
-"""
 
 
 def deliver(store: StateStore, eid: str, participant: str) -> int:
@@ -47,7 +38,7 @@ def deliver(store: StateStore, eid: str, participant: str) -> int:
 @pytest.fixture
 def parked(conn, tmp_path: Path) -> dict[str, Any]:
     """One event done, two parked by a 404 (a participant Willo does not know), one queued."""
-    (tmp_path / "wf.yaml").write_text(WF)
+    (tmp_path / "wf.yaml").write_text(ON_SCORE_WF)
     store = StateStore(tmp_path / "state")
     wf = load(tmp_path / "wf.yaml", conn.catalog)
     dispatcher = Dispatcher(conn, store, "webhook", workflow_handler(conn, store, [wf]))

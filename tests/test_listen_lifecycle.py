@@ -4,6 +4,7 @@ Real subprocesses of the installed script against the sandbox."""
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import socket
@@ -18,7 +19,11 @@ import requests
 
 from connector.sandbox.seed import stable
 from connector.state.store import StateStore
-from tests.conftest import script, script_env
+from tests.conftest import free_port, script, script_env
+from tests.conftest import wait_for as wait_until
+
+#: this file's bound on a wait (see conftest.wait_for)
+wait_for = functools.partial(wait_until, timeout=15.0)
 
 pytestmark = pytest.mark.subprocess
 
@@ -36,12 +41,6 @@ steps:
     with: {participant: "{{ trigger.data.participant.key }}"}
 """
 STOP_BOUND = 5.0  # generous: the figures (well under 2 s) are measured by benchmarks/bench_listen_stop.py
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Listen:
@@ -106,13 +105,6 @@ def score(sandbox, value: int = 4) -> None:
 
 def runs(tmp_path: Path) -> list[Any]:
     return StateStore(tmp_path / "state").query("SELECT * FROM runs ORDER BY started_at")
-
-
-def wait_for(cond, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------- 9.3: rolling restart

@@ -4,6 +4,7 @@ and /health, /ready and /metrics on listen's port and on poll --metrics-port."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
@@ -29,7 +30,11 @@ from connector.observe import Probes, inbox_below, store_writable, wsgi
 from connector.sandbox.seed import stable
 from connector.state.store import StateStore
 from connector.triggers.receiver import Inbox, make_app
-from tests.conftest import script, script_env
+from tests.conftest import ON_SCORE_WF, free_port, script, script_env
+from tests.conftest import wait_for as wait_until
+
+#: this file's bound on a wait (see conftest.wait_for)
+wait_for = functools.partial(wait_until, timeout=20.0)
 
 ADA = stable("participant:ada@example.com")
 SECRET = "whsec_observe_tests_0123456789"
@@ -72,19 +77,6 @@ def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
     ts = str(int(time.time()))
     mac = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
     return {"X-Willo-Timestamp": ts, "X-Willo-Signature": "sha256=" + mac, "Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------- 1: logs
@@ -270,16 +262,6 @@ def test_the_rate_budget_gauges_show_the_daily_quota_of_a_shared_budget(tmp_path
 
 # ---------------------------------------------------------------------- listen, as a real process
 
-WF = """\
-workflow: 1
-name: on-score
-trigger: {use: willo.new_score}
-steps:
-  - id: who
-    use: willo.get_participant
-    with: {participant: "{{ trigger.data.participant.key }}"}
-"""
-
 
 def subscribed_line(line: str) -> bool:
     """The CLI's own "subscribed KEY to EVENTS" (text or JSON), said once the
@@ -302,7 +284,7 @@ def subscribed_line(line: str) -> bool:
 class Listen:
     def __init__(self, sandbox, tmp_path: Path, *args: str, **env: str):
         wf = tmp_path / "on-score.yaml"
-        wf.write_text(WF)
+        wf.write_text(ON_SCORE_WF)
         self.port = free_port()
         self.proc = subprocess.Popen(
             [*script(), *args, "listen", "--port", str(self.port), "--workflow", str(wf)],
@@ -442,7 +424,7 @@ def test_poll_interval_serves_metrics_and_rides_out_an_outage(sandbox, tmp_path:
                 len(lag) == 1 and lag[0] < 30
             )
 
-        wait_for(polled, 30)
+        wait_for(polled, timeout=30)
         found = metrics_of(requests.get(base + "/metrics", timeout=5).text)
         assert sample(found, "willo_connector_api_requests_total", action="willo.list_participants",
                       status="503") >= 1  # fmt: skip
@@ -492,7 +474,7 @@ def test_metrics_can_be_turned_off(tmp_path: Path, monkeypatch) -> None:
     assert not metrics_enabled({"WILLO_METRICS": "off"}) and not metrics_enabled({"WILLO_METRICS": "0"})
     monkeypatch.setenv("WILLO_METRICS", "sometimes")
     wf = tmp_path / "wf.yaml"
-    wf.write_text(WF)
+    wf.write_text(ON_SCORE_WF)
     r = CliRunner().invoke(main, ["listen", "--no-subscribe", "--port", "0", "--workflow", str(wf)])
     assert r.exit_code == 1 and r.stderr == "error: WILLO_METRICS='sometimes': give on or off\n"
 
@@ -647,7 +629,7 @@ def test_serve_answers_probes_on_both_ports_counts_its_work_and_logs_only_json(
             except requests.ConnectionError:
                 return False
 
-        wait_for(ready, 30)
+        wait_for(ready, timeout=30)
         requests.post(
             f"{sandbox.base_url}/_sandbox/participants/{ADA}/respond",
             headers={"Authorization": sandbox.api_key},
@@ -660,7 +642,7 @@ def test_serve_answers_probes_on_both_ports_counts_its_work_and_logs_only_json(
                 == 1
             )
 
-        wait_for(notified, 30)
+        wait_for(notified, timeout=30)
         found = metrics_of(requests.get(base + "/metrics", timeout=5).text)
         assert sample(found, "willo_connector_deliveries_total", outcome="queued") >= 1
         assert (

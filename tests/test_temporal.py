@@ -21,7 +21,16 @@ from click.testing import CliRunner
 
 from connector.cli import main
 from connector.sandbox.seed import stable
-from tests.conftest import EXAMPLES, ROOT, TemporalWorker, _die_with_parent, script, script_env
+from tests.conftest import (
+    EXAMPLES,
+    ON_SCORE_WF,
+    ROOT,
+    TemporalWorker,
+    _die_with_parent,
+    script,
+    script_env,
+    wait_for,
+)
 from tests.test_exactly_once import named
 
 BACKEND = stable("interview:Backend Engineer")
@@ -29,13 +38,6 @@ BACKEND = stable("interview:Backend Engineer")
 
 def invoke(*args: str, **env: str):
     return CliRunner().invoke(main, list(args), env=env or None)
-
-
-def wait_for(cond, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- 1. the extra
@@ -362,17 +364,6 @@ def test_not_sent_sends_the_waiting_unit_again_and_the_run_goes_on(
 # --------------------------------------------------------------------------- 5. deliveries
 
 
-WF_SCORE = """\
-workflow: 1
-name: on-score
-trigger: {use: willo.new_score}
-steps:
-  - id: who
-    use: willo.get_participant
-    with: {participant: "{{ trigger.data.participant.key }}"}
-"""
-
-
 def test_a_delivery_sent_three_times_starts_one_workflow(
     sandbox, temporal_worker: TemporalWorker, temporal_env: str, tmp_path: Path
 ) -> None:
@@ -385,7 +376,7 @@ def test_a_delivery_sent_three_times_starts_one_workflow(
     from tests.test_triggers import ListenProcess, free_port
 
     wf = tmp_path / "score.yaml"
-    wf.write_text(WF_SCORE)
+    wf.write_text(ON_SCORE_WF)
     env = {k: os.environ[k] for k in ("WILLO_TEMPORAL_ADDRESS", "WILLO_TEMPORAL_TASK_QUEUE")}
     listeners = []
     try:

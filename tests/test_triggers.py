@@ -3,6 +3,7 @@ the webhook inbox, and `listen` as a real process against the sandbox."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -28,7 +29,11 @@ from connector.triggers.dispatch import Dispatcher, requeue_interrupted
 from connector.triggers.polling import Poller
 from connector.triggers.receiver import Inbox, make_app
 from connector.workflows.runtime import Connector
-from tests.conftest import script, script_env
+from tests.conftest import free_port, script, script_env
+from tests.conftest import wait_for as wait_until
+
+#: this file's bound on a wait (see conftest.wait_for)
+wait_for = functools.partial(wait_until, timeout=60.0)
 
 BACKEND = stable("interview:Backend Engineer")
 
@@ -403,24 +408,8 @@ class ListenProcess:
         return err
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def runs_in(tmp_path: Path) -> list[sqlite3.Row]:
     return StateStore(tmp_path / "state").query("SELECT * FROM runs ORDER BY started_at")
-
-
-def wait_for(cond, timeout: float = 60.0) -> None:
-    """Poll ``cond`` until it holds (at once when it does; the bound is for a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_listen_runs_a_workflow_for_each_event_and_unsubscribes(sandbox, tmp_path: Path) -> None:
