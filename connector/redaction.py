@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -32,38 +33,42 @@ SECRET_ENV_PREFIXES = ("WILLO_SECRET_",)
 
 _lock = threading.Lock()
 _values: set[str] = set()
-_forms: tuple[str, ...] = ()  # every form of every value, longest first
+_forms: tuple[str, ...] = ()  # every form of every value, lower-cased, longest first
+_encoded: tuple[tuple[str, str], ...] = ()  # base64 forms (case matters): (padded, unpadded)
+_pattern: re.Pattern[str] | None = None  # the forms, in any case
 _factory_installed = False
 
 
-def _variants(value: str) -> set[str]:
-    """The forms a secret takes when shown: as it is, in URLs, JSON and reprs; in the
-    other case a template filter gives it (``upper``, ``lower``, ``title``...); and
+def _variants(value: str) -> tuple[set[str], set[tuple[str, str]]]:
+    """The forms a secret takes when shown: as it is, in URLs, JSON and reprs (matched
+    in any case, as a template filter such as ``upper`` or ``title`` gives it); and
     base64-encoded whole (a Basic auth header, ``b64encode`` in a plugin)."""
-    cased = {value, value.upper(), value.lower(), value.title(), value.capitalize(), value.swapcase()}
-    found = set(cased)
-    for v in cased:
-        found |= {quote(v, safe=""), quote_plus(v), json.dumps(v)[1:-1], repr(v)[1:-1]}
+    found = {value.lower()}
+    for v in (value, value.lower(), value.upper()):
+        found |= {quote(v, safe="").lower(), quote_plus(v).lower(), json.dumps(v)[1:-1].lower()}
+        found.add(repr(v)[1:-1].lower())
     raw = value.encode("utf-8", "surrogatepass")
-    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-        text = encoded.decode("ascii")
-        found |= {text, text.rstrip("=")}  # padded where it is, the longer form first
-    return {v for v in found if len(v) >= MIN_LENGTH}
+    both = (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode())
+    encoded = {(t, t.rstrip("=")) for t in both}
+    return {v for v in found if len(v) >= MIN_LENGTH}, encoded
 
 
 def register(*values: str | None) -> None:
     """Treat each value as a secret from now on (None, empty and short ones are ignored)."""
-    global _forms
+    global _forms, _encoded, _pattern
     fresh = [v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH and v not in _values]
     if not fresh:
         return
     with _lock:
+        forms, encoded = set(_forms), set(_encoded)
         for v in fresh:
             _values.add(v)
-        forms = set(_forms)
-        for v in fresh:
-            forms |= _variants(v)
+            plain, b64 = _variants(v)
+            forms |= plain
+            encoded |= b64
         _forms = tuple(sorted(forms, key=len, reverse=True))
+        _encoded = tuple(sorted(encoded))
+        _pattern = re.compile("|".join(map(re.escape, _forms)), re.IGNORECASE)
     _install_log_factory()
 
 
@@ -79,18 +84,24 @@ def secrets() -> frozenset[str]:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
-    forms = _forms
-    if not forms or not isinstance(text, str):
+    """``text`` with every registered secret replaced by ``***``. Most text holds none:
+    that is found with one lower-casing and a substring search a form, and only text
+    that holds one goes through the pattern."""
+    forms, encoded, pattern = _forms, _encoded, _pattern
+    if not forms or pattern is None or not isinstance(text, str):
         return text
-    for form in forms:
-        if form in text:
-            text = text.replace(form, REDACTED)
+    lowered = text.lower()
+    if any(form in lowered for form in forms):
+        text = pattern.sub(REDACTED, text)
+    for padded, bare in encoded:
+        if bare in text:  # the padded form holds it too: the padded one goes first
+            text = text.replace(padded, REDACTED).replace(bare, REDACTED)
     return text
 
 
 def contains_secret(text: str) -> bool:
-    return any(form in text for form in _forms)
+    lowered = text.lower()
+    return any(form in lowered for form in _forms) or any(bare in text for _, bare in _encoded)
 
 
 def scrub_value(value: Any) -> Any:

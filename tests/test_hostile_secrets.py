@@ -247,11 +247,12 @@ def test_the_registry_is_the_one_mechanism() -> None:
         "k": ["***", {"n": "<***>"}],
         "***": 1,
     }
-    # and in the case a filter gives it, and base64-encoded (Basic auth), whole
+    # and in any case (as a filter gives it), and base64-encoded whole
     for shown in (
         secret.upper(),
         secret.title(),
         "A-Workflow-Secret-42",
+        "a-WORKFLOW-sEcReT-42",
         base64.b64encode(secret.encode()).decode(),
     ):
         assert redaction.scrub(f"<{shown}>") == "<***>", shown
