@@ -489,8 +489,7 @@ def try_unit(ctx: UnitContext, run_id: str | None, unit: Unit, state: UnitState)
             message += f"; {note}" if note else ""
             _journal(ctx, run_id, unit, status, output=kept, error=message, tries=tries)
             kind = "interrupted" if stopping else failure_kind(exc)
-            by_hand = ctx.store is not None and not isinstance(ctx.store, MemoryJournal)  # runs resolve
-            if by_hand and not stopping and _only_an_operator_settles(manifest, state.inputs, pending):
+            if ctx.store is not None and not stopping and only_an_operator_settles(state):
                 kind = "blocked"  # as a resume would find it: say so now, not after one
             raise UnitFailed(message, kind, tries, reason) from None
         wait = unit.retry.delay(tries, ctx.rng, getattr(exc, "retry_after", None))
@@ -597,14 +596,15 @@ def settle_pending(
     return _SEND
 
 
-def _only_an_operator_settles(manifest: Manifest, inputs: dict[str, Any], pending: Pending | None) -> bool:
+def only_an_operator_settles(state: UnitState) -> bool:
     """Whether :func:`settle_pending` can only block on this unit, whatever Willo holds:
-    it may have landed, it is not idempotent, and there is no lookup to find it."""
+    it may have landed (no 2xx came back), it is not idempotent, and there is no lookup
+    to find it. (One whose 2xx came back, or that a lookup can find, a rerun settles.)"""
     return (
-        pending is not None
-        and pending.status == "ambiguous"
-        and manifest.data.get("reconcile") is None
-        and not idempotent_for(manifest, inputs)
+        state.pending is not None
+        and state.pending.status == "ambiguous"
+        and not state.idempotent
+        and state.manifest.data.get("reconcile") is None
     )
 
 

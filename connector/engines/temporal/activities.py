@@ -47,6 +47,7 @@ from connector.workflows.runner import (
     UnitResult,
     UnitState,
     _NotStarted,
+    only_an_operator_settles,
     operator_output,
     secret_scope,
     try_unit,
@@ -355,7 +356,8 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
             state.tries = start["tries"]
             outcome = try_unit(ctx, str(req["run_id"]), the_unit, state)
         except UnitFailed as exc:
-            if asked or _unsettleable(state):  # it may have landed, and no lookup can tell
+            # it may have landed, and no lookup can tell: only an operator can settle it
+            if asked or (state is not None and only_an_operator_settles(state)):
                 message = str(exc)
                 if not asked:
                     message += (
@@ -410,21 +412,6 @@ def unit(req: dict[str, Any]) -> dict[str, Any]:
                 category=BENIGN,
             )
     return {"output": wire.seal(outcome.output, sealing), "tries": outcome.tries}
-
-
-def _unsettleable(state: UnitState | None) -> bool:
-    """A unit that failed for good having perhaps landed (``ambiguous``: its tries or its
-    retryable failures spent) with no lookup to tell: only an operator can settle it.
-    One whose 2xx came back (``sent``) or that a lookup can find is left failed: `rerun
-    --failed` settles it without anyone."""
-    pending = state.pending if state is not None else None
-    return (
-        state is not None
-        and pending is not None
-        and pending.status != "sent"
-        and not state.idempotent
-        and state.manifest.data.get("reconcile") is None
-    )
 
 
 # --------------------------------------------------------------------------- an operator's word
