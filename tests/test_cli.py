@@ -456,6 +456,47 @@ def test_call_all_json_is_one_line_off_a_terminal_and_indented_on_one(sandbox, m
     )
 
 
+def test_streamed_records_are_scrubbed_and_escaped_each_on_its_line(capsys) -> None:
+    """A page is encoded and scrubbed as one text: each record must still come out on
+    its own line (or as its own array element), a secret in any of them scrubbed in
+    any case, and a lone surrogate escaped, as when each record was written alone."""
+    from connector import redaction
+    from connector.cli.common import emit_list, emit_records
+
+    secret = "sk_stream_secret_42"
+    redaction.register(secret)
+    pages = [
+        [{"n": 1, "note": f"key {secret}"}, {"n": 2, "name": "\ud800x", "ok": "é"}],
+        [],
+        [{"n": 3, "note": secret.upper() + "\n" + secret}],
+    ]
+    emit_records(iter(pages))
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["n"] for line in lines] == [1, 2, 3]
+    assert json.loads(lines[0])["note"] == "key ***"
+    assert json.loads(lines[1]) == {"n": 2, "name": "\ud800x", "ok": "é"}
+    assert json.loads(lines[2])["note"] == "***\n***"
+    assert secret not in "".join(lines).lower()
+    emit_list({"next": None}, "results", iter(pages), lambda: {"count": 3})
+    data = json.loads(capsys.readouterr().out)
+    assert [r["n"] for r in data["results"]] == [1, 2, 3] and data["count"] == 3
+    assert data["results"][0]["note"] == "key ***" and data["results"][1]["name"] == "\ud800x"
+
+
+def test_decimals_become_numbers_and_what_holds_none_is_not_copied() -> None:
+    from connector.catalog.schemas import numbers
+
+    tree = {"properties": {"results": {"items": {"properties": {"score": True}}}}}
+    plain = {"count": 2, "results": [{"score": None, "k": 1}, {"k": 2}]}
+    assert numbers(plain, tree) is plain  # nothing to convert: nothing copied
+    page = {"count": 2, "results": [{"score": "7.50", "k": 1}, {"score": "8", "k": 2}, {"score": None}]}
+    out = numbers(page, tree)
+    assert out == {"count": 2, "results": [{"score": 7.5, "k": 1}, {"score": 8, "k": 2}, {"score": None}]}
+    assert list(out["results"][0]) == ["score", "k"]  # the fields keep their order
+    assert page["results"][0]["score"] == "7.50"  # the input is left as it was
+    assert out["results"][2] is page["results"][2]
+
+
 def test_streamed_pages_are_checked_one_by_one(sandbox) -> None:
     _bulk(sandbox, 40, drifted=True)
     r = invoke("call", "willo.list_participants", "-i", "all=true", "--jsonl", WILLO_SCHEMA_MODE="strict")

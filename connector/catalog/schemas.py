@@ -633,20 +633,35 @@ def decimal_tree(schema: Any) -> Any:
 
 
 def numbers(value: Any, tree: Any) -> Any:
-    """``value`` with each decimal string that ``tree`` marks turned into an int or float."""
+    """``value`` with each decimal string that ``tree`` marks turned into an int or float.
+    What holds none is returned as it is, and a dict or list is copied only when
+    something in it changes (a page of records is mostly left alone)."""
     if tree is True:
         if isinstance(value, str) and _DECIMAL_TEXT.match(value.strip()):
             return float(value) if "." in value else int(value)
         return value
     if not isinstance(tree, dict):
         return value
-    for branch in tree.get("any", []):
+    for branch in tree.get("any", ()):
         value = numbers(value, branch)
     props = tree.get("properties")
     if props and isinstance(value, dict):
-        value = {k: numbers(v, props[k]) if k in props else v for k, v in value.items()}
+        changed: dict[str, Any] | None = None
+        for k, sub in props.items():
+            if k in value:
+                v = value[k]
+                n = numbers(v, sub)
+                if n is not v:
+                    if changed is None:
+                        changed = {}
+                    changed[k] = n
+        if changed:
+            value = {k: changed.get(k, v) for k, v in value.items()}
     if "items" in tree and isinstance(value, list):
-        value = [numbers(v, tree["items"]) for v in value]
+        sub = tree["items"]
+        converted = [numbers(v, sub) for v in value]
+        if any(n is not v for n, v in zip(converted, value, strict=True)):
+            value = converted
     return value
 
 

@@ -125,7 +125,7 @@ def clean_json(text: str) -> str:
     from connector.redaction import scrub
 
     text = scrub(text)
-    if _SURROGATE.search(text):
+    if not text.isascii() and _SURROGATE.search(text):
         text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text
 
@@ -170,16 +170,23 @@ class _Out:
 
 
 def _compact(value: Any) -> str:
-    return clean_json(json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")))
+    return clean_json(_COMPACT.encode(value))
+
+
+def _compact_lines(batch: list[Any]) -> str:
+    """The records of a page as one-line JSON, a line each (no newline after the last),
+    scrubbed as one text: one-line JSON holds no newline, and no secret does, so that
+    is what scrubbing each line would give, without its cost a record."""
+    encode = _COMPACT.encode
+    return clean_json("\n".join([encode(record) for record in batch]))
 
 
 def emit_records(batches: Iterable[list[Any]]) -> None:
     """JSON Lines: one record a line, each page written (and flushed) as it arrives."""
     with _Out() as out:
         for batch in batches:
-            for record in batch:
-                out.write(_compact(record))
-                out.write("\n")
+            if batch:
+                out.write(_compact_lines(batch) + "\n")
             out.flush()
 
 
@@ -199,12 +206,13 @@ def emit_list(head: Mapping[str, Any], items: str, batches: Iterable[list[Any]],
             out.write(_compact(items) + ":[")
         first = True
         for batch in batches:
-            for record in batch:
-                if indent:
+            if indent:
+                for record in batch:
                     text = clean_json(json.dumps(record, indent=2, ensure_ascii=False, default=str))
                     out.write(("\n    " if first else ",\n    ") + text.replace("\n", "\n    "))
-                else:
-                    out.write(_compact(record) if first else "," + _compact(record))
+                    first = False
+            elif batch:
+                out.write(("" if first else ",") + _compact_lines(batch).replace("\n", ","))
                 first = False
             out.flush()
         rest = tail()

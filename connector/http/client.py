@@ -268,7 +268,7 @@ class Transport:
             requests.Request(
                 req["method"],
                 req["url"],
-                params=req["params"],
+                params=req["params"] or None,  # none: requests' costly checks of a mapping skipped
                 json=req["json"],
                 data=req.get("data"),
                 headers=req["headers"],
@@ -565,27 +565,32 @@ class WilloClient(Transport):
         """Each page of a paged list as it arrives, following ``next`` links on the same
         host (a generator: the next page is asked for when this one is done with); a link
         already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
-        seen = {full_url(self.url(path), params)}
+        # the links fetched, as sent (the first) and as given (the rest: a loop repeats
+        # its links as they were given, so it is seen without encoding each one again)
+        first = self.url(path)
+        seen = {full_url(first, params)} | (set() if params else {first})
+        fetched = 1
         page = self.request(method, path, params=params, manifest=manifest)
         while True:
             nxt = page.get(next_field) if isinstance(page, dict) else None
             yield page
             if not nxt:
                 return
-            link = self._rebase(urljoin(self.url(path), str(nxt)))
-            if full_url(link, None) in seen:
+            link = self._rebase(urljoin(first, str(nxt)))
+            if link in seen:
                 raise WilloError(
                     f"pagination loops: the next link {short(link, 120)} was already fetched",
                     method=method,
                     url=_plain(link),
                 )
-            if len(seen) >= self.max_pages:
+            if fetched >= self.max_pages:
                 raise WilloError(
                     f"more than {self.max_pages} pages; stopped (is the next link ever null?)",
                     method=method,
                     url=_plain(link),
                 )
-            seen.add(full_url(link, None))
+            seen.add(link)
+            fetched += 1
             page = self.request(method, link, manifest=manifest)
 
     def paginate(
