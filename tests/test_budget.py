@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.connections import Account, fingerprint
 from connector.errors import QuotaExhausted
+from connector.http import pacing
 from connector.http.pacing import Pacer, SharedPacer
 from connector.state import budget
 from connector.state.budget import Budget, Limits, next_day, usage
@@ -163,7 +164,81 @@ def test_a_daily_quota_of_50_waits_for_the_next_day_when_set_to_wait(tmp_path: P
     waits = [r.getMessage() for r in caplog.records if "quota" in r.getMessage()]
     assert len(waits) == 1  # said once, with until when
     assert f"it renews at {budget.iso(renews)}; waiting until then" in waits[0]
-    assert usage(StateStore(tmp_path), "acct", clock.now)["used_today"] == 10  # the new day's
+    # the new day's 10, and at most the rest of a block this process counted ahead
+    assert 10 <= usage(StateStore(tmp_path), "acct", clock.now)["used_today"] < 10 + pacing.BLOCK
+    pacer.refund()  # (what a process does at exit)
+    assert usage(StateStore(tmp_path), "acct", clock.now)["used_today"] == 10
+
+
+def test_a_quota_only_budget_counts_in_blocks_and_gives_the_rest_back(tmp_path: Path) -> None:
+    """Without windows nothing is timed: requests are counted against the day in
+    blocks (one write for up to 32), so a long read does not write once a request."""
+    clock = Clock()
+    store = StateStore(tmp_path)
+    pacer = SharedPacer(store, "acct", Limits(0, 0, 50_000), clock=clock)
+    before = store._group.transactions
+    for _ in range(1_000):
+        pacer.acquire()
+    writes = store._group.transactions - before
+    assert writes <= 1_000 // pacing.BLOCK + 6, writes  # 1, 2, 4, ..., 32, 32, ...
+    used = usage(store, "acct", clock.now)["used_today"]
+    assert 1_000 <= used < 1_000 + pacing.BLOCK
+    pacer.refund()
+    assert usage(store, "acct", clock.now)["used_today"] == 1_000
+    clock.now = next_day(clock.now) + 1  # a block of a day gone by is not spent the next day
+    pacer.acquire()
+    pacer.refund()
+    assert usage(store, "acct", clock.now)["used_today"] == 1
+
+
+def test_blocks_never_grant_more_than_the_quota_to_processes_sharing_it(tmp_path: Path) -> None:
+    """Three processes' budgets (three stores on one file) counting in blocks: together
+    they send exactly the quota, and none is refused while another holds unsent
+    requests it could not use (blocks shrink to one as the quota runs out)."""
+    clock = Clock()
+    pacers = [
+        SharedPacer(StateStore(tmp_path), "acct", Limits(0, 0, 20_000), on_quota="fail", clock=clock)
+        for _ in range(3)
+    ]
+    sent = [0, 0, 0]
+    refused = [0, 0, 0]
+    while not all(refused):
+        for i, pacer in enumerate(pacers):
+            try:
+                pacer.acquire()
+                sent[i] += 1
+            except QuotaExhausted:
+                refused[i] += 1
+        assert sum(refused) <= 3 * pacing.BLOCK, (sent, refused)  # refused only at the end
+    assert sum(sent) == 20_000, sent  # exactly the quota: never more, and nothing lost
+    assert sum(p._prepaid for p in pacers) == 0
+    assert usage(StateStore(tmp_path), "acct", clock.now)["used_today"] == 20_000
+
+
+def test_a_process_gives_its_block_back_at_exit_and_a_killed_one_counts_high(tmp_path: Path) -> None:
+    code = (
+        "import os, sys, time\n"
+        "from connector.http.pacing import SharedPacer\n"
+        "from connector.state.budget import Limits\n"
+        "from connector.state.store import StateStore\n"
+        "p = SharedPacer(StateStore(sys.argv[1]), 'acct', Limits(0, 0, 50_000))\n"
+        "for _ in range(100): p.acquire()\n"
+        "if sys.argv[2] == 'kill': os.kill(os.getpid(), 9)\n"
+        "if sys.argv[2] == 'fork':\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        p.acquire()\n"  # a child does not spend its parent's block
+        "        sys.exit(0)\n"  # (and gives back its own at exit)
+        "    os.waitpid(pid, 0)\n"
+    )
+    for how, expected in (("exit", 100), ("fork", 101)):
+        folder = tmp_path / how
+        subprocess.run([sys.executable, "-c", code, str(folder), how], check=True, timeout=60)
+        assert usage(StateStore(folder), "acct")["used_today"] == expected, how
+    folder = tmp_path / "kill"
+    subprocess.run([sys.executable, "-c", code, str(folder), "kill"], timeout=60)
+    used = usage(StateStore(folder), "acct")["used_today"]
+    assert 100 <= used < 100 + pacing.BLOCK  # never under: the quota is never overspent
 
 
 def test_a_workflow_asking_60_of_a_quota_of_50_gets_50(sandbox, tmp_path: Path) -> None:

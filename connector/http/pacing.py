@@ -16,7 +16,9 @@ slack for the server's arrival jitter, tightening after a 429, the day's quota):
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -37,11 +39,13 @@ from connector.state.budget import (
     Budget,
     Jitter,
     Limits,
+    Reservation,
     Tuning,
     earliest,
     fits,
     iso,
     time_for,
+    utc_day,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +71,8 @@ __all__ = [
 ON_QUOTA = ("wait", "fail")
 #: The longest single sleep while waiting for a quota to renew (it is re-checked after).
 _QUOTA_NAP = 60.0
+#: The most requests a process counts against the daily quota in one write (a block).
+BLOCK = 32
 
 
 class Pacing(Protocol):
@@ -366,13 +372,24 @@ class SharedPacer:
         self.jitter = Jitter()  # this process's round trips
         self._mine = threading.local()  # the slot of this thread's request in flight
         self._told: float | None = None  # the renewal this process already announced
+        # A budget with only a daily quota times nothing: requests are counted in
+        # blocks (one write for many), and what a block has left is given back at exit.
+        self._blocks = threading.Lock()
+        self._prepaid = 0  # requests counted and not yet sent
+        self._prepaid_day = ""  # the UTC day they were counted on
+        self._prepaid_pid = 0  # by this process (not a parent it was forked from)
+        self._block = 1  # the next block's size: doubling up to BLOCK
         with _PACERS_LOCK:
             _SHARED.add(self)
+        _refund_at_exit()
 
     def acquire(self) -> None:
         if not self.limits.active:
             return
         self.release()  # a thread sends one request at a time: its last one is over
+        if not self.windows:
+            self._count()
+            return
         tries = 0
         while True:
             slot = self.budget.reserve(
@@ -397,21 +414,57 @@ class SharedPacer:
                         continue
                 self._mine.slot = slot.slot
                 return
-            spent = (
-                f"{self.label}: the daily quota of {self.limits.per_day:,} requests is spent "
-                f"({slot.used_today:,} sent today, UTC); it renews at {iso(slot.renews_at)}"
+            self._spent(slot)
+
+    def _count(self) -> None:
+        """Count one request against the daily quota: from this process's block, or a
+        new block (one write in the store for up to :data:`BLOCK` requests)."""
+        with self._blocks:
+            while True:
+                if (
+                    self._prepaid
+                    and self._prepaid_day == utc_day(self._clock())
+                    and self._prepaid_pid == os.getpid()
+                ):
+                    self._prepaid -= 1
+                    return
+                # (a block of a day gone by is dropped: that day is over; so is one a
+                # parent process counted: it is the parent's to spend)
+                got = self.budget.reserve_block(self.account, self.limits, self._block, self.label)
+                if got.renews_at is None:
+                    self._prepaid, self._prepaid_day = got.granted - 1, got.day
+                    self._prepaid_pid = os.getpid()
+                    self._block = min(BLOCK, self._block * 2)
+                    return
+                self._prepaid, self._block = 0, 1
+                self._spent(got)
+
+    def _spent(self, slot: Reservation) -> None:
+        """The day's quota is spent: raise (``on_quota="fail"``) or wait a while."""
+        assert slot.renews_at is not None
+        spent = (
+            f"{self.label}: the daily quota of {self.limits.per_day:,} requests is spent "
+            f"({slot.used_today:,} sent today, UTC); it renews at {iso(slot.renews_at)}"
+        )
+        if self.on_quota == "fail":
+            raise QuotaExhausted(
+                f"{spent} (WILLO_ON_QUOTA=wait waits for it instead)",
+                retry_after=max(0.0, slot.renews_at - self._clock()),
             )
-            if self.on_quota == "fail":
-                raise QuotaExhausted(
-                    f"{spent} (WILLO_ON_QUOTA=wait waits for it instead)",
-                    retry_after=max(0.0, slot.renews_at - self._clock()),
-                )
-            if self._told != slot.renews_at:
-                self._told = slot.renews_at
-                log.warning("%s; waiting until then (WILLO_ON_QUOTA=fail fails instead)", spent)
-            nap = min(_QUOTA_NAP, max(0.05, slot.renews_at - self._clock()))
-            self.waited += nap
-            self._sleep(nap)
+        if self._told != slot.renews_at:
+            self._told = slot.renews_at
+            log.warning("%s; waiting until then (WILLO_ON_QUOTA=fail fails instead)", spent)
+        nap = min(_QUOTA_NAP, max(0.05, slot.renews_at - self._clock()))
+        self.waited += nap
+        self._sleep(nap)
+
+    def refund(self) -> None:
+        """Give back what this process counted against the day's quota and did not
+        send (at exit: a block's rest)."""
+        with self._blocks:
+            n, self._prepaid = self._prepaid, 0
+            if n and self._prepaid_pid == os.getpid():
+                self.budget.refund(self.account, n, self._prepaid_day)
 
     def observe(self, seconds: float) -> None:
         """This thread's request was answered after ``seconds``: the server counted it no
@@ -462,6 +515,28 @@ class SharedPacer:
 _PACERS: dict[tuple[str, int, int], Pacer] = {}
 _SHARED: weakref.WeakSet[SharedPacer] = weakref.WeakSet()
 _PACERS_LOCK = threading.Lock()
+_REFUNDING = False
+
+
+def _refund_at_exit() -> None:
+    """Once a process has a shared budget: at exit, give back what its blocks have left."""
+    global _REFUNDING
+    with _PACERS_LOCK:
+        if _REFUNDING:
+            return
+        _REFUNDING = True
+    atexit.register(refund_all)
+
+
+def refund_all() -> None:
+    """Give back the unsent rest of every shared budget's block in this process."""
+    with _PACERS_LOCK:
+        pacers = list(_SHARED)
+    for pacer in pacers:
+        try:
+            pacer.refund()
+        except Exception as exc:  # at exit, a store gone away: the day only counts high
+            log.debug("could not give back a quota block: %s", exc)
 
 
 def shared_pacer(per_second: int, per_minute: int, account: str = "") -> Pacer:

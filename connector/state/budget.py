@@ -236,6 +236,11 @@ def iso(when: float) -> str:
 _COUNTED = "(CASE WHEN flying THEN MAX(at, ?) ELSE at END)"
 
 
+#: A block of the daily quota is at most this share of what is left of it (so
+#: blocks of 32 while 16,384 or more are left, and single requests below 512).
+BLOCK_SHARE = 512
+
+
 @dataclass(frozen=True)
 class Reservation:
     """A reserved slot: wait ``delay`` seconds, then send; or, when the day's quota is
@@ -246,6 +251,8 @@ class Reservation:
     renews_at: float | None = None
     at: float = 0.0  # the slot (clock time)
     slot: int | None = None  # its row, to confirm or settle it
+    granted: int = 1  # requests counted (a block: :meth:`Budget.reserve_block`)
+    day: str = ""  # the UTC day they were counted on (a block)
 
     @property
     def exhausted(self) -> bool:
@@ -379,6 +386,40 @@ class Budget:
             return Reservation(at - now, used + 1, at=at, slot=slot)
 
         return self.store.write(op)
+
+    def reserve_block(self, account: str, limits: Limits, want: int, label: str = "") -> Reservation:
+        """Count up to ``want`` requests against ``account``'s daily quota at once (for
+        a budget that has no windows: nothing is timed, only counted): ``granted`` of
+        them, fewer as the quota runs out (one in :data:`BLOCK_SHARE` of what is left:
+        one at a time in the last stretch, so that what other processes hold unsent
+        is a sliver when it is spent); none, and when it renews, once it is spent.
+        What is not used is given back with :meth:`refund`."""
+
+        def op(db: sqlite3.Connection) -> Reservation:
+            now = self.clock()
+            tuning, row = self._tuning(db, account, now)
+            day = utc_day(now)
+            used = row["day_used"] if row is not None and row["day"] == day else 0
+            left = limits.per_day - used
+            if left <= 0:
+                self._save(db, account, tuning, row, now, limits=limits, label=label, day=day, used=used)
+                return Reservation(0.0, used, next_day(now), granted=0)
+            n = max(1, min(want, left // BLOCK_SHARE))
+            self._save(db, account, tuning, row, now, limits=limits, label=label, day=day, used=used + n)
+            return Reservation(0.0, used + n, at=now, granted=n, day=day)
+
+        return self.store.write(op)
+
+    def refund(self, account: str, n: int, day: str) -> None:
+        """Give back ``n`` requests counted on ``day`` (a UTC day) but never sent."""
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE budgets SET day_used = MAX(0, day_used - ?) WHERE account = ? AND day = ?",
+                (n, account, day),
+            )
+
+        self.store.write(op)
 
     def confirm(
         self, account: str, limits: Limits, slot: int, jitter: float = 0.0, *, force: bool = False
