@@ -28,6 +28,23 @@ def _byte_compile() -> None:
 _byte_compile()
 
 
+def _check_install() -> None:
+    """The CLI the benchmarks start must run this checkout: an editable install of
+    another one (a git worktree) would be measured instead, silently."""
+    probe = "import connector, willo_manifests; print(connector.__file__); print(*willo_manifests.__path__)"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd="/", check=False
+    ).stdout.split()
+    if len(found) != 2 or not all(Path(p).resolve().is_relative_to(ROOT) for p in found):
+        raise SystemExit(
+            f"benchmarks: {sys.executable} runs willo-connector from {found or 'nowhere'}, not from "
+            f"this checkout ({ROOT}): pip install -e {ROOT}"
+        )
+
+
+_check_install()
+
+
 def cli() -> list[str]:
     exe = Path(sys.executable).with_name("willo-connector")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "connector"]
