@@ -1,6 +1,6 @@
 """``python -m connector`` runs the CLI."""
 
-from connector.cli import main
+from connector.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

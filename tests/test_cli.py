@@ -63,6 +63,37 @@ def test_version_and_help() -> None:
         assert f"  {cmd} " in r.stdout, cmd
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("temporal", [False, True])
+def test_the_console_script_exits_with_the_commands_code_and_runs_the_exit_handlers(
+    temporal: bool, tmp_path: Path
+) -> None:
+    """After a process has talked to Temporal, the script ends without the
+    interpreter's teardown (the client's threads can abort it): the command's exit
+    code, its output and the exit handlers (a quota block given back) are as ever."""
+    code = (
+        "import atexit, sys\n"
+        "import connector.engines.temporal.client as tc\n"
+        f"tc.connected = {temporal!r}\n"
+        "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
+        "sys.argv = ['willo-connector', *sys.argv[1:]]\n"
+        "from connector.cli import run\n"
+        "run()\n"
+    )
+    env = script_env(XDG_CACHE_HOME=str(tmp_path))
+    ok = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and __version__ in ok.stdout
+    assert ok.stderr.strip() == "exit handler ran"
+    bad = subprocess.run(
+        [sys.executable, "-c", code, "validate", str(tmp_path / "nowhere.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2 and "exit handler ran" in bad.stderr and "nowhere.yaml" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def _imported(args: list[str], env: dict[str, str], roots: tuple[str, ...]) -> list[str]:
     """The modules under ``roots`` that running the CLI with ``args`` imported."""
     code = (

@@ -124,6 +124,34 @@ class LazyGroup(click.Group):
             )
 
 
+def run() -> NoReturn:
+    """The console script: :func:`main`, and its exit. A process that talked to
+    Temporal ends without the interpreter's teardown: the Temporal client's Rust
+    threads outlive it, and can abort it (SIGABRT, "Fatal Python error" at
+    finalization) after the command has done its work and said so. The exit
+    handlers (a quota block given back, logs flushed) run first, as at any exit."""
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    temporal = sys.modules.get("connector.engines.temporal.client")
+    if not getattr(temporal, "connected", False):
+        raise SystemExit(code)
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    import atexit
+    import contextlib
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone away: nothing more reaches it
+            stream.flush()
+    os._exit(code or 0)
+
+
 def pipe_closed() -> NoReturn:
     """The reader of stdout went away (``| head``): nothing more reaches it, so stop
     quietly, as a command killed by SIGPIPE does (141), without failing again when the

@@ -52,8 +52,15 @@ def tls_config(settings: TemporalSettings) -> bool | TLSConfig:
     )
 
 
+#: Set once this process has connected to Temporal (its client's threads then live
+#: until the process ends: see :func:`connector.cli.run`).
+connected = False
+
+
 async def connect(settings: TemporalSettings) -> Client:
     """A client of the configured cluster, or a one-line :class:`ConnectorError`."""
+    global connected
+    connected = True
     try:
         return await Client.connect(
             settings.address,
