@@ -377,11 +377,9 @@ class SharedPacer:
         self._blocks = threading.Lock()
         self._prepaid = 0  # requests counted and not yet sent
         self._prepaid_day = ""  # the UTC day they were counted on
-        self._prepaid_pid = 0  # by this process (not a parent it was forked from)
         self._block = 1  # the next block's size: doubling up to BLOCK
         with _PACERS_LOCK:
             _SHARED.add(self)
-        _refund_at_exit()
 
     def acquire(self) -> None:
         if not self.limits.active:
@@ -421,19 +419,13 @@ class SharedPacer:
         new block (one write in the store for up to :data:`BLOCK` requests)."""
         with self._blocks:
             while True:
-                if (
-                    self._prepaid
-                    and self._prepaid_day == utc_day(self._clock())
-                    and self._prepaid_pid == os.getpid()
-                ):
+                if self._prepaid and self._prepaid_day == utc_day(self._clock()):
                     self._prepaid -= 1
                     return
-                # (a block of a day gone by is dropped: that day is over; so is one a
-                # parent process counted: it is the parent's to spend)
+                # (a block of a day gone by is dropped: that day is over)
                 got = self.budget.reserve_block(self.account, self.limits, self._block, self.label)
                 if got.renews_at is None:
                     self._prepaid, self._prepaid_day = got.granted - 1, got.day
-                    self._prepaid_pid = os.getpid()
                     self._block = min(BLOCK, self._block * 2)
                     return
                 self._prepaid, self._block = 0, 1
@@ -463,7 +455,7 @@ class SharedPacer:
         send (at exit: a block's rest)."""
         with self._blocks:
             n, self._prepaid = self._prepaid, 0
-            if n and self._prepaid_pid == os.getpid():
+            if n:
                 self.budget.refund(self.account, n, self._prepaid_day)
 
     def observe(self, seconds: float) -> None:
@@ -515,17 +507,6 @@ class SharedPacer:
 _PACERS: dict[tuple[str, int, int], Pacer] = {}
 _SHARED: weakref.WeakSet[SharedPacer] = weakref.WeakSet()
 _PACERS_LOCK = threading.Lock()
-_REFUNDING = False
-
-
-def _refund_at_exit() -> None:
-    """Once a process has a shared budget: at exit, give back what its blocks have left."""
-    global _REFUNDING
-    with _PACERS_LOCK:
-        if _REFUNDING:
-            return
-        _REFUNDING = True
-    atexit.register(refund_all)
 
 
 def refund_all() -> None:
@@ -537,6 +518,18 @@ def refund_all() -> None:
             pacer.refund()
         except Exception as exc:  # at exit, a store gone away: the day only counts high
             log.debug("could not give back a quota block: %s", exc)
+
+
+def _forget_blocks_in_child() -> None:
+    """In a forked child: the blocks are the parent's to spend and give back (and a
+    lock some other thread of the parent held would never be released here)."""
+    for pacer in list(_SHARED):
+        pacer._blocks = threading.Lock()
+        pacer._prepaid = 0
+
+
+atexit.register(refund_all)  # a block's rest given back at any exit (nothing, without one)
+os.register_at_fork(after_in_child=_forget_blocks_in_child)
 
 
 def shared_pacer(per_second: int, per_minute: int, account: str = "") -> Pacer:
