@@ -217,6 +217,11 @@ def time_for(
     return max(0.0, at - now)
 
 
+def _used_on(row: sqlite3.Row | None, day: str) -> int:
+    """What a budget's row says was used on ``day`` (nothing: the row counts another day)."""
+    return int(row["day_used"]) if row is not None and row["day"] == day else 0
+
+
 def utc_day(when: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(when))
 
@@ -357,7 +362,7 @@ class Budget:
             tuning, row = self._tuning(db, account, now)
             tuning.relax(now)
             day = utc_day(now)
-            used = row["day_used"] if row is not None and row["day"] == day else 0
+            used = _used_on(row, day)
             if again:
                 used -= 1  # already counted
             elif limits.per_day and used >= limits.per_day:
@@ -399,7 +404,7 @@ class Budget:
             now = self.clock()
             tuning, row = self._tuning(db, account, now)
             day = utc_day(now)
-            used = row["day_used"] if row is not None and row["day"] == day else 0
+            used = _used_on(row, day)
             left = limits.per_day - used
             if left <= 0:
                 self._save(db, account, tuning, row, now, limits=limits, label=label, day=day, used=used)
@@ -511,7 +516,7 @@ def usage(store: StateStore, account: str, now: float | None = None) -> dict[str
         "account": account,
         "label": row["label"] if row else "",
         "day": day,
-        "used_today": row["day_used"] if row is not None and row["day"] == day else 0,
+        "used_today": _used_on(row, day),
         "per_day": row["per_day"] if row else 0,
         "renews_at": iso(next_day(now)),
         "last_second": counts["s"] or 0,
