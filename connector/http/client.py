@@ -565,11 +565,13 @@ class WilloClient(Transport):
         """Each page of a paged list as it arrives, following ``next`` links on the same
         host (a generator: the next page is asked for when this one is done with); a link
         already fetched (a loop) or more than :attr:`max_pages` pages is an error."""
-        # the links fetched, as sent (the first) and as given (the rest: a loop repeats
-        # its links as they were given, so it is seen without encoding each one again)
+        # the links fetched, as given (a loop repeats its links as they were given, so
+        # it is seen without encoding each one again); the first also as it was sent
         first = self.url(path)
-        seen = {full_url(first, params)} | (set() if params else {first})
-        fetched = 1
+        seen = {full_url(first, params)}
+        if not params:
+            seen.add(first)  # (a link back to it, given as it was asked)
+        fetched = 1  # (the first may be in ``seen`` twice)
         page = self.request(method, path, params=params, manifest=manifest)
         while True:
             nxt = page.get(next_field) if isinstance(page, dict) else None
